@@ -1,0 +1,1 @@
+"""The read side: projections of the event log into the tables the frontend reads."""

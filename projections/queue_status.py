@@ -1,0 +1,224 @@
+"""The queue-status projection: ``video_processing_queue`` and ``video_processing_steps``.
+
+Each event of a ProcessingQueue becomes a few row updates. Everything a
+reader needs is computed here, not at read time:
+
+- ``status``: ``pending`` until the first step starts, ``processing`` while
+  steps run, then the terminal status of ``Completed``/``Failed``/``Cancelled``;
+- ``current_step``: the step most recently started (kept after a failure or a
+  cancellation so the tutor sees where it stopped; cleared on completion);
+- ``progress_percentage``: the mean of the steps' progress (each step weighs
+  the same), 100 once the queue has completed. Step progress only grows, so
+  the queue's does too.
+
+Row timestamps come from the events, never from the clock, so rebuilding the
+projection from event 0 gives the very same rows.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import singledispatchmethod
+from typing import Any
+
+from domain.queue import ProcessingQueue
+from projections.views import ReadModelView, SqlSession
+
+Q = ProcessingQueue
+
+_TOUCH_QUEUE = (
+    "UPDATE video_processing_queue SET updated_at = :at, version = :version WHERE id = :id"
+)
+_RECOMPUTE_PROGRESS = (
+    "UPDATE video_processing_queue SET progress_percentage = ("
+    "SELECT SUM(progress) / COUNT(*) FROM video_processing_steps WHERE queue_id = :id"
+    ") WHERE id = :id"
+)
+
+
+def _common(domain_event: Any) -> dict[str, Any]:
+    return {
+        "id": str(domain_event.originator_id),
+        "at": domain_event.timestamp.isoformat(),
+        "version": domain_event.originator_version,
+    }
+
+
+class QueueStatusProjection:
+    """Keeps the queue and steps tables in step with the event log."""
+
+    name = "queue_status"
+
+    def reset(self, session: SqlSession) -> None:
+        session.execute("DELETE FROM video_processing_steps")
+        session.execute("DELETE FROM video_processing_queue")
+
+    @singledispatchmethod
+    def apply(self, domain_event: Any, session: SqlSession) -> None:
+        """Events this projection does not know change nothing."""
+
+    @apply.register
+    def _(self, e: Q.Created, session: SqlSession) -> None:
+        p = _common(e)
+        session.execute(
+            "INSERT INTO video_processing_queue (id, owner_id, attachment_id, status, "
+            "progress_percentage, options, version, created_at, updated_at) VALUES "
+            "(:id, :owner, :attachment, 'pending', 0, :options, :version, :at, :at)",
+            {**p, "owner": e.owner_id, "attachment": e.attachment_id,
+             "options": session.json_param(e.options)},
+        )
+        for position, step in enumerate(e.steps):
+            session.execute(
+                "INSERT INTO video_processing_steps (queue_id, step, position, status, "
+                "updated_at) VALUES (:id, :step, :position, 'pending', :at)",
+                {**p, "step": step, "position": position},
+            )
+
+    @apply.register
+    def _(self, e: Q.StepStarted, session: SqlSession) -> None:
+        p = {**_common(e), "step": e.step, "attempt": e.attempt}
+        self._update_step(
+            session, p,
+            "status = 'running', attempts = :attempt, "
+            "started_at = COALESCE(started_at, :at)",
+        )
+        session.execute(
+            "UPDATE video_processing_queue SET status = 'processing', current_step = :step, "
+            "started_at = COALESCE(started_at, :at) WHERE id = :id",
+            p,
+        )
+        session.execute(_TOUCH_QUEUE, p)
+
+    @apply.register
+    def _(self, e: Q.StepProgressed, session: SqlSession) -> None:
+        p = {**_common(e), "step": e.step, "percent": e.percent}
+        self._update_step(session, p, "progress = :percent")
+        session.execute(_RECOMPUTE_PROGRESS, p)
+        session.execute(_TOUCH_QUEUE, p)
+
+    @apply.register
+    def _(self, e: Q.StepRetried, session: SqlSession) -> None:
+        p = {**_common(e), "step": e.step, "reason": e.reason}
+        self._update_step(
+            session, p, "status = 'retrying', retries = retries + 1, last_error = :reason"
+        )
+        session.execute(
+            "UPDATE video_processing_queue SET retries = retries + 1 WHERE id = :id", p
+        )
+        session.execute(_TOUCH_QUEUE, p)
+
+    @apply.register
+    def _(self, e: Q.StepCompleted, session: SqlSession) -> None:
+        p = {
+            **_common(e),
+            "step": e.step,
+            "provider": e.provider,
+            "model": e.model,
+            "duration": e.duration_seconds,
+            "outputs": session.json_param(e.outputs),
+        }
+        self._update_step(
+            session, p,
+            "status = 'completed', progress = 100, completed_at = :at, provider = :provider, "
+            "model = :model, duration_seconds = :duration, outputs = :outputs",
+        )
+        session.execute(_RECOMPUTE_PROGRESS, p)
+        session.execute(_TOUCH_QUEUE, p)
+
+    @apply.register
+    def _(self, e: Q.StepFailed, session: SqlSession) -> None:
+        p = {**_common(e), "step": e.step, "reason": e.reason}
+        self._update_step(session, p, "status = 'failed', last_error = :reason")
+        session.execute(_TOUCH_QUEUE, p)
+
+    @apply.register
+    def _(self, e: Q.Completed, session: SqlSession) -> None:
+        p = _common(e)
+        session.execute(
+            "UPDATE video_processing_queue SET status = 'completed', progress_percentage = 100, "
+            "current_step = NULL, finished_at = :at WHERE id = :id",
+            p,
+        )
+        session.execute(_TOUCH_QUEUE, p)
+
+    @apply.register
+    def _(self, e: Q.Failed, session: SqlSession) -> None:
+        p = {**_common(e), "reason": e.reason}
+        session.execute(
+            "UPDATE video_processing_queue SET status = 'failed', error = :reason, "
+            "finished_at = :at WHERE id = :id",
+            p,
+        )
+        session.execute(_TOUCH_QUEUE, p)
+
+    @apply.register
+    def _(self, e: Q.Cancelled, session: SqlSession) -> None:
+        p = {**_common(e), "reason": e.reason, "step": e.step}
+        if e.step is not None:
+            self._update_step(session, p, "status = 'cancelled'")
+        session.execute(
+            "UPDATE video_processing_queue SET status = 'cancelled', error = :reason, "
+            "finished_at = :at WHERE id = :id",
+            p,
+        )
+        session.execute(_TOUCH_QUEUE, p)
+
+    @staticmethod
+    def _update_step(session: SqlSession, params: dict[str, Any], assignments: str) -> None:
+        session.execute(
+            f"UPDATE video_processing_steps SET {assignments}, updated_at = :at "
+            "WHERE queue_id = :id AND step = :step",
+            params,
+        )
+
+
+class QueueStatusReader:
+    """Queries on the status view, for the API and for operators.
+
+    Rows come back as plain dicts; timestamps as ISO-8601 strings and ``steps``
+    as a list of dicts on both dialects.
+    """
+
+    def __init__(self, view: ReadModelView) -> None:
+        self.view = view
+
+    def status(self, queue_id: str) -> dict[str, Any] | None:
+        row = self.view.fetchone(
+            "SELECT * FROM video_processing_queue_status WHERE queue_id = :id", {"id": queue_id}
+        )
+        return None if row is None else _normalised(row)
+
+    def list_for_owner(
+        self, owner_id: str, *, status: str | None = None, limit: int = 20, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """The owner's queues, newest first."""
+        where = "owner_id = :owner" + (" AND status = :status" if status else "")
+        rows = self.view.fetchall(
+            f"SELECT * FROM video_processing_queue_status WHERE {where} "
+            "ORDER BY created_at DESC, queue_id LIMIT :limit OFFSET :offset",
+            {"owner": owner_id, "status": status, "limit": limit, "offset": offset},
+        )
+        return [_normalised(row) for row in rows]
+
+    def table_rows(self) -> dict[str, list[dict[str, Any]]]:
+        """Every row of both tables in a stable order (for comparing projections)."""
+        return {
+            "video_processing_queue": self.view.fetchall(
+                "SELECT * FROM video_processing_queue ORDER BY id"
+            ),
+            "video_processing_steps": self.view.fetchall(
+                "SELECT * FROM video_processing_steps ORDER BY queue_id, position"
+            ),
+        }
+
+
+def _normalised(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+    steps = out.get("steps")
+    if isinstance(steps, str):
+        steps = json.loads(steps)
+    out["steps"] = [
+        {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in s.items()}
+        for s in steps or []
+    ]
+    return out

@@ -1,0 +1,171 @@
+"""Read-model storage: SQL sessions on the event store's own database.
+
+A view is one of the library's tracking recorders (``SQLiteTrackingRecorder``,
+``PostgresTrackingRecorder``) extended with the read model's tables from
+``sql/<dialect>/``. Projections write rows through a :class:`SqlSession` and the
+view records the tracking position in the same transaction, so every event is
+applied exactly once and a crashed runner resumes where it stopped.
+
+Each follower tracks its position under its own key (``VideoProcessing:queue_status``,
+``VideoProcessing:dispatcher``) in the library's single-row tracking table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingRecorder
+from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteFactory, SQLiteTrackingRecorder
+from eventsourcing.utils import Environment
+from psycopg.sql import SQL, Identifier
+
+from projections.database import ConfigurationError, Dialect, ddl_statements, to_pyformat
+
+Row = dict[str, Any]
+
+
+class SqlSession:
+    """One transaction's statements, with ``:name`` parameters on either dialect."""
+
+    def __init__(self, cursor: Any, dialect: Dialect) -> None:
+        self.cursor = cursor
+        self.dialect = dialect
+
+    def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> None:
+        if self.dialect == "postgres":
+            self.cursor.execute(to_pyformat(statement), params or {})
+        else:
+            self.cursor.execute(statement, params or {})
+
+    def fetchall(self, statement: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        self.execute(statement, params)
+        return [dict(row) for row in self.cursor.fetchall()]
+
+    def fetchone(self, statement: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        self.execute(statement, params)
+        row = self.cursor.fetchone()
+        return None if row is None else dict(row)
+
+    def json_param(self, value: Any) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+
+class Projection(Protocol):
+    """Turns events into read-model rows; runs inside the view's transaction."""
+
+    name: str
+
+    def apply(self, domain_event: Any, session: SqlSession) -> None: ...
+
+    def reset(self, session: SqlSession) -> None:
+        """Remove every row this projection wrote (before a rebuild)."""
+
+
+class ReadModelView(TrackingRecorder):
+    """What followers and readers need of a view, on either dialect."""
+
+    dialect: Dialect
+
+    @contextmanager
+    def session(self, *, commit: bool = True) -> Iterator[SqlSession]:
+        raise NotImplementedError  # pragma: no cover
+
+    def record(
+        self, projection: Projection, events: Sequence[Any], tracking: Tracking
+    ) -> None:
+        """Apply ``events`` and advance the position to ``tracking``, atomically.
+
+        Raises the library's ``IntegrityError`` when the position is already at or
+        past ``tracking`` (another runner got there first); nothing is written then.
+        """
+        with self.session() as session:
+            for domain_event in events:
+                projection.apply(domain_event, session)
+            self._insert_tracking(session.cursor, tracking)
+
+    def forget_position(self, session: SqlSession, key: str) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def fetchall(self, statement: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        with self.session(commit=False) as session:
+            return session.fetchall(statement, params)
+
+    def fetchone(self, statement: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        with self.session(commit=False) as session:
+            return session.fetchone(statement, params)
+
+    def _create_read_model(self) -> None:
+        with self.session() as session:
+            for statement in ddl_statements(self.dialect):
+                session.cursor.execute(statement)
+
+    def close(self) -> None:
+        self.datastore.close()  # type: ignore[attr-defined]
+
+
+class SQLiteReadModelView(SQLiteTrackingRecorder, ReadModelView):
+    dialect: Dialect = "sqlite"
+
+    def create_table(self) -> None:
+        super().create_table()
+        self._create_read_model()
+
+    @contextmanager
+    def session(self, *, commit: bool = True) -> Iterator[SqlSession]:
+        # BEGIN IMMEDIATE takes the write lock up front, so a writer in another
+        # process makes us wait (busy timeout) instead of failing mid-transaction.
+        with self.datastore.get_connection(commit=commit) as connection:
+            cursor = connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE" if commit else "BEGIN")
+            try:
+                yield SqlSession(cursor, "sqlite")
+            except BaseException:
+                connection.rollback()
+                raise
+            if commit:
+                connection.commit()
+            else:
+                connection.rollback()
+
+    def forget_position(self, session: SqlSession, key: str) -> None:
+        session.execute("DELETE FROM tracking WHERE application_name = :key", {"key": key})
+
+
+class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
+    dialect: Dialect = "postgres"
+
+    def create_table(self) -> None:
+        super().create_table()
+        self._create_read_model()
+
+    @contextmanager
+    def session(self, *, commit: bool = True) -> Iterator[SqlSession]:
+        with self.datastore.transaction(commit=commit) as cursor:
+            cursor.execute(
+                SQL("SET LOCAL search_path TO {}").format(Identifier(self.datastore.schema))
+            )
+            yield SqlSession(cursor, "postgres")
+
+    def forget_position(self, session: SqlSession, key: str) -> None:
+        session.cursor.execute(
+            SQL("DELETE FROM {}.{} WHERE application_name = %s").format(
+                Identifier(self.datastore.schema), Identifier(self.tracking_table_name)
+            ),
+            (key,),
+        )
+
+
+def open_view(event_store_env: Mapping[str, str]) -> ReadModelView:
+    """The read-model view on the same database as the event store; tables created."""
+    factory = InfrastructureFactory.construct(Environment("VideoProcessing", dict(event_store_env)))
+    if isinstance(factory, SQLiteFactory):
+        return factory.tracking_recorder(SQLiteReadModelView)  # type: ignore[return-value]
+    if isinstance(factory, PostgresFactory):
+        return factory.tracking_recorder(PostgresReadModelView)  # type: ignore[return-value]
+    raise ConfigurationError(
+        "projections need SQL: set DATABASE_URL to sqlite:///... or postgresql://..."
+    )
