@@ -1,0 +1,555 @@
+"""The reference model servers, served for real on loopback and called over HTTP.
+
+Each server's model loads once per module (module-scoped fixtures); the
+sleeping/loading tests start small extra servers whose models load in a
+fraction of a second because the libraries are already imported.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from local.models import embeddings, transcription
+from local.models.formats import timestamp
+from local.models.settings import EmbeddingSettings, ModelServerSettings, TranscriptionSettings
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_MEDIA = REPO.parent / "shared" / "media"
+JFK = SHARED_MEDIA / "jfk.flac"
+JFK_TEXT = (
+    "And so my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country."
+)
+needs_shared_jfk = pytest.mark.skipif(
+    not JFK.is_file(), reason=f"{JFK} is absent (the shared media folder beside the repository)"
+)
+
+pytestmark = [
+    pytest.mark.timeout(240),
+    # torch/transformers may deprecate things at import; those are theirs, not ours.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.*"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:transformers.*"),
+    pytest.mark.filterwarnings("ignore::FutureWarning:transformers.*"),
+]
+
+
+# --- helpers ---------------------------------------------------------------
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance over the reference length, ignoring case and punctuation."""
+    ref, hyp = _words(reference), _words(hypothesis)
+    previous = list(range(len(hyp) + 1))
+    for i, ref_word in enumerate(ref, start=1):
+        current = [i]
+        for j, hyp_word in enumerate(hyp, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word)))
+        previous = current
+    return previous[-1] / max(len(ref), 1)
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+
+
+def tone_wav(seconds: float = 2.0, frequency: float = 440.0, rate: int = 16_000) -> bytes:
+    """A sine tone as 16-bit mono WAV, generated here."""
+    frames = bytearray()
+    for n in range(int(seconds * rate)):
+        sample = int(8000 * math.sin(2 * math.pi * frequency * n / rate))
+        frames += sample.to_bytes(2, "little", signed=True)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(bytes(frames))
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LoopbackServer:
+    """Serves an app with uvicorn in a background thread on a free loopback port."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LoopbackServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def wait_for_state(client: httpx.Client, states: set[str], timeout: float = 120.0) -> httpx.Response:
+    """Poll ``/health`` until its ``status`` is one of ``states``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get("/health")
+        if response.json()["status"] in states:
+            return response
+        if time.monotonic() > deadline:
+            raise AssertionError(f"server stayed {response.json()} for {timeout} s")
+        time.sleep(0.05)
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[httpx.Client]:
+    with LoopbackServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client
+
+
+def transcription_app(**server: object) -> FastAPI:
+    settings = TranscriptionSettings(cpu_threads=2, server=ModelServerSettings(**server))
+    return transcription.create_app(settings)
+
+
+def embedding_app(**server: object) -> FastAPI:
+    return embeddings.create_app(EmbeddingSettings(server=ModelServerSettings(**server)))
+
+
+# --- fixtures --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def whisper() -> Iterator[httpx.Client]:
+    """The transcription server with the packaged tiny.en, loaded."""
+    with served(transcription_app()) as client:
+        wait_for_state(client, {"ready"})
+        yield client
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[httpx.Client]:
+    """The embedding server with the packaged all-MiniLM-L6-v2, loaded."""
+    with served(embedding_app()) as client:
+        wait_for_state(client, {"ready"})
+        yield client
+
+
+def transcribe(client: httpx.Client, audio: bytes, name: str = "audio.wav", **form: str) -> httpx.Response:
+    return client.post("/v1/audio/transcriptions", files={"file": (name, audio)}, data=form)
+
+
+def embed(client: httpx.Client, texts: str | list[str]) -> list[list[float]]:
+    response = client.post("/v1/embeddings", json={"input": texts, "model": "all-MiniLM-L6-v2"})
+    assert response.status_code == 200, response.text
+    return [item["embedding"] for item in response.json()["data"]]
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+
+# --- transcription: real speech ----------------------------------------------
+
+
+@needs_shared_jfk
+def test_shared_jfk_json_transcript_is_accurate(whisper: httpx.Client) -> None:
+    response = transcribe(whisper, JFK.read_bytes(), "jfk.flac", model="whisper-1")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert word_error_rate(JFK_TEXT, response.json()["text"]) < 0.15
+
+
+@needs_shared_jfk
+def test_shared_jfk_verbose_json_has_ordered_segments(whisper: httpx.Client) -> None:
+    response = transcribe(whisper, JFK.read_bytes(), "jfk.flac", response_format="verbose_json", language="en")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["task"] == "transcribe"
+    assert body["language"] == "en"
+    assert body["duration"] == pytest.approx(11.0, abs=0.5)
+    assert word_error_rate(JFK_TEXT, body["text"]) < 0.15
+    segments = body["segments"]
+    assert segments
+    fields = {"id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob"}
+    assert all(fields <= segment.keys() for segment in segments)
+    assert [segment["id"] for segment in segments] == list(range(len(segments)))
+    for earlier, later in zip(segments, segments[1:]):
+        assert earlier["start"] < earlier["end"] <= later["start"] < later["end"]
+    assert segments[-1]["end"] <= body["duration"] + 0.5
+    assert word_error_rate(JFK_TEXT, "".join(segment["text"] for segment in segments)) < 0.15
+
+
+@needs_shared_jfk
+def test_shared_jfk_word_timestamps(whisper: httpx.Client) -> None:
+    response = transcribe(
+        whisper, JFK.read_bytes(), "jfk.flac", response_format="verbose_json", **{"timestamp_granularities[]": "word"}
+    )
+    assert response.status_code == 200, response.text
+    words = response.json()["words"]
+    assert len(words) >= 20
+    starts = [word["start"] for word in words]
+    assert starts == sorted(starts)
+
+
+@needs_shared_jfk
+@pytest.mark.parametrize("response_format", ["srt", "vtt"])
+def test_shared_jfk_subtitles_parse(whisper: httpx.Client, response_format: str) -> None:
+    response = transcribe(whisper, JFK.read_bytes(), "jfk.flac", response_format=response_format)
+    assert response.status_code == 200, response.text
+    cues = parse_subtitles(response.text, response_format)
+    assert cues
+    times = [t for start, end, _ in cues for t in (start, end)]
+    assert times == sorted(times)
+    assert cues[-1][1] == pytest.approx(11.0, abs=0.6)
+    assert word_error_rate(JFK_TEXT, " ".join(text for _, _, text in cues)) < 0.15
+
+
+@needs_shared_jfk
+def test_shared_jfk_plain_text(whisper: httpx.Client) -> None:
+    response = transcribe(whisper, JFK.read_bytes(), "jfk.flac", response_format="text")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert word_error_rate(JFK_TEXT, response.text) < 0.15
+
+
+def parse_subtitles(body: str, response_format: str) -> list[tuple[float, float, str]]:
+    """(start, end, text) of each cue; asserts the SRT/VTT layout on the way."""
+    separator = "," if response_format == "srt" else "."
+    if response_format == "vtt":
+        assert body.startswith("WEBVTT\n\n")
+        body = body.removeprefix("WEBVTT\n\n")
+    pattern = re.compile(rf"^(\d\d):(\d\d):(\d\d){re.escape(separator)}(\d\d\d)$")
+    cues = []
+    for number, block in enumerate(body.strip().split("\n\n"), start=1):
+        lines = block.split("\n")
+        if response_format == "srt":
+            assert lines.pop(0) == str(number)
+        start, arrow, end = lines[0].split(" ")
+        assert arrow == "-->"
+        cues.append((_seconds(pattern, start), _seconds(pattern, end), " ".join(lines[1:])))
+    return cues
+
+
+def _seconds(pattern: re.Pattern[str], stamp: str) -> float:
+    match = pattern.match(stamp)
+    assert match, stamp
+    hours, minutes, seconds, millis = (int(group) for group in match.groups())
+    return hours * 3600 + minutes * 60 + seconds + millis / 1000
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+def test_transcribes_speech_synthesised_on_the_fly(whisper: httpx.Client, tmp_path: Path) -> None:
+    sentence = "The quick brown fox jumps over the lazy dog. Please send the report before Friday."
+    wav = tmp_path / "speech.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), sentence], check=True)
+    response = transcribe(whisper, wav.read_bytes(), response_format="verbose_json")
+    assert response.status_code == 200, response.text
+    assert word_error_rate(sentence, response.json()["text"]) < 0.35
+
+
+def test_generated_tone_is_transcribed_without_error(whisper: httpx.Client) -> None:
+    response = transcribe(whisper, tone_wav(2.0), response_format="verbose_json")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["duration"] == pytest.approx(2.0, abs=0.05)
+    assert isinstance(body["segments"], list)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
+def test_compressed_audio_generated_by_ffmpeg(whisper: httpx.Client, tmp_path: Path) -> None:
+    source, ogg = tmp_path / "tone.wav", tmp_path / "tone.ogg"
+    source.write_bytes(tone_wav(1.5))
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(source), "-c:a", "libvorbis", str(ogg)], check=True)
+    response = transcribe(whisper, ogg.read_bytes(), "tone.ogg", response_format="verbose_json")
+    assert response.status_code == 200, response.text
+    assert response.json()["duration"] == pytest.approx(1.5, abs=0.1)
+
+
+# --- transcription: bad input ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("files", "form", "status"),
+    [
+        ({"file": ("notes.txt", b"this is not audio at all\n" * 20)}, {}, 400),
+        ({"file": ("empty.wav", b"")}, {}, 400),
+        ({"file": ("truncated.wav", tone_wav(1.0)[:30])}, {}, 400),
+        ({"file": ("tone.wav", tone_wav(0.2))}, {"response_format": "xml"}, 422),
+        ({"file": ("tone.wav", tone_wav(0.2))}, {"temperature": "3"}, 422),
+        ({"file": ("tone.wav", tone_wav(0.2))}, {"language": "fr"}, 422),
+        ({"file": ("tone.wav", tone_wav(0.2))}, {"timestamp_granularities[]": "sentence"}, 422),
+        ({}, {"response_format": "json"}, 422),
+    ],
+    ids=["not-audio", "empty", "truncated", "unknown-format", "temperature", "language", "granularity", "no-file"],
+)
+def test_bad_transcription_requests_are_4xx_and_server_keeps_serving(
+    whisper: httpx.Client, files: dict[str, tuple[str, bytes]], form: dict[str, str], status: int
+) -> None:
+    response = whisper.post("/v1/audio/transcriptions", files=files or None, data=form)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]
+    assert whisper.get("/health").status_code == 200
+    assert transcribe(whisper, tone_wav(0.3)).status_code == 200
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
+def test_video_without_audio_track_is_400(whisper: httpx.Client, tmp_path: Path) -> None:
+    video = tmp_path / "silent.mp4"
+    lavfi = "testsrc=duration=1:size=64x64:rate=5"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", lavfi, "-c:v", "mpeg4", str(video)], check=True)
+    response = transcribe(whisper, video.read_bytes(), "silent.mp4")
+    assert response.status_code == 400
+    assert "no audio track" in response.json()["error"]
+
+
+def test_transcription_models_and_health(whisper: httpx.Client) -> None:
+    assert whisper.get("/health").json() == {"status": "ready", "model": "tiny.en"}
+    models = whisper.get("/v1/models").json()
+    assert models["object"] == "list"
+    assert [model["id"] for model in models["data"]] == ["tiny.en"]
+
+
+# --- embeddings --------------------------------------------------------------
+
+
+def test_openai_embeddings_shape(embedder: httpx.Client) -> None:
+    response = embedder.post("/v1/embeddings", json={"input": ["first text", "second text"], "model": "x"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["object"] == "list"
+    assert body["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert [item["index"] for item in body["data"]] == [0, 1]
+    assert all(item["object"] == "embedding" for item in body["data"])
+    assert all(len(item["embedding"]) == 384 for item in body["data"])
+    assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 0
+    for item in body["data"]:
+        assert math.sqrt(sum(x * x for x in item["embedding"])) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_openai_embeddings_single_string_and_base64(embedder: httpx.Client) -> None:
+    import base64
+    import struct
+
+    as_floats = embed(embedder, "ask not")[0]
+    response = embedder.post("/v1/embeddings", json={"input": "ask not", "encoding_format": "base64"})
+    raw = base64.b64decode(response.json()["data"][0]["embedding"])
+    assert list(struct.unpack("<384f", raw)) == pytest.approx(as_floats, abs=1e-6)
+
+
+def test_tei_embed_shape_and_normalisation(embedder: httpx.Client) -> None:
+    vectors = embedder.post("/embed", json={"inputs": ["one", "two", "three"]}).json()
+    assert len(vectors) == 3 and all(len(vector) == 384 for vector in vectors)
+    assert all(math.sqrt(sum(x * x for x in vector)) == pytest.approx(1.0, abs=1e-4) for vector in vectors)
+    single = embedder.post("/embed", json={"inputs": "one"}).json()
+    assert len(single) == 1 and single[0] == pytest.approx(vectors[0], abs=1e-5)
+    raw = embedder.post("/embed", json={"inputs": "one", "normalize": False}).json()[0]
+    assert math.sqrt(sum(x * x for x in raw)) != pytest.approx(1.0, abs=1e-3)
+    assert cosine(raw, vectors[0]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_similar_sentences_are_nearer(embedder: httpx.Client) -> None:
+    jfk, query, unrelated = embed(
+        embedder, [JFK_TEXT, "ask what you can do for your country", "The recipe needs two cups of flour and an egg."]
+    )
+    assert cosine(query, jfk) > cosine(query, unrelated) + 0.2
+
+
+def test_embedding_info_and_models(embedder: httpx.Client) -> None:
+    info = embedder.get("/info").json()
+    assert info["model_id"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert info["dimension"] == 384
+    assert info["max_client_batch_size"] >= 1
+    assert [model["id"] for model in embedder.get("/v1/models").json()["data"]] == [info["model_id"]]
+    assert embedder.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/v1/embeddings", {"input": ""}, 422),
+        ("/v1/embeddings", {"input": []}, 422),
+        ("/v1/embeddings", {"input": ["fine", "   "]}, 422),
+        ("/v1/embeddings", {"input": [[1, 2, 3]]}, 422),
+        ("/v1/embeddings", {"model": "x"}, 422),
+        ("/v1/embeddings", {"input": "x", "dimensions": 1024}, 422),
+        ("/v1/embeddings", {"input": ["x"] * 129}, 413),
+        ("/v1/embeddings", {"input": "x" * 16_385}, 413),
+        ("/embed", {"inputs": []}, 422),
+        ("/embed", {"inputs": ["y"] * 129}, 413),
+        ("/embed", "not json", 422),
+    ],
+    ids=[
+        "empty-string", "empty-list", "blank-item", "token-arrays", "no-input", "dimensions",
+        "too-many", "too-long", "tei-empty", "tei-too-many", "not-json",
+    ],
+)
+def test_bad_embedding_requests_are_4xx_and_server_keeps_serving(
+    embedder: httpx.Client, path: str, body: object, status: int
+) -> None:
+    if isinstance(body, str):
+        response = embedder.post(path, content=body, headers={"content-type": "application/json"})
+    else:
+        response = embedder.post(path, json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]
+    assert len(embed(embedder, "still here")[0]) == 384
+
+
+def test_oversized_body_is_refused_before_reading(embedder: httpx.Client) -> None:
+    response = embedder.post("/v1/embeddings", content=b"x" * 20_000_000, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert "exceeds the limit" in response.json()["error"]
+
+
+# --- sleeping and loading ----------------------------------------------------
+
+
+def assert_loading_503(response: httpx.Response, model: str) -> None:
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["error"] == f"Model {model} is currently loading"
+    assert isinstance(body["estimated_time"], float) and body["estimated_time"] > 0
+    assert int(response.headers["retry-after"]) >= 1
+
+
+def test_sleep_requests_answers_503_then_wakes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_SERVER_SLEEP_REQUESTS", "2")
+    monkeypatch.setenv("MODEL_SERVER_ESTIMATED_TIME", "3")
+    with served(embeddings.create_app(EmbeddingSettings())) as client:
+        asleep = wait_for_state(client, {"asleep"})
+        assert asleep.status_code == 503
+        for _ in range(2):
+            response = client.post("/v1/embeddings", json={"input": "hello"})
+            assert_loading_503(response, "sentence-transformers/all-MiniLM-L6-v2")
+            assert response.json()["estimated_time"] == 3.0
+        assert client.post("/v1/embeddings", json={"input": "hello"}).status_code == 200
+        assert client.post("/embed", json={"inputs": "hello"}).status_code == 200
+        assert client.get("/health").status_code == 200
+
+
+def test_never_wake_answers_503_forever(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_SERVER_NEVER_WAKE", "1")
+    with served(embeddings.create_app(EmbeddingSettings())) as client:
+        for _ in range(4):
+            assert_loading_503(client.post("/v1/embeddings", json={"input": "hello"}), "sentence-transformers/all-MiniLM-L6-v2")
+            assert_loading_503(client.post("/embed", json={"inputs": "hello"}), "sentence-transformers/all-MiniLM-L6-v2")
+        assert client.get("/health").status_code == 503
+        assert client.get("/v1/models").status_code == 200
+
+
+def test_model_endpoints_answer_503_while_loading() -> None:
+    with served(embedding_app(load_delay_seconds=1.5, estimated_time=2.0)) as client:
+        response = client.post("/v1/embeddings", json={"input": "hello"})
+        assert_loading_503(response, "sentence-transformers/all-MiniLM-L6-v2")
+        assert 1.0 <= response.json()["estimated_time"] <= 3.5
+        assert client.get("/health").json()["status"] == "loading"
+        assert client.get("/info").json()["dimension"] is None
+        wait_for_state(client, {"ready"})
+        assert len(embed(client, "hello")[0]) == 384
+
+
+def test_transcription_server_sleeps_too() -> None:
+    with served(transcription_app(sleep_requests=1)) as client:
+        wait_for_state(client, {"asleep"})
+        assert_loading_503(transcribe(client, tone_wav(0.3)), "tiny.en")
+        assert transcribe(client, tone_wav(0.3)).status_code == 200
+
+
+def test_model_that_fails_to_load_says_why(tmp_path: Path) -> None:
+    settings = EmbeddingSettings(model=str(tmp_path / "missing-model"), server=ModelServerSettings())
+    with served(embeddings.create_app(settings)) as client:
+        health = wait_for_state(client, {"failed"}, timeout=30)
+        assert health.status_code == 500
+        response = client.post("/v1/embeddings", json={"input": "hello"})
+        assert response.status_code == 500
+        assert "failed to load" in response.json()["error"]
+
+
+# --- running as programs -----------------------------------------------------
+
+
+def test_transcription_server_runs_as_a_program(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "local.models.transcription", "--host", "127.0.0.1", "--port", str(port)]
+    log = (tmp_path / "server.log").open("w")
+    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=_program_env())
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            _wait_until_listening(client, process)
+            wait_for_state(client, {"ready"}, timeout=60)
+            assert transcribe(client, tone_wav(0.5), response_format="text").status_code == 200
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+    logged = (tmp_path / "server.log").read_text()
+    assert "Loading model tiny.en" in logged and "Model tiny.en loaded" in logged
+
+
+def test_embedding_server_program_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "local.models.embeddings", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--port" in result.stdout
+
+
+def _program_env() -> dict[str, str]:
+    import os
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MODEL_SERVER_", "WHISPER_"))}
+    return {**env, "HF_HUB_OFFLINE": "1", "WHISPER_CPU_THREADS": "2"}
+
+
+def _wait_until_listening(client: httpx.Client, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "server exited early"
+        try:
+            client.get("/health")
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("server never listened")
+
+
+# --- pure helpers ------------------------------------------------------------
+
+
+def test_timestamps_format() -> None:
+    assert timestamp(0, ",") == "00:00:00,000"
+    assert timestamp(3661.5, ".") == "01:01:01.500"
+    assert timestamp(59.9996, ",") == "00:01:00,000"
+
+
+def test_word_error_rate() -> None:
+    assert word_error_rate("ask not what", "Ask not, what") == 0
+    assert word_error_rate("ask not what", "ask what") == pytest.approx(1 / 3)
+    assert word_error_rate("a b", "a b c d") == 1.0

@@ -1,0 +1,374 @@
+"""The local QStash server end to end: the official SDK publishes, a real
+loopback destination receives and verifies with ``qstash.Receiver``."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+from qstash import QStash
+from qstash.errors import QStashError
+
+from qstash_support import TOKEN, Destination, Reply, ThreadedServer, wait_until
+
+SDK = Callable[[ThreadedServer | str], QStash]
+
+
+def test_publish_delivers_a_signed_request(sdk: QStash, destination: Destination) -> None:
+    """Protocol: publish → delivery with Upstash-Signature (exact URL incl. query, raw body),
+    Upstash-Message-Id, Upstash-Retried, User-Agent, Upstash-Caller-Ip, Content-Type."""
+    url = destination.url("/hook?x=1&y=two")
+    result = sdk.message.publish_json(url=url, body={"video": "v1", "n": [1, 2]})
+    assert result.message_id.startswith("msg_") and result.deduplicated is False
+    [received] = destination.wait_for("/hook?x=1&y=two")
+    assert received.signature_error is None
+    assert received.method == "POST"
+    assert json.loads(received.body) == {"video": "v1", "n": [1, 2]}
+    assert received.headers["upstash-message-id"] == result.message_id
+    assert received.headers["upstash-retried"] == "0"
+    assert received.headers["user-agent"] == "Upstash-QStash"
+    assert received.headers["upstash-caller-ip"] == "127.0.0.1"
+    assert received.headers["content-type"] == "application/json"
+
+
+def test_forwarded_headers_and_method(sdk: QStash, destination: Destination) -> None:
+    """Protocol: Upstash-Forward-<Name> forwarded as <Name>; Upstash-Method; raw body unchanged."""
+    raw = b'{ "spacing"  :  "kept" }'
+    sdk.message.publish(
+        url=destination.url("/put"),
+        body=raw,
+        method="PUT",
+        content_type="text/plain",
+        headers={"X-Queue-Id": "q-42", "Upstash-Forward-X-Step": "compress"},
+    )
+    [received] = destination.wait_for("/put")
+    assert received.signature_error is None
+    assert received.method == "PUT"
+    assert received.body == raw
+    assert received.headers["x-queue-id"] == "q-42"
+    assert received.headers["x-step"] == "compress"
+    assert received.headers["content-type"] == "text/plain"
+    assert not any(name.startswith("upstash-forward") for name in received.headers)
+
+
+def test_delay_and_pending_message(sdk: QStash, destination: Destination) -> None:
+    """Protocol: Upstash-Delay postpones delivery; GET /v2/messages/{id} while pending,
+    404 once delivered."""
+    published = time.time()
+    result = sdk.message.publish_json(url=destination.url("/later"), body={"a": 1}, delay="1s", retries=2, label="lbl")
+    message = sdk.message.get(result.message_id)
+    assert message.url == destination.url("/later")
+    assert message.method == "POST"
+    assert message.max_retries == 2
+    assert message.label == "lbl"
+    assert message.body == '{"a": 1}'
+    assert message.not_before >= int(published * 1000) + 900
+    [received] = destination.wait_for("/later", timeout=5)
+    assert received.at - published >= 0.9
+    wait_until(lambda: _message_gone(sdk, result.message_id), 3, "the message to be gone")
+
+
+def _message_gone(sdk: QStash, message_id: str) -> bool:
+    try:
+        sdk.message.get(message_id)
+    except QStashError as error:
+        return "404" in str(error)
+    return False
+
+
+def test_not_before_beats_delay(sdk: QStash, destination: Destination) -> None:
+    """Protocol: Upstash-Not-Before (unix seconds) wins over Upstash-Delay."""
+    published = time.time()
+    sdk.message.publish_json(url=destination.url("/nb"), body={}, delay="1h", not_before=int(published) + 1)
+    [received] = destination.wait_for("/nb", timeout=5)
+    assert received.at >= int(published) + 1 - 0.05
+
+
+def test_retries_with_retry_delay_expression(sdk: QStash, destination: Destination) -> None:
+    """Protocol: non-2xx is retried; Upstash-Retry-Delay (ms expression over `retried`);
+    Upstash-Retried counts attempts."""
+    destination.script("/flaky", Reply(500), Reply(502))
+    sdk.message.publish_json(url=destination.url("/flaky"), body={}, retries=3, retry_delay="100 * (1 + retried)")
+    requests = destination.wait_for("/flaky", 3)
+    assert [r.headers["upstash-retried"] for r in requests] == ["0", "1", "2"]
+    assert all(r.signature_error is None for r in requests)
+    assert requests[1].at - requests[0].at >= 0.09
+    assert requests[2].at - requests[1].at >= 0.19
+    time.sleep(0.3)
+    assert len(destination.requests_to("/flaky")) == 3
+
+
+def test_retry_after_from_destination(
+    qstash_factory: Callable[..., ThreadedServer], sdk_factory: SDK, destination: Destination
+) -> None:
+    """Protocol: the destination's Retry-After (seconds, Go duration, 0) sets the next attempt,
+    overriding the default backoff (12 s here, unscaled)."""
+    server = qstash_factory(backoff_scale=1.0)
+    destination.script(
+        "/busy",
+        Reply(503, {"Retry-After": "0"}),
+        Reply(503, {"Retry-After": "600ms"}),
+        Reply(429, {"Retry-After": "1"}),
+    )
+    sdk_factory(server).message.publish_json(url=destination.url("/busy"), body={})
+    requests = destination.wait_for("/busy", 4, timeout=6)
+    gaps = [later.at - earlier.at for earlier, later in zip(requests, requests[1:])]
+    assert gaps[0] < 0.5
+    assert 0.55 <= gaps[1] < 2
+    assert 0.95 <= gaps[2] < 3
+
+
+def test_non_retryable_489_goes_to_dlq(sdk: QStash, destination: Destination) -> None:
+    """Protocol: 489 with Upstash-NonRetryable-Error: true → DLQ at once, no retry."""
+    destination.script("/refuse", Reply(489, {"Upstash-NonRetryable-Error": "true"}, b"bad video"))
+    result = sdk.message.publish_json(url=destination.url("/refuse"), body={}, retries=3)
+    dead = wait_until(lambda: sdk.dlq.list().messages, 5, "a dead letter")
+    assert len(destination.requests_to("/refuse")) == 1
+    [letter] = dead
+    assert letter.message_id == result.message_id
+    assert letter.response_status == 489
+    assert letter.response_body == "bad video"
+    assert letter.url == destination.url("/refuse")
+
+
+def test_exhausted_retries_go_to_dlq_with_failure_callback(sdk: QStash, destination: Destination) -> None:
+    """Protocol: retries exhausted (default backoff, scaled) → DLQ + signed failure callback
+    with status, header, body, retried, maxRetries, sourceMessageId, url, method,
+    sourceHeader, sourceBody, dlqId."""
+    destination.script("/broken", *[Reply(500, {"X-Why": "disk"}, b"boom")] * 3)
+    result = sdk.message.publish(
+        url=destination.url("/broken"),
+        body=b"payload",
+        content_type="text/plain",
+        retries=2,
+        headers={"X-Queue-Id": "q1"},
+        failure_callback=destination.url("/failed"),
+        failure_callback_headers={"Forward-X-Note": "from-failure"},
+    )
+    [callback] = destination.wait_for("/failed", timeout=5)
+    assert len(destination.requests_to("/broken")) == 3
+    assert callback.signature_error is None
+    assert callback.headers["x-note"] == "from-failure"
+    payload = json.loads(callback.body)
+    [letter] = sdk.dlq.list().messages
+    assert payload["status"] == 500
+    assert payload["header"]["X-Why"] == ["disk"]
+    assert base64.b64decode(payload["body"]) == b"boom"
+    assert payload["retried"] == 2
+    assert payload["maxRetries"] == 2
+    assert payload["sourceMessageId"] == result.message_id
+    assert payload["url"] == destination.url("/broken")
+    assert payload["method"] == "POST"
+    assert payload["sourceHeader"]["X-Queue-Id"] == ["q1"]
+    assert payload["sourceHeader"]["Content-Type"] == ["text/plain"]
+    assert base64.b64decode(payload["sourceBody"]) == b"payload"
+    assert payload["dlqId"] == letter.dlq_id
+    assert letter.response_status == 500
+
+
+def test_success_callback(sdk: QStash, destination: Destination) -> None:
+    """Protocol: success → signed Upstash-Callback with the failure callback's shape minus dlqId."""
+    destination.script("/ok", Reply(201, {}, b"created"))
+    result = sdk.message.publish_json(url=destination.url("/ok"), body={"k": "v"}, callback=destination.url("/cb"))
+    [callback] = destination.wait_for("/cb")
+    assert callback.signature_error is None
+    payload = json.loads(callback.body)
+    assert "dlqId" not in payload
+    assert payload["status"] == 201
+    assert base64.b64decode(payload["body"]) == b"created"
+    assert payload["sourceMessageId"] == result.message_id
+    assert payload["retried"] == 0
+    assert payload["maxRetries"] == 3
+    assert json.loads(base64.b64decode(payload["sourceBody"])) == {"k": "v"}
+    assert payload["url"] == destination.url("/ok")
+    assert payload["method"] == "POST"
+
+
+def test_deduplication_id(sdk: QStash, http: httpx.Client, destination: Destination) -> None:
+    """Protocol: Upstash-Deduplication-Id → 202 with the existing id, deduplicated: true."""
+    first = sdk.message.publish_json(url=destination.url("/dedup"), body={"n": 1}, deduplication_id="queue-1:compress:0")
+    second = sdk.message.publish_json(url=destination.url("/dedup"), body={"n": 2}, deduplication_id="queue-1:compress:0")
+    assert second.deduplicated is True and second.message_id == first.message_id
+    raw = http.post(
+        f"/v2/publish/{destination.url('/dedup')}",
+        content=b"{}",
+        headers={"Upstash-Deduplication-Id": "queue-1:compress:0"},
+    )
+    assert raw.status_code == 202
+    assert raw.json() == {"messageId": first.message_id, "deduplicated": True}
+    other = sdk.message.publish_json(url=destination.url("/dedup"), body={"n": 3}, deduplication_id="queue-1:compress:1")
+    assert other.deduplicated is False and other.message_id != first.message_id
+    destination.wait_for("/dedup", 2)
+    time.sleep(0.2)
+    assert len(destination.requests_to("/dedup")) == 2
+
+
+def test_content_based_deduplication(sdk: QStash, destination: Destination) -> None:
+    """Protocol: Upstash-Content-Based-Deduplication: same content → same id; other content → new."""
+    url = destination.url("/content")
+    first = sdk.message.publish_json(url=url, body={"n": 1}, content_based_deduplication=True)
+    again = sdk.message.publish_json(url=url, body={"n": 1}, content_based_deduplication=True)
+    other = sdk.message.publish_json(url=url, body={"n": 2}, content_based_deduplication=True)
+    assert again.deduplicated and again.message_id == first.message_id
+    assert not other.deduplicated and other.message_id != first.message_id
+
+
+def test_cancel_single_message(sdk: QStash, destination: Destination) -> None:
+    """Protocol: DELETE /v2/messages/{id} cancels (never delivered); then 404."""
+    doomed = sdk.message.publish_json(url=destination.url("/doomed"), body={}, delay="1s")
+    sdk.message.cancel(doomed.message_id)
+    sdk.message.publish_json(url=destination.url("/marker"), body={}, delay="1s")
+    destination.wait_for("/marker", timeout=5)
+    assert destination.requests_to("/doomed") == []
+    with pytest.raises(QStashError, match="404"):
+        sdk.message.cancel(doomed.message_id)
+    with pytest.raises(QStashError, match="404"):
+        sdk.message.get(doomed.message_id)
+
+
+def test_cancel_many_and_all(sdk: QStash, destination: Destination) -> None:
+    """Protocol: DELETE /v2/messages {"messageIds": [...]} → {"cancelled": n}; no body: all."""
+    ids = [sdk.message.publish_json(url=destination.url(f"/many{i}"), body={}, delay="1s").message_id for i in range(3)]
+    assert sdk.message.cancel_many([ids[0], ids[1], "msg_unknown"]) == 2
+    destination.wait_for("/many2", timeout=5)
+    assert destination.requests_to("/many0") == destination.requests_to("/many1") == []
+    for i in range(2):
+        sdk.message.publish_json(url=destination.url(f"/all{i}"), body={}, delay="1h")
+    assert sdk.message.cancel_all() == 2
+    assert sdk.message.cancel_all() == 0
+
+
+def test_dlq_list_get_delete_and_retry(sdk: QStash, http: httpx.Client, destination: Destination) -> None:
+    """Protocol: GET /v2/dlq, GET/DELETE /v2/dlq/{dlqId}, POST /v2/dlq/retry/{dlqId} → 201."""
+    destination.script("/dead", Reply(500, {}, b"nope"), Reply(500, {}, b"nope"))
+    first = sdk.message.publish_json(url=destination.url("/dead"), body={"i": 1}, retries=0)
+    second = sdk.message.publish_json(url=destination.url("/dead"), body={"i": 2}, retries=0)
+    letters = wait_until(lambda: len(sdk.dlq.list().messages) == 2 and sdk.dlq.list().messages, 5, "two dead letters")
+    by_message = {letter.message_id: letter for letter in letters}
+    assert set(by_message) == {first.message_id, second.message_id}
+    page = sdk.dlq.list(count=1)
+    assert len(page.messages) == 1 and page.cursor is not None
+    assert len(sdk.dlq.list(cursor=page.cursor).messages) == 1
+    assert sdk.dlq.list(filter={"message_id": first.message_id}).messages[0].message_id == first.message_id
+
+    letter = sdk.dlq.get(by_message[first.message_id].dlq_id)
+    assert letter.response_status == 500 and letter.response_body == "nope" and letter.body == '{"i": 1}'
+
+    retried = http.post(f"/v2/dlq/retry/{letter.dlq_id}")
+    assert retried.status_code == 201
+    new_id = retried.json()["messageId"]
+    assert new_id != first.message_id
+    redelivered = destination.wait_for("/dead", 3)[2]
+    assert redelivered.headers["upstash-message-id"] == new_id
+    assert redelivered.body == b'{"i": 1}'
+
+    sdk.dlq.delete(by_message[second.message_id].dlq_id)
+    assert sdk.dlq.list().messages == []
+    with pytest.raises(QStashError, match="404"):
+        sdk.dlq.get(letter.dlq_id)
+    assert http.post(f"/v2/dlq/retry/{letter.dlq_id}").status_code == 404
+
+
+def test_unauthorized(qstash_server: ThreadedServer, sdk_factory: SDK, destination: Destination) -> None:
+    """Protocol: auth by Bearer token or ?qstash_token=; 401 {"error"} otherwise."""
+    wrong = QStash("not-the-token", retry=False, base_url=qstash_server.url)
+    try:
+        with pytest.raises(QStashError, match="401"):
+            wrong.message.publish_json(url=destination.url("/x"), body={})
+    finally:
+        wrong.http._client.close()
+    target = f"{qstash_server.url}/v2/publish/{destination.url('/tok')}"
+    response = httpx.post(target, content=b"{}")
+    assert response.status_code == 401 and "error" in response.json()
+    with_query = httpx.post(f"{target}?qstash_token={TOKEN}", content=b"{}")
+    assert with_query.status_code == 200
+    [received] = destination.wait_for("/tok")
+    assert received.signature_error is None  # the token is not part of the destination URL
+
+
+@pytest.mark.parametrize(
+    ("headers", "mentions"),
+    [
+        ({"Upstash-Delay": "soon"}, "Upstash-Delay"),
+        ({"Upstash-Delay": "8d"}, "exceeds"),
+        ({"Upstash-Not-Before": "tomorrow"}, "Upstash-Not-Before"),
+        ({"Upstash-Retries": "-1"}, "Upstash-Retries"),
+        ({"Upstash-Retries": "many"}, "Upstash-Retries"),
+        ({"Upstash-Retry-Delay": "__import__('os').system('true')"}, "Upstash-Retry-Delay"),
+        ({"Upstash-Method": "FETCH"}, "Upstash-Method"),
+        ({"Upstash-Timeout": "10x"}, "Upstash-Timeout"),
+        ({"Upstash-Callback": "not a url"}, "Upstash-Callback"),
+        ({"Upstash-Content-Based-Deduplication": "maybe"}, "Upstash-Content-Based-Deduplication"),
+    ],
+)
+def test_bad_header_is_400(http: httpx.Client, destination: Destination, headers: dict[str, str], mentions: str) -> None:
+    """Protocol: 400 with a clear message for a bad header value."""
+    response = http.post(f"/v2/publish/{destination.url('/bad')}", content=b"{}", headers=headers)
+    assert response.status_code == 400
+    assert mentions in response.json()["error"]
+
+
+@pytest.mark.parametrize("target", ["not-a-url", "ftp://example.com/x", "http://"])
+def test_bad_destination_is_400(http: httpx.Client, target: str) -> None:
+    """Protocol: 400 for a bad destination."""
+    response = http.post(f"/v2/publish/{target}", content=b"{}")
+    assert response.status_code == 400
+    assert "destination" in response.json()["error"]
+
+
+def test_oversized_message_is_413(qstash_factory: Callable[..., ThreadedServer], sdk_factory: SDK, destination: Destination) -> None:
+    """Protocol limit: max message size (configurable; 1 MB by default) → 413."""
+    server = qstash_factory(max_message_bytes=1000)
+    sdk = sdk_factory(server)
+    sdk.message.publish(url=destination.url("/size"), body=b"x" * 1000)
+    with pytest.raises(QStashError, match="413"):
+        sdk.message.publish(url=destination.url("/size"), body=b"x" * 1001)
+    response = httpx.post(
+        f"{server.url}/v2/publish/{destination.url('/size')}",
+        content=iter([b"x" * 600, b"x" * 600]),  # chunked: no Content-Length
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert response.status_code == 413 and "1000 bytes" in response.json()["error"]
+
+
+def test_timeout_is_a_failure(sdk: QStash, destination: Destination) -> None:
+    """Protocol: Upstash-Timeout bounds a delivery; a timeout counts as a failed attempt."""
+    destination.script("/slow", Reply(200, delay=1.5))
+    sdk.message.publish_json(url=destination.url("/slow"), body={}, timeout="1s", retries=0)
+    [letter] = wait_until(lambda: sdk.dlq.list().messages, 4, "the timed-out message in the DLQ")
+    assert letter.response_status == 0
+    assert "timed out" in (letter.response_body or "")
+
+
+def test_deliveries_run_concurrently(sdk: QStash, destination: Destination) -> None:
+    """Delivery concurrency: a long-running handler does not hold up other messages."""
+    destination.script("/long", Reply(200, delay=1.5))
+    sdk.message.publish_json(url=destination.url("/long"), body={})
+    destination.wait_for("/long")
+    started = time.time()
+    sdk.message.publish_json(url=destination.url("/quick"), body={})
+    [quick] = destination.wait_for("/quick", timeout=3)
+    assert quick.at - started < 1.0
+
+
+def test_restart_keeps_delayed_messages_and_delivers_once(
+    qstash_factory: Callable[..., ThreadedServer], sdk_factory: SDK, destination: Destination
+) -> None:
+    """Persistence: a delayed message survives a restart on the same SQLite file and is
+    delivered exactly once, also across a further restart."""
+    first = qstash_factory()
+    result = sdk_factory(first).message.publish_json(url=destination.url("/persist"), body={"keep": True}, delay="1s")
+    first.stop()
+    second = qstash_factory()
+    [received] = destination.wait_for("/persist", timeout=5)
+    assert received.headers["upstash-message-id"] == result.message_id
+    assert received.signature_error is None
+    wait_until(lambda: _message_gone(sdk_factory(second), result.message_id), 3, "delivery recorded")
+    second.stop()
+    qstash_factory()
+    time.sleep(0.4)
+    assert len(destination.requests_to("/persist")) == 1
