@@ -1,0 +1,41 @@
+# vidpipe — the commands a developer and CI use. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: help install test test-fast bench replay rebuild-projections project qstash clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
+
+install: $(STAMP) ## create .venv with every dependency (idempotent)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: install ## run the whole test suite (SQLite and Postgres); what CI runs
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: install ## the suite without the slow tests
+	$(PY) -m pytest -q -p no:cacheprovider -m 'not slow'
+
+bench: install ## benchmarks; results printed and written to bench/results/
+	$(PY) -m bench.core
+
+replay: install ## print a queue's event timeline: make replay QUEUE=<id>
+	@test -n "$(QUEUE)" || { echo "usage: make replay QUEUE=<queue id>"; exit 2; }
+	$(PY) -m api.cli replay $(QUEUE)
+
+rebuild-projections: install ## drop the read model and replay the event log from event 0
+	$(PY) -m api.cli rebuild-projections
+
+project: install ## run the projection runners in the foreground
+	$(PY) -m api.cli project
+
+clean: ## remove the virtualenv, caches and local data
+	rm -rf $(VENV) .pytest_cache .hypothesis data

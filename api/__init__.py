@@ -1,0 +1,1 @@
+"""The composition root: settings, wiring, the FastAPI app and the command line."""

@@ -1,0 +1,109 @@
+"""``python -m api.cli``: operator commands on the event log and the projections.
+
+    replay QUEUE_ID            print a queue's event timeline (the audit trail)
+    rebuild-projections        drop the read model and replay the log from event 0
+    project                    run the projection runners in the foreground
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from api.settings import Settings
+from api.wiring import build_core
+from domain import VidpipeError
+
+logger = logging.getLogger("vidpipe.cli")
+
+
+def replay(settings: Settings, queue_id: str, console: Console) -> int:
+    core = build_core(settings)
+    try:
+        entries = core.app.timeline(queue_id)
+        queue = core.app.replay(queue_id)
+    finally:
+        core.close()
+    table = Table(title=f"queue {queue_id}: {queue.status}", title_justify="left")
+    for column in ("#", "time (UTC)", "event", "step", "attempt", "reason / detail"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        table.add_row(
+            str(e.position),
+            e.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            e.event,
+            e.step or "",
+            "" if e.attempt is None else str(e.attempt),
+            e.detail,
+        )
+    console.print(table)
+    return 0
+
+
+def rebuild_projections(settings: Settings, console: Console) -> int:
+    core = build_core(settings)
+    try:
+        with Progress(
+            TextColumn("rebuilding queue_status"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            task = bar.add_task("rebuild", total=core.app.recorder.max_notification_id() or 0)
+            replayed = core.queue_status.rebuild(
+                progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
+        console.print(f"rebuilt queue_status from {replayed} events")
+    finally:
+        core.close()
+    return 0
+
+
+def project(settings: Settings, console: Console) -> int:
+    core = build_core(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    core.queue_status.start()
+    console.print(f"queue_status runner following the log from event {core.queue_status.position}")
+    stop.wait()
+    core.close()
+    console.print("stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vidpipe", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    replay_parser = commands.add_parser("replay", help="print a queue's event timeline")
+    replay_parser.add_argument("queue_id")
+    commands.add_parser("rebuild-projections", help="replay the log into a fresh read model")
+    commands.add_parser("project", help="run the projection runners")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console = Console(width=shutil.get_terminal_size((160, 24)).columns)
+    try:
+        if args.command == "replay":
+            return replay(settings, args.queue_id, console)
+        if args.command == "rebuild-projections":
+            return rebuild_projections(settings, console)
+        return project(settings, console)
+    except VidpipeError as error:
+        console.print(f"[red]error:[/red] {error}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

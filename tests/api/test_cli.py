@@ -1,0 +1,67 @@
+"""The operator commands behind ``make replay`` and ``make rebuild-projections``, run as processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT, open_store
+
+
+def vidpipe(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_replay_prints_the_timeline_with_reasons(database_url: str) -> None:
+    store = open_store(database_url)
+    try:
+        qid = store.app.start_processing("tutor-1", "lecture-3")
+        store.app.start_step(qid, "compress", 1)
+        store.app.retry_step(qid, "compress", 1, "503 Whisper is loading", 45)
+        store.app.start_step(qid, "compress", 2)
+        store.app.fail_step(qid, "compress", 2, "not a video file")
+    finally:
+        store.close()
+    result = vidpipe(database_url, "replay", str(qid))
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "│" in line]
+    events = [line.split("│")[3].strip() for line in lines]
+    assert events == ["Created", "StepStarted", "StepRetried", "StepStarted", "StepFailed", "Failed"]
+    assert "503 Whisper is loading" in result.stdout
+    assert "delay_seconds=45.0" in result.stdout
+    assert f"queue {qid}: failed" in result.stdout
+
+
+def test_replay_of_an_unknown_queue_says_so(database_url: str) -> None:
+    result = vidpipe(database_url, "replay", "0b0e5c4e-0000-4000-8000-000000000000")
+    assert result.returncode == 2
+    assert "does not exist" in result.stdout
+
+
+def test_rebuild_projections_restores_the_read_model(database_url: str) -> None:
+    store = open_store(database_url)
+    try:
+        qid = store.app.start_processing("tutor-1", "lecture-3")
+        store.app.start_step(qid, "compress", 1)
+        store.follower.catch_up()
+        good = store.reader.table_rows()
+        with store.view.session() as session:
+            session.execute("DELETE FROM video_processing_steps")
+        result = vidpipe(database_url, "rebuild-projections")
+        assert result.returncode == 0, result.stderr
+        assert "rebuilt queue_status from 2 events" in result.stdout
+        assert store.reader.table_rows() == good
+    finally:
+        store.close()
+
+
+def test_a_bad_database_url_is_a_clear_error() -> None:
+    result = vidpipe("mysql://root@localhost/x", "rebuild-projections")
+    assert result.returncode != 0
+    assert "DATABASE_URL" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
