@@ -1,0 +1,1 @@
+"""QStash step webhooks turned into commands, and the providers that do each step's work."""
