@@ -217,6 +217,18 @@ def test_content_based_deduplication(sdk: QStash, destination: Destination) -> N
     assert not other.deduplicated and other.message_id != first.message_id
 
 
+def test_deduplication_window_expires(
+    qstash_factory: Callable[..., ThreadedServer], sdk_factory: SDK, destination: Destination
+) -> None:
+    """Protocol: a deduplication id is remembered for a window only (10 min; shortened here)."""
+    sdk = sdk_factory(qstash_factory(dedup_window_s=0.3))
+    first = sdk.message.publish_json(url=destination.url("/window"), body={}, deduplication_id="d")
+    assert sdk.message.publish_json(url=destination.url("/window"), body={}, deduplication_id="d").deduplicated
+    time.sleep(0.35)
+    later = sdk.message.publish_json(url=destination.url("/window"), body={}, deduplication_id="d")
+    assert not later.deduplicated and later.message_id != first.message_id
+
+
 def test_cancel_single_message(sdk: QStash, destination: Destination) -> None:
     """Protocol: DELETE /v2/messages/{id} cancels (never delivered); then 404."""
     doomed = sdk.message.publish_json(url=destination.url("/doomed"), body={}, delay="1s")

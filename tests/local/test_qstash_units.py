@@ -182,8 +182,37 @@ def test_signature_claims() -> None:
 
 def test_short_signing_key_signs_without_warning() -> None:
     """Signature: any configured key signs (no PyJWT insecure-key warning in the server)."""
-    import jwt
+    import base64
+    import hashlib
+    import hmac
+    import json
 
-    token = sign(url="http://x/", body=b"b", key="short")
-    claims = jwt.decode(token, b"short" * 7, algorithms=["HS256"], options={"verify_signature": False})
-    assert claims["sub"] == "http://x/"
+    header, payload, signature = sign(url="http://x/", body=b"b", key="short").split(".")
+    expected = hmac.new(b"short", f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    assert base64.urlsafe_b64decode(signature + "==") == expected
+    assert json.loads(base64.urlsafe_b64decode(payload + "==="))["sub"] == "http://x/"
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Configuration: dev-server defaults; QSTASH_* and LOCAL_QSTASH_* variables; kwargs win;
+    generic names such as PORT are not read."""
+    from pathlib import Path
+
+    from local.qstash.settings import DEV_TOKEN, Settings
+
+    for name in ("QSTASH_TOKEN", "QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY", "LOCAL_QSTASH_PORT", "LOCAL_QSTASH_DB"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PORT", "9999")
+    defaults = Settings()
+    assert (defaults.port, defaults.token.get_secret_value()) == (8080, DEV_TOKEN)
+    assert defaults.current_signing_key.get_secret_value() == DEV_CURRENT_SIGNING_KEY
+    assert defaults.next_signing_key.get_secret_value() == DEV_NEXT_SIGNING_KEY
+    assert defaults.max_message_bytes == 1_000_000 and defaults.max_delay_s == 7 * 86400
+    monkeypatch.setenv("QSTASH_TOKEN", "tok")
+    monkeypatch.setenv("LOCAL_QSTASH_PORT", "7001")
+    monkeypatch.setenv("LOCAL_QSTASH_DB", "/tmp/q.sqlite3")
+    monkeypatch.setenv("LOCAL_QSTASH_CONCURRENCY", "4")
+    configured = Settings()
+    assert configured.token.get_secret_value() == "tok"
+    assert (configured.port, configured.db_path, configured.concurrency) == (7001, Path("/tmp/q.sqlite3"), 4)
+    assert Settings(port=1).port == 1

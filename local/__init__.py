@@ -1,0 +1,1 @@
+"""Local stand-ins for vidpipe's external services (the embedded default)."""

@@ -1,0 +1,274 @@
+"""The QStash-compatible REST API: ``create_app(settings)`` builds the ASGI app.
+
+Routes (QStash v2): ``POST /v2/publish/{destination}``; ``GET``/``DELETE
+/v2/messages/{id}``, ``DELETE /v2/messages``; ``GET``/``DELETE /v2/dlq``,
+``GET``/``DELETE /v2/dlq/{dlqId}``, ``POST /v2/dlq/retry/{dlqId}``. Every
+route needs ``Authorization: Bearer <token>`` or ``?qstash_token=<token>``.
+The app's lifespan opens the store and runs the delivery worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from local.qstash.delivery import DeliveryWorker
+from local.qstash.errors import ApiError
+from local.qstash.message import State, dead_letter_json, message_json, new_id
+from local.qstash.publication import PublishError, parse_publication
+from local.qstash.settings import Settings
+from local.qstash.store import MessageStore
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE = 100
+_DLQ_FILTERS = {
+    "messageId": "m.id",
+    "url": "m.url",
+    "label": "m.label",
+    "responseStatus": "d.response_status",
+}
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The server as an ASGI app; nothing is opened until its lifespan starts."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = MessageStore(settings.db_path)
+        worker = DeliveryWorker(store, settings)
+        app.state.store = store
+        app.state.worker = worker
+        await worker.start()
+        log.info("local QStash store at %s", settings.db_path)
+        try:
+            yield
+        finally:
+            await worker.stop()
+            store.close()
+
+    app = Starlette(
+        routes=[
+            Route("/v2/publish/{destination:path}", publish, methods=["POST"]),
+            Route("/v2/messages/{message_id}", get_message, methods=["GET"]),
+            Route("/v2/messages/{message_id}", cancel_message, methods=["DELETE"]),
+            Route("/v2/messages", cancel_messages, methods=["DELETE"]),
+            Route("/v2/dlq", list_dead_letters, methods=["GET"]),
+            Route("/v2/dlq", delete_dead_letters, methods=["DELETE"]),
+            Route("/v2/dlq/retry/{dlq_id}", retry_dead_letter, methods=["POST"]),
+            Route("/v2/dlq/{dlq_id}", get_dead_letter, methods=["GET"]),
+            Route("/v2/dlq/{dlq_id}", delete_dead_letter, methods=["DELETE"]),
+        ],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    return app
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _store(request: Request) -> MessageStore:
+    store: MessageStore = request.app.state.store
+    return store
+
+
+def authorize(request: Request) -> None:
+    """Bearer token or ``?qstash_token=``; 401 otherwise."""
+    expected = _settings(request).token.get_secret_value()
+    header = request.headers.get("authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer":
+        presented = request.query_params.get("qstash_token", "")
+    if not presented or not secrets.compare_digest(presented.strip(), expected):
+        raise ApiError(401, "unauthorized: send 'Authorization: Bearer <QSTASH_TOKEN>'")
+
+
+def destination_of(request: Request) -> str:
+    """The destination URL: the path after ``/v2/publish/`` plus the query (minus our token)."""
+    destination = str(request.path_params["destination"])
+    query = "&".join(
+        part
+        for part in request.url.query.split("&")
+        if part and not part.startswith("qstash_token=")
+    )
+    return f"{destination}?{query}" if query else destination
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing (413) anything over ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"message of {declared} bytes exceeds the maximum of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise ApiError(413, f"message exceeds the maximum of {limit} bytes")
+    return bytes(body)
+
+
+async def publish(request: Request) -> Response:
+    """``POST /v2/publish/{destination}``: 200 new, 202 deduplicated, 400 bad header."""
+    authorize(request)
+    settings = _settings(request)
+    body = await read_body(request, settings.max_message_bytes)
+    now = time.time()
+    try:
+        publication = parse_publication(
+            destination=destination_of(request),
+            headers={name: value for name, value in request.headers.items()},
+            body=body,
+            caller_ip=request.client.host if request.client else None,
+            settings=settings,
+            now=now,
+            message_id=new_id("msg"),
+        )
+    except PublishError as error:
+        raise ApiError(error.status, error.message) from None
+    message_id, deduplicated = _store(request).publish(publication, now, settings.dedup_window_s)
+    if deduplicated:
+        log.info("deduplicated publish to %s: %s", publication.message.url, message_id)
+    else:
+        log.info("published %s to %s", message_id, publication.message.url)
+        request.app.state.worker.wake()
+    return JSONResponse(
+        {"messageId": message_id, "deduplicated": deduplicated},
+        status_code=202 if deduplicated else 200,
+    )
+
+
+async def get_message(request: Request) -> Response:
+    """``GET /v2/messages/{id}``: a message not yet delivered; 404 otherwise."""
+    authorize(request)
+    message = _store(request).get_active(request.path_params["message_id"])
+    if message is None:
+        raise ApiError(404, "message not found (it was delivered, cancelled, dead-lettered or never existed)")
+    return JSONResponse(message_json(message))
+
+
+async def cancel_message(request: Request) -> Response:
+    """``DELETE /v2/messages/{id}``: cancel; 404 when nothing is left to cancel."""
+    authorize(request)
+    if _store(request).cancel([request.path_params["message_id"]]) == 0:
+        raise ApiError(404, "message not found or no longer cancellable")
+    return Response(status_code=200)
+
+
+async def cancel_messages(request: Request) -> Response:
+    """``DELETE /v2/messages``: ``{"messageIds": [...]}`` or no body for all; ``{"cancelled": n}``."""
+    authorize(request)
+    payload = await _json_body(request)
+    ids = _string_list(payload, "messageIds") if payload else None
+    return JSONResponse({"cancelled": _store(request).cancel(ids)})
+
+
+async def list_dead_letters(request: Request) -> Response:
+    """``GET /v2/dlq``: ``{"messages": [...], "cursor"?}``, oldest first, 100 a page."""
+    authorize(request)
+    params = request.query_params
+    try:
+        after = int(params.get("cursor", "0"))
+        count = min(int(params.get("count", str(MAX_PAGE))), MAX_PAGE)
+        filters: dict[str, Any] = {
+            column: int(params[name]) if name == "responseStatus" else params[name]
+            for name, column in _DLQ_FILTERS.items()
+            if name in params
+        }
+    except ValueError:
+        raise ApiError(400, "cursor, count and responseStatus must be integers") from None
+    letters, cursor = _store(request).dead_letters(after=after, count=max(count, 1), filters=filters)
+    data: dict[str, Any] = {"messages": [dead_letter_json(letter) for letter in letters]}
+    if cursor is not None:
+        data["cursor"] = str(cursor)
+    return JSONResponse(data)
+
+
+async def get_dead_letter(request: Request) -> Response:
+    """``GET /v2/dlq/{dlqId}``."""
+    authorize(request)
+    letter = _store(request).dead_letter(request.path_params["dlq_id"])
+    if letter is None:
+        raise ApiError(404, "dead letter not found")
+    return JSONResponse(dead_letter_json(letter))
+
+
+async def delete_dead_letter(request: Request) -> Response:
+    """``DELETE /v2/dlq/{dlqId}``."""
+    authorize(request)
+    if _store(request).delete_dead_letters([request.path_params["dlq_id"]]) == 0:
+        raise ApiError(404, "dead letter not found")
+    return Response(status_code=200)
+
+
+async def delete_dead_letters(request: Request) -> Response:
+    """``DELETE /v2/dlq`` with ``{"dlqIds": [...]}``: ``{"deleted": n}``."""
+    authorize(request)
+    ids = _string_list(await _json_body(request), "dlqIds")
+    return JSONResponse({"deleted": _store(request).delete_dead_letters(ids)})
+
+
+async def retry_dead_letter(request: Request) -> Response:
+    """``POST /v2/dlq/retry/{dlqId}``: publish the dead message again; 201 ``{"messageId"}``."""
+    authorize(request)
+    store = _store(request)
+    dlq_id = request.path_params["dlq_id"]
+    letter = store.dead_letter(dlq_id)
+    now = time.time()
+    if letter is not None:
+        fresh = dataclasses.replace(
+            letter.message,
+            id=new_id("msg"),
+            state=State.PENDING,
+            retried=0,
+            created_at=now,
+            not_before=now,
+            next_attempt_at=now,
+        )
+        if store.requeue_dead_letter(dlq_id, fresh):
+            log.info("retrying dead letter %s as %s", dlq_id, fresh.id)
+            request.app.state.worker.wake()
+            return JSONResponse({"messageId": fresh.id, "deduplicated": False}, status_code=201)
+    raise ApiError(404, "dead letter not found")
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "request body must be JSON") from None
+
+
+def _string_list(payload: Any, key: str) -> list[str]:
+    values = payload.get(key) if isinstance(payload, dict) else None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ApiError(400, f'expected JSON {{"{key}": ["...", ...]}}')
+    return values

@@ -1,0 +1,131 @@
+"""What the server stores: messages and their dead letters, and their JSON form.
+
+A message is a delivery order accepted by ``POST /v2/publish``; a callback
+(success or failure) is also a message, of kind ``callback``, so it is signed,
+retried and persisted the same way. JSON field names follow the QStash REST
+API (``messageId``, ``notBefore`` in ms, ``header`` as name → list, ...).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import secrets
+from enum import StrEnum
+from typing import Any
+
+
+class State(StrEnum):
+    """Lifecycle of a message in the store."""
+
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+    DLQ = "dlq"
+
+
+class Kind(StrEnum):
+    """A published message, or a callback about one (callbacks get no callbacks)."""
+
+    MESSAGE = "message"
+    CALLBACK = "callback"
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """One message: where it goes, what it carries, how it is retried, where it stands."""
+
+    id: str
+    url: str
+    method: str
+    body: bytes
+    headers: dict[str, str]
+    max_retries: int
+    created_at: float
+    not_before: float
+    kind: Kind = Kind.MESSAGE
+    retry_delay: str | None = None
+    timeout_s: float | None = None
+    callback: str | None = None
+    failure_callback: str | None = None
+    callback_headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    failure_callback_headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    label: str | None = None
+    caller_ip: str | None = None
+    state: State = State.PENDING
+    next_attempt_at: float = 0.0
+    retried: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """A message whose delivery failed for good, with the last response."""
+
+    dlq_id: str
+    message: Message
+    response_status: int
+    response_headers: dict[str, list[str]]
+    response_body: bytes
+    created_at: float
+
+
+def multi_header(headers: dict[str, str]) -> dict[str, list[str]]:
+    """QStash's header shape: each name maps to a list of values."""
+    return {name: [value] for name, value in headers.items()}
+
+
+def body_fields(body: bytes, text_key: str, base64_key: str) -> dict[str, str]:
+    """``{text_key: text}`` for UTF-8 bodies, else ``{base64_key: base64}``; empty for none."""
+    if not body:
+        return {}
+    try:
+        return {text_key: body.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {base64_key: base64.b64encode(body).decode("ascii")}
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    """``GET /v2/messages/{id}``: the message as QStash describes it."""
+    data: dict[str, Any] = {
+        "messageId": message.id,
+        "url": message.url,
+        "method": message.method,
+        "header": multi_header(message.headers),
+        "maxRetries": message.max_retries,
+        "notBefore": int(message.not_before * 1000),
+        "createdAt": int(message.created_at * 1000),
+        **body_fields(message.body, "body", "bodyBase64"),
+    }
+    optional = {
+        "callback": message.callback,
+        "failureCallback": message.failure_callback,
+        "callerIP": message.caller_ip,
+        "label": message.label,
+        "retryDelayExpression": message.retry_delay,
+    }
+    data.update({key: value for key, value in optional.items() if value is not None})
+    if message.callback_headers:
+        data["callbackHeader"] = multi_header(message.callback_headers)
+    if message.failure_callback_headers:
+        data["failureCallbackHeader"] = multi_header(message.failure_callback_headers)
+    return data
+
+
+def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:
+    """``GET /v2/dlq[/{dlqId}]``: the message plus ``dlqId`` and the last response."""
+    data = message_json(letter.message)
+    data.update(
+        {
+            "dlqId": letter.dlq_id,
+            "responseStatus": letter.response_status,
+            "responseHeader": letter.response_headers,
+            **body_fields(letter.response_body, "responseBody", "responseBodyBase64"),
+        }
+    )
+    return data
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id such as ``msg_4f9c...`` or ``dlq_...``."""
+    return f"{prefix}_{secrets.token_hex(13)}"

@@ -1,0 +1,348 @@
+"""Durable state of the server: messages, dead letters and deduplication ids in SQLite.
+
+Every state change is one transaction, and the callback that follows a final
+outcome is inserted in the same transaction as the outcome, so a crash never
+loses a message, a dead letter or a callback. A message being delivered is
+``delivering``; after a crash ``recover_in_flight`` makes it ``pending`` again
+(at-least-once). Outcomes are recorded only while a message is still
+``delivering``, so a delivered or cancelled message is never delivered again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from local.qstash.message import DeadLetter, Kind, Message, State
+from local.qstash.publication import Publication
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    url TEXT NOT NULL,
+    method TEXT NOT NULL,
+    body BLOB NOT NULL,
+    headers TEXT NOT NULL,
+    max_retries INTEGER NOT NULL,
+    retry_delay TEXT,
+    timeout_s REAL,
+    callback TEXT,
+    failure_callback TEXT,
+    callback_headers TEXT NOT NULL,
+    failure_callback_headers TEXT NOT NULL,
+    label TEXT,
+    caller_ip TEXT,
+    created_at REAL NOT NULL,
+    not_before REAL NOT NULL,
+    state TEXT NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    retried INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    dlq_id TEXT NOT NULL UNIQUE,
+    message_id TEXT NOT NULL REFERENCES messages (id),
+    response_status INTEGER NOT NULL,
+    response_headers TEXT NOT NULL,
+    response_body BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dedup_keys (
+    key TEXT PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "id, kind, url, method, body, headers, max_retries, retry_delay, timeout_s, callback,"
+    " failure_callback, callback_headers, failure_callback_headers, label, caller_ip,"
+    " created_at, not_before, state, next_attempt_at, retried"
+)
+_ACTIVE = (State.PENDING.value, State.DELIVERING.value)
+
+
+class MessageStore:
+    """SQLite-backed store (WAL); safe to share between threads of one process."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # --- publishing -------------------------------------------------------
+
+    def publish(self, publication: Publication, now: float, window_s: float) -> tuple[str, bool]:
+        """Store a new message unless its dedup key is live: ``(message id, deduplicated)``."""
+        key = publication.dedup_key
+        with self._transaction() as db:
+            if key is not None:
+                db.execute("DELETE FROM dedup_keys WHERE expires_at <= ?", (now,))
+                row = db.execute(
+                    "SELECT message_id FROM dedup_keys WHERE key = ?", (key,)
+                ).fetchone()
+                if row is not None:
+                    return str(row[0]), True
+                db.execute(
+                    "INSERT INTO dedup_keys (key, message_id, expires_at) VALUES (?, ?, ?)",
+                    (key, publication.message.id, now + window_s),
+                )
+            _insert(db, publication.message)
+        return publication.message.id, False
+
+    def insert(self, message: Message) -> None:
+        """Store a message built by the server itself (a DLQ retry)."""
+        with self._transaction() as db:
+            _insert(db, message)
+
+    # --- the delivery worker's view ----------------------------------------
+
+    def recover_in_flight(self) -> int:
+        """Make messages left ``delivering`` by a dead process ``pending`` again."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE messages SET state = ? WHERE state = ?",
+                (State.PENDING.value, State.DELIVERING.value),
+            )
+            return cursor.rowcount
+
+    def claim_due(self, now: float, limit: int) -> list[Message]:
+        """Up to ``limit`` pending messages whose time has come, now marked ``delivering``."""
+        if limit <= 0:
+            return []
+        with self._transaction() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE state = ? AND next_attempt_at <= ?"
+                " ORDER BY next_attempt_at LIMIT ?",
+                (State.PENDING.value, now, limit),
+            ).fetchall()
+            db.executemany(
+                "UPDATE messages SET state = ? WHERE id = ?",
+                [(State.DELIVERING.value, row[0]) for row in rows],
+            )
+        return [_message(row, state=State.DELIVERING) for row in rows]
+
+    def next_due(self) -> float | None:
+        """When the earliest pending message is due, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(next_attempt_at) FROM messages WHERE state = ?",
+                (State.PENDING.value,),
+            ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def mark_delivered(self, message_id: str, follow_up: Message | None = None) -> bool:
+        """Record success (and queue its callback); False if no longer ``delivering``."""
+        with self._transaction() as db:
+            if not _finish(db, message_id, State.DELIVERED):
+                return False
+            if follow_up is not None:
+                _insert(db, follow_up)
+        return True
+
+    def reschedule(self, message_id: str, retried: int, next_attempt_at: float) -> bool:
+        """Record a failed attempt to be retried at ``next_attempt_at``."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE messages SET state = ?, retried = ?, next_attempt_at = ?"
+                " WHERE id = ? AND state = ?",
+                (State.PENDING.value, retried, next_attempt_at, message_id, State.DELIVERING.value),
+            )
+            return cursor.rowcount == 1
+
+    def bury(self, letter: DeadLetter, follow_up: Message | None = None) -> bool:
+        """Move a message to the DLQ (and queue its failure callback)."""
+        with self._transaction() as db:
+            if not _finish(db, letter.message.id, State.DLQ, retried=letter.message.retried):
+                return False
+            db.execute(
+                "INSERT INTO dead_letters (dlq_id, message_id, response_status,"
+                " response_headers, response_body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    letter.dlq_id,
+                    letter.message.id,
+                    letter.response_status,
+                    json.dumps(letter.response_headers),
+                    letter.response_body,
+                    letter.created_at,
+                ),
+            )
+            if follow_up is not None:
+                _insert(db, follow_up)
+        return True
+
+    # --- the REST API's view -------------------------------------------------
+
+    def get_active(self, message_id: str) -> Message | None:
+        """A message not yet delivered, cancelled or dead (``GET /v2/messages/{id}``)."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE id = ? AND state IN (?, ?)",
+                (message_id, *_ACTIVE),
+            ).fetchone()
+        return None if row is None else _message(row)
+
+    def cancel(self, message_ids: Sequence[str] | None) -> int:
+        """Cancel the given active messages (all of them for ``None``); how many were."""
+        with self._transaction() as db:
+            if message_ids is None:
+                cursor = db.execute(
+                    "UPDATE messages SET state = ? WHERE state IN (?, ?)",
+                    (State.CANCELLED.value, *_ACTIVE),
+                )
+                return cursor.rowcount
+            count = 0
+            for message_id in dict.fromkeys(message_ids):
+                cursor = db.execute(
+                    "UPDATE messages SET state = ? WHERE id = ? AND state IN (?, ?)",
+                    (State.CANCELLED.value, message_id, *_ACTIVE),
+                )
+                count += cursor.rowcount
+            return count
+
+    def dead_letters(
+        self, *, after: int, count: int, filters: dict[str, Any]
+    ) -> tuple[list[DeadLetter], int | None]:
+        """A page of the DLQ, oldest first, and the cursor of the next page if any."""
+        where, params = ["d.seq > ?"], [after]
+        for column, value in filters.items():
+            where.append(f"{column} = ?")
+            params.append(value)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT d.seq, {_DEAD_COLUMNS} FROM dead_letters d JOIN messages m"
+                f" ON m.id = d.message_id WHERE {' AND '.join(where)} ORDER BY d.seq LIMIT ?",
+                (*params, count + 1),
+            ).fetchall()
+        letters = [_dead_letter(row[1:]) for row in rows[:count]]
+        more = len(rows) > count
+        return letters, (int(rows[count - 1][0]) if more else None)
+
+    def dead_letter(self, dlq_id: str) -> DeadLetter | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_DEAD_COLUMNS} FROM dead_letters d JOIN messages m"
+                " ON m.id = d.message_id WHERE d.dlq_id = ?",
+                (dlq_id,),
+            ).fetchone()
+        return None if row is None else _dead_letter(row)
+
+    def delete_dead_letters(self, dlq_ids: Sequence[str]) -> int:
+        with self._transaction() as db:
+            return sum(
+                db.execute("DELETE FROM dead_letters WHERE dlq_id = ?", (dlq_id,)).rowcount
+                for dlq_id in dict.fromkeys(dlq_ids)
+            )
+
+    def requeue_dead_letter(self, dlq_id: str, message: Message) -> bool:
+        """Remove a dead letter and store ``message`` (its fresh copy) in one step."""
+        with self._transaction() as db:
+            cursor = db.execute("DELETE FROM dead_letters WHERE dlq_id = ?", (dlq_id,))
+            if cursor.rowcount != 1:
+                return False
+            _insert(db, message)
+        return True
+
+
+_DEAD_COLUMNS = (
+    "d.dlq_id, d.response_status, d.response_headers, d.response_body, d.created_at, "
+    + ", ".join(f"m.{column.strip()}" for column in _COLUMNS.split(","))
+)
+
+
+def _finish(db: sqlite3.Connection, message_id: str, state: State, retried: int | None = None) -> bool:
+    cursor = db.execute(
+        "UPDATE messages SET state = ?, retried = COALESCE(?, retried) WHERE id = ? AND state = ?",
+        (state.value, retried, message_id, State.DELIVERING.value),
+    )
+    return cursor.rowcount == 1
+
+
+def _insert(db: sqlite3.Connection, message: Message) -> None:
+    db.execute(
+        f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * 20)})",
+        (
+            message.id,
+            message.kind.value,
+            message.url,
+            message.method,
+            message.body,
+            json.dumps(message.headers),
+            message.max_retries,
+            message.retry_delay,
+            message.timeout_s,
+            message.callback,
+            message.failure_callback,
+            json.dumps(message.callback_headers),
+            json.dumps(message.failure_callback_headers),
+            message.label,
+            message.caller_ip,
+            message.created_at,
+            message.not_before,
+            message.state.value,
+            message.next_attempt_at,
+            message.retried,
+        ),
+    )
+
+
+def _message(row: Sequence[Any], state: State | None = None) -> Message:
+    return Message(
+        id=row[0],
+        kind=Kind(row[1]),
+        url=row[2],
+        method=row[3],
+        body=bytes(row[4]),
+        headers=json.loads(row[5]),
+        max_retries=row[6],
+        retry_delay=row[7],
+        timeout_s=row[8],
+        callback=row[9],
+        failure_callback=row[10],
+        callback_headers=json.loads(row[11]),
+        failure_callback_headers=json.loads(row[12]),
+        label=row[13],
+        caller_ip=row[14],
+        created_at=row[15],
+        not_before=row[16],
+        state=state or State(row[17]),
+        next_attempt_at=row[18],
+        retried=row[19],
+    )
+
+
+def _dead_letter(row: Sequence[Any]) -> DeadLetter:
+    return DeadLetter(
+        dlq_id=row[0],
+        response_status=row[1],
+        response_headers=json.loads(row[2]),
+        response_body=bytes(row[3]),
+        created_at=row[4],
+        message=_message(row[5:]),
+    )
