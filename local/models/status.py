@@ -1,0 +1,36 @@
+"""Routes every model server has: ``GET /health`` and ``GET /v1/models``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from local.models.errors import ModelLoading
+from local.models.slot import ModelSlot
+
+
+def status_router(slot: ModelSlot[Any], owned_by: str) -> APIRouter:
+    """``/health`` answers 200 only when the next model request would succeed."""
+    router = APIRouter()
+    created = int(time.time())
+
+    @router.get("/health")
+    def health() -> JSONResponse:
+        status = slot.status()
+        body: dict[str, Any] = {"status": status.state, "model": slot.name}
+        if status.state == "ready":
+            return JSONResponse(body)
+        if status.state == "failed":
+            return JSONResponse({**body, "error": status.error}, status_code=500)
+        loading = ModelLoading(slot.name, status.estimated_time or 1.0)
+        return JSONResponse({**loading.body(), **body}, status_code=503, headers=loading.headers())
+
+    @router.get("/v1/models")
+    def models() -> dict[str, Any]:
+        model = {"id": slot.name, "object": "model", "created": created, "owned_by": owned_by}
+        return {"object": "list", "data": [model]}
+
+    return router
