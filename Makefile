@@ -15,6 +15,8 @@ install: $(STAMP) ## create .venv with every dependency (idempotent)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
+	# torch first, pinned: the CPU build on disk; any other version pulls gigabytes of CUDA wheels
+	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e '.[test]'
 	touch $(STAMP)
 
