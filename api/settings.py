@@ -7,16 +7,81 @@ import time: build a :class:`Settings` where the process starts.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from projections.database import DatabaseUrl
+from projections.database import ConfigurationError, DatabaseUrl
+
+# The official QStash dev server's test user: the embedded default's local server uses it too.
+DEV_QSTASH_TOKEN = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="
+DEV_QSTASH_CURRENT_SIGNING_KEY = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
+DEV_QSTASH_NEXT_SIGNING_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
 
 
 class Settings(BaseSettings):
     """vidpipe's settings; the embedded default needs none of them set."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    environment: Literal["development", "production"] = Field(
+        default="development", alias="VIDPIPE_ENV"
+    )
+    """``production`` refuses the development defaults of every secret."""
+
+    port: int = Field(default=8000, alias="PORT")
+    """Port of the API (and the step webhooks) in the embedded default."""
+
+    nextauth_url: str | None = Field(default=None, alias="NEXTAUTH_URL")
+    """Public base URL of this service, where QStash delivers step messages (as in the old system)."""
+
+    vercel_url: str | None = Field(default=None, alias="VERCEL_URL")
+    """Host name Vercel sets; ``https://<VERCEL_URL>`` is the base URL when ``NEXTAUTH_URL`` is unset."""
+
+    qstash_url: str = Field(default="http://127.0.0.1:8080", alias="QSTASH_URL")
+    """QStash API: ``https://qstash.upstash.io`` in production, the local server by default."""
+
+    qstash_token: SecretStr = Field(default=SecretStr(DEV_QSTASH_TOKEN), alias="QSTASH_TOKEN")
+    """QStash token used to publish step messages."""
+
+    qstash_current_signing_key: SecretStr = Field(
+        default=SecretStr(DEV_QSTASH_CURRENT_SIGNING_KEY), alias="QSTASH_CURRENT_SIGNING_KEY"
+    )
+    """Key that verifies ``Upstash-Signature`` on step webhooks."""
+
+    qstash_next_signing_key: SecretStr = Field(
+        default=SecretStr(DEV_QSTASH_NEXT_SIGNING_KEY), alias="QSTASH_NEXT_SIGNING_KEY"
+    )
+    """Next signing key, tried second (key rotation)."""
+
+    qstash_delivery_retries: int = Field(default=3, ge=0, alias="VIDPIPE_QSTASH_RETRIES")
+    """QStash's own redeliveries when a handler is unreachable or crashes (not step retries)."""
+
+    qstash_retry_delay: str | None = Field(default=None, alias="VIDPIPE_QSTASH_RETRY_DELAY")
+    """``Upstash-Retry-Delay`` expression for those redeliveries; unset: QStash's backoff."""
+
+    retry_base_seconds: float = Field(default=60.0, gt=0, alias="VIDEO_STEP_RETRY_BASE_SECONDS")
+    """First retry delay of a step that failed transiently; doubles each attempt."""
+
+    retry_max_seconds: float = Field(default=3600.0, gt=0, alias="VIDEO_STEP_RETRY_MAX_SECONDS")
+    """Cap on a step's retry delay, whatever the server's hint."""
+
+    max_retries: int = Field(default=3, ge=0, alias="VIDEO_STEP_MAX_RETRIES")
+    """Retries of a step after transient failures; then the step and the queue fail."""
+
+    cancel_poll_seconds: float = Field(default=1.0, gt=0, alias="VIDPIPE_CANCEL_POLL_SECONDS")
+    """How often a running step checks whether its queue was cancelled."""
+
+    step_providers: Literal["simulated"] = Field(default="simulated", alias="VIDPIPE_STEP_PROVIDERS")
+    """Who does the steps' work. ``simulated``: timed no-op work (the real providers are issue 4)."""
+
+    simulated_step_seconds: float = Field(default=0.0, ge=0, alias="VIDPIPE_SIMULATED_STEP_SECONDS")
+    """How long each simulated step takes."""
+
+    run_followers: bool = Field(default=True, alias="VIDPIPE_RUN_FOLLOWERS")
+    """Run the projection runner and the dispatcher inside the API process (embedded default).
+    In production run them as their own processes (``make project``) and set this to false."""
 
     database_url: str = Field(default="sqlite:///data/vidpipe.db", alias="DATABASE_URL")
     """Event store and read model: ``sqlite:///path.db`` (embedded default) or
@@ -30,6 +95,38 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     """Python logging level of every vidpipe process."""
+
+    @model_validator(mode="after")
+    def _no_development_secrets_in_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        defaults = {
+            "QSTASH_TOKEN": (self.qstash_token, DEV_QSTASH_TOKEN),
+            "QSTASH_CURRENT_SIGNING_KEY": (self.qstash_current_signing_key, DEV_QSTASH_CURRENT_SIGNING_KEY),
+            "QSTASH_NEXT_SIGNING_KEY": (self.qstash_next_signing_key, DEV_QSTASH_NEXT_SIGNING_KEY),
+        }
+        unset = [name for name, (value, dev) in defaults.items() if value.get_secret_value() == dev]
+        if unset:
+            raise ConfigurationError(
+                f"VIDPIPE_ENV=production but {', '.join(unset)} still hold the development "
+                "defaults; set them from the Upstash console (QStash → Signing keys)"
+            )
+        if self.nextauth_url is None and self.vercel_url is None:
+            raise ConfigurationError(
+                "VIDPIPE_ENV=production needs NEXTAUTH_URL (or VERCEL_URL): the public URL "
+                "QStash delivers step messages to"
+            )
+        return self
+
+    @property
+    def public_base_url(self) -> str:
+        """Where QStash delivers step messages: NEXTAUTH_URL, else https://VERCEL_URL, else loopback."""
+        if self.nextauth_url:
+            return self.nextauth_url.rstrip("/")
+        if self.vercel_url:
+            host = self.vercel_url.removeprefix("https://").removeprefix("http://")
+            return f"https://{host.rstrip('/')}"
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def database(self) -> DatabaseUrl:

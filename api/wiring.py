@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from api.settings import Settings
-from domain import VideoProcessing
+from domain import STEPS, VideoProcessing
+from handlers.bus import QStashBus
+from handlers.dispatcher import Dispatcher
+from handlers.providers.simulated import SimulatedProvider
+from handlers.steps import StepProvider
 from projections.follower import EventFollower
 from projections.queue_status import QueueStatusProjection, QueueStatusReader
 from projections.views import ReadModelView, open_view
@@ -34,3 +38,21 @@ def build_core(settings: Settings) -> Core:
         app, view, QueueStatusProjection(), poll_interval=settings.projection_poll_seconds
     )
     return Core(app=app, view=view, queue_status=follower, reader=QueueStatusReader(view))
+
+
+def build_dispatcher(settings: Settings, core: Core) -> EventFollower:
+    bus = QStashBus(
+        settings.qstash_token.get_secret_value(),
+        settings.qstash_url,
+        retries=settings.qstash_delivery_retries,
+        retry_delay=settings.qstash_retry_delay,
+    )
+    dispatcher = Dispatcher(bus, settings.public_base_url, core.view)
+    return EventFollower(core.app, core.view, dispatcher, poll_interval=settings.projection_poll_seconds)
+
+
+def build_providers(settings: Settings) -> dict[str, StepProvider]:
+    """The step providers named by ``VIDPIPE_STEP_PROVIDERS``."""
+    return {
+        step: SimulatedProvider(seconds=settings.simulated_step_seconds) for step in STEPS
+    }

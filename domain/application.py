@@ -23,7 +23,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
 from domain.errors import DomainError, QueueNotFound
-from domain.queue import DEFAULT_MAX_RETRIES, STEPS, ProcessingQueue, RetryOutcome
+from domain.queue import DEFAULT_MAX_RETRIES, STEPS, ProcessingQueue, RetryOutcome, StartOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class VideoProcessing(Application[UUID]):
 
     def start_step(
         self, queue_id: UUID | str, step: str, attempt: int, message_id: str | None = None
-    ) -> bool:
+    ) -> StartOutcome:
         return self._execute(queue_id, lambda q: q.start_step(step, attempt, message_id))
 
     def report_progress(

@@ -42,6 +42,10 @@ DEFAULT_MAX_RETRIES = 3
 QueueStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
 StepStatus = Literal["pending", "running", "retrying", "completed", "failed", "cancelled"]
 RetryOutcome = Literal["retried", "failed", "unchanged"]
+StartOutcome = Literal["started", "redelivered", "duplicate", "done"]
+"""``started``: a new attempt began. The others change nothing: ``redelivered``, the
+message that started the running attempt came again (its worker may have died);
+``duplicate``, another message for the running attempt; ``done``, the attempt ended."""
 
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
@@ -60,6 +64,8 @@ class StepView:
     last_error: str | None
     provider: str | None
     outputs: dict[str, Any]
+    message_id: str | None
+    """The bus message that started the current attempt (tells a redelivery from a duplicate)."""
 
 
 def _new_step() -> dict[str, Any]:
@@ -73,6 +79,7 @@ def _new_step() -> dict[str, Any]:
         "last_error": None,
         "provider": None,
         "outputs": {},
+        "message_id": None,
     }
 
 
@@ -103,7 +110,12 @@ class ProcessingQueue(Aggregate):
 
         def apply(self, queue: ProcessingQueue) -> None:
             state = queue._steps[self.step]
-            state.update(status="running", attempt=self.attempt, started_at=self.timestamp)
+            state.update(
+                status="running",
+                attempt=self.attempt,
+                started_at=self.timestamp,
+                message_id=self.message_id,
+            )
             queue.status = "processing"
 
     class StepProgressed(Aggregate.Event):
@@ -218,11 +230,14 @@ class ProcessingQueue(Aggregate):
         return None
 
     # -------------------------------------------------------------- commands
-    def start_step(self, step: str, attempt: int, message_id: str | None = None) -> bool:
-        """Start ``attempt`` of ``step``; False when that attempt already started."""
+    def start_step(self, step: str, attempt: int, message_id: str | None = None) -> StartOutcome:
+        """Start ``attempt`` of ``step``, or say why it is already under way or done."""
         state = self._checked(step, "start")
-        if state["status"] in ("running", "completed", "failed") and attempt == state["attempt"]:
-            return False  # redelivery of a start already applied
+        if attempt == state["attempt"] and state["status"] in ("completed", "failed"):
+            return "done"
+        if attempt == state["attempt"] and state["status"] == "running":
+            same = message_id is None or state["message_id"] in (None, message_id)
+            return "redelivered" if same else "duplicate"
         expected = state["attempt"] + 1 if state["status"] in ("pending", "retrying") else None
         if expected is None or attempt != expected:
             raise StaleAttempt(step, attempt, state["attempt"], "start")
@@ -230,7 +245,7 @@ class ProcessingQueue(Aggregate):
             if self._steps[earlier]["status"] != "completed":
                 raise StepOutOfOrder(step, f"step {earlier!r} has not completed")
         self.trigger_event(self.StepStarted, step=step, attempt=attempt, message_id=message_id)
-        return True
+        return "started"
 
     def report_progress(
         self, step: str, attempt: int, percent: object, detail: str | None = None

@@ -76,6 +76,7 @@ class EventFollower:
         if not notifications:
             return 0
         events = [self.app.mapper.to_domain_event(n) for n in notifications]
+        self.projection.prepare(events)
         try:
             self.view.record(self.projection, events, Tracking(self.key, notifications[-1].id))
         except IntegrityError:
@@ -138,10 +139,14 @@ class EventFollower:
         return self
 
     def stop(self) -> None:
+        """Stop following (waiting for the batch in hand) and release the projection's resources."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        close = getattr(self.projection, "close", None)
+        if close is not None:
+            close()
 
     def wait_for(self, notification_id: int, timeout: float = 10.0) -> None:
         """Block until the event ``notification_id`` has been applied."""

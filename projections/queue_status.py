@@ -49,6 +49,9 @@ class QueueStatusProjection:
 
     name = "queue_status"
 
+    def prepare(self, events: Any) -> None:
+        """No side effects: everything happens in the transaction."""
+
     def reset(self, session: SqlSession) -> None:
         session.execute("DELETE FROM video_processing_steps")
         session.execute("DELETE FROM video_processing_queue")

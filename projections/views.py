@@ -59,6 +59,9 @@ class Projection(Protocol):
 
     name: str
 
+    def prepare(self, events: Sequence[Any]) -> None:
+        """Side effects for a batch, before its transaction (most projections have none)."""
+
     def apply(self, domain_event: Any, session: SqlSession) -> None: ...
 
     def reset(self, session: SqlSession) -> None:

@@ -28,7 +28,7 @@ from tests.conftest import Store, open_store
 
 def run_all_steps(app: VideoProcessing, qid: uuid.UUID) -> None:
     for step in STEPS:
-        assert app.start_step(qid, step, 1)
+        assert app.start_step(qid, step, 1) == "started"
         assert app.complete_step(qid, step, 1, {"artifact": f"{step}.bin"}, provider="test")
 
 
@@ -52,23 +52,26 @@ def test_happy_path_records_every_event_and_completes(store: Store) -> None:
 def test_redelivered_start_and_completion_change_nothing(store: Store) -> None:
     app = store.app
     qid = app.start_processing("tutor-1", "attachment-1")
-    assert app.start_step(qid, "compress", 1, message_id="msg_1") is True
-    assert app.start_step(qid, "compress", 1, message_id="msg_1") is False
+    assert app.start_step(qid, "compress", 1, message_id="msg_1") == "started"
+    version = app.get_queue(qid).version
+    assert app.start_step(qid, "compress", 1, message_id="msg_1") == "redelivered"
+    assert app.start_step(qid, "compress", 1, message_id="msg_2") == "duplicate"
+    assert app.get_queue(qid).version == version
     assert app.complete_step(qid, "compress", 1) is True
     version = app.get_queue(qid).version
     assert app.complete_step(qid, "compress", 1) is False
-    assert app.start_step(qid, "compress", 1) is False
+    assert app.start_step(qid, "compress", 1, message_id="msg_1") == "done"
     assert app.get_queue(qid).version == version
 
 
 def test_transient_failures_retry_then_fail_with_the_last_reason(memory_app: VideoProcessing) -> None:
     qid = memory_app.start_processing("tutor-1", "a", max_retries=2)
-    assert memory_app.start_step(qid, "compress", 1)
+    assert memory_app.start_step(qid, "compress", 1) == "started"
     assert memory_app.retry_step(qid, "compress", 1, "503 loading", 60) == "retried"
     assert memory_app.retry_step(qid, "compress", 1, "503 loading", 60) == "unchanged"
-    assert memory_app.start_step(qid, "compress", 2)
+    assert memory_app.start_step(qid, "compress", 2) == "started"
     assert memory_app.retry_step(qid, "compress", 2, "502 bad gateway", 120) == "retried"
-    assert memory_app.start_step(qid, "compress", 3)
+    assert memory_app.start_step(qid, "compress", 3) == "started"
     assert memory_app.retry_step(qid, "compress", 3, "timed out after 30s", 240) == "failed"
     queue = memory_app.get_queue(qid)
     assert queue.status == "failed"

@@ -70,7 +70,7 @@ class QueueMachine(RuleBasedStateMachine):
             assert str(error)
             assert self.queue().version == before, f"refused command wrote events: {error}"
             return None
-        if result in (False, "unchanged"):
+        if result in (False, "unchanged", "redelivered", "duplicate", "done"):
             assert self.queue().version == before, "a no-op command wrote events"
         else:
             assert self.queue().version > before

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from qstash import QStash
-from qstash_support import TOKEN, Destination, ProcessServer, ThreadedServer
+from tests.local.qstash_support import TOKEN, Destination, ProcessServer, ThreadedServer
 
 from local.qstash import Settings
 from local.qstash.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY

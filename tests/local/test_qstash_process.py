@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from qstash import QStash
 from qstash.errors import QStashError
-from qstash_support import Destination, ProcessServer, Reply, ThreadedServer, wait_until
+from tests.local.qstash_support import Destination, ProcessServer, Reply, ThreadedServer, wait_until
 
 
 def test_delivery_in_flight_when_killed_is_redelivered_after_restart(

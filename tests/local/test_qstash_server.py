@@ -13,7 +13,7 @@ import pytest
 from qstash import QStash
 from qstash.errors import QStashError
 
-from qstash_support import TOKEN, Destination, Reply, ThreadedServer, wait_until
+from tests.local.qstash_support import TOKEN, Destination, Reply, ThreadedServer, wait_until
 
 SDK = Callable[[ThreadedServer | str], QStash]
 

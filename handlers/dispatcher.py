@@ -1,0 +1,181 @@
+"""The dispatcher: follows the event log and publishes the step messages.
+
+The event log is the outbox. On
+
+- ``Created``: the first step, attempt 1;
+- ``StepCompleted``: the next step, attempt 1 (nothing after the last step:
+  ``Completed`` follows in the same save);
+- ``StepRetried``: the same step, the next attempt, delayed by the event's
+  ``delay_seconds`` (QStash carries the delay; no handler sleeps);
+- ``Cancelled``: every message of the queue still pending is cancelled.
+
+Publishing happens before the batch's transaction (so SQLite's write lock is
+not held during HTTP calls); the transaction then records the message ids in
+``video_processing_messages`` and the dispatcher's position. If the process
+dies in between, the batch is dispatched again: rows already recorded are
+skipped, QStash's deduplication id (queue, step, attempt) returns the same
+message for ten minutes, and the handlers ignore an attempt already done.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import singledispatchmethod
+from typing import Any
+
+from domain.queue import ProcessingQueue
+from handlers.bus import MessageBus
+from handlers.step_runner import StepMessage
+from projections.views import ReadModelView, SqlSession
+
+logger = logging.getLogger(__name__)
+Q = ProcessingQueue
+
+
+@dataclass(frozen=True)
+class Publication:
+    message: StepMessage
+    delay_seconds: float
+
+    @property
+    def deduplication_id(self) -> str:
+        return f"{self.message.queue_id}-{self.message.step}-{self.message.attempt}"
+
+
+def step_url(base_url: str, step: str) -> str:
+    return f"{base_url.rstrip('/')}/api/video-processing/steps/{step}"
+
+
+class Dispatcher:
+    """A follower of the log with side effects: publishing and cancelling messages."""
+
+    name = "dispatcher"
+
+    def __init__(self, bus: MessageBus, base_url: str, view: ReadModelView) -> None:
+        self.bus = bus
+        self.base_url = base_url
+        self.view = view
+        self._published: dict[tuple[str, str, int], tuple[str, float]] = {}
+        self._cancelled: set[str] = set()
+
+    # --------------------------------------------------- before the transaction
+    def prepare(self, events: Sequence[Any]) -> None:
+        self._published.clear()
+        self._cancelled.clear()
+        for domain_event in events:
+            if isinstance(domain_event, Q.Cancelled):
+                self._cancel_all(str(domain_event.originator_id))
+                continue
+            publication = self._publication(domain_event)
+            if publication is not None:
+                self._publish(publication)
+
+    def _publication(self, e: Any) -> Publication | None:
+        qid = str(e.originator_id)
+        if isinstance(e, Q.Created):
+            return Publication(StepMessage(qid, e.steps[0], 1), 0.0)
+        if isinstance(e, Q.StepRetried):
+            return Publication(StepMessage(qid, e.step, e.next_attempt), e.delay_seconds)
+        if isinstance(e, Q.StepCompleted):
+            following = self._following_step(qid, e.step)
+            if following is not None:
+                return Publication(StepMessage(qid, following, 1), 0.0)
+        return None
+
+    def _following_step(self, queue_id: str, step: str) -> str | None:
+        row = self.view.fetchone(
+            "SELECT step FROM video_processing_steps WHERE queue_id = :id AND position = "
+            "(SELECT position + 1 FROM video_processing_steps WHERE queue_id = :id AND step = :step)",
+            {"id": queue_id, "step": step},
+        )
+        return None if row is None else row["step"]
+
+    def _publish(self, publication: Publication) -> None:
+        m = publication.message
+        key = (m.queue_id, m.step, m.attempt)
+        if self._recorded(key):
+            return
+        message_id = self.bus.publish(
+            step_url(self.base_url, m.step),
+            m.as_body(),
+            deduplication_id=publication.deduplication_id,
+            delay_seconds=publication.delay_seconds,
+        )
+        self._published[key] = (message_id, publication.delay_seconds)
+        logger.info(
+            "queue %s: published %s attempt %d as %s (delay %.0fs)",
+            m.queue_id, m.step, m.attempt, message_id, publication.delay_seconds,
+        )
+
+    def _recorded(self, key: tuple[str, str, int]) -> bool:
+        return key in self._published or self.view.fetchone(
+            "SELECT 1 AS found FROM video_processing_messages "
+            "WHERE queue_id = :id AND step = :step AND attempt = :attempt",
+            {"id": key[0], "step": key[1], "attempt": key[2]},
+        ) is not None
+
+    def _cancel_all(self, queue_id: str) -> None:
+        rows = self.view.fetchall(
+            "SELECT message_id FROM video_processing_messages "
+            "WHERE queue_id = :id AND status = 'published'",
+            {"id": queue_id},
+        )
+        ids = [r["message_id"] for r in rows] + [
+            mid for (qid, _, _), (mid, _) in self._published.items() if qid == queue_id
+        ]
+        for message_id in ids:
+            self.bus.cancel(message_id)
+        self._cancelled.add(queue_id)
+        logger.info("queue %s: cancelled %d pending message(s)", queue_id, len(ids))
+
+    # ------------------------------------------------------ in the transaction
+    @singledispatchmethod
+    def apply(self, domain_event: Any, session: SqlSession) -> None:
+        """Record what ``prepare`` published for this event."""
+        publication = self._publication_key(domain_event)
+        if publication is None or publication not in self._published:
+            return
+        message_id, delay = self._published[publication]
+        session.execute(
+            "INSERT INTO video_processing_messages (queue_id, step, attempt, message_id, "
+            "delay_seconds, status, published_at) VALUES "
+            "(:id, :step, :attempt, :message_id, :delay, 'published', :at) "
+            "ON CONFLICT (queue_id, step, attempt) DO NOTHING",
+            {
+                "id": publication[0], "step": publication[1], "attempt": publication[2],
+                "message_id": message_id, "delay": delay, "at": domain_event.timestamp.isoformat(),
+            },
+        )
+
+    @apply.register
+    def _(self, e: Q.Cancelled, session: SqlSession) -> None:
+        session.execute(
+            "UPDATE video_processing_messages SET status = 'cancelled' "
+            "WHERE queue_id = :id AND status = 'published'",
+            {"id": str(e.originator_id)},
+        )
+
+    def _publication_key(self, domain_event: Any) -> tuple[str, str, int] | None:
+        if isinstance(domain_event, (Q.Created, Q.StepRetried, Q.StepCompleted)):
+            for key in self._published:
+                if key[0] == str(domain_event.originator_id) and self._matches(domain_event, key):
+                    return key
+        return None
+
+    @staticmethod
+    def _matches(e: Any, key: tuple[str, str, int]) -> bool:
+        if isinstance(e, Q.Created):
+            return key[1] == e.steps[0] and key[2] == 1
+        if isinstance(e, Q.StepRetried):
+            return key[1] == e.step and key[2] == e.next_attempt
+        return key[1] != e.step and key[2] == 1  # StepCompleted → the following step
+
+    def close(self) -> None:
+        close = getattr(self.bus, "close", None)
+        if close is not None:
+            close()
+
+    def reset(self, session: SqlSession) -> None:
+        """The dispatcher's effects are not rebuilt: messages already published stay published."""

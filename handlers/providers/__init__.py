@@ -1,0 +1,1 @@
+"""Step providers: the production and local implementations of each step's work."""

@@ -1,0 +1,230 @@
+"""Turns one step message into commands on its queue, doing the work in between.
+
+The QStash webhook verifies the signature and hands the message here. The
+outcome is what QStash should hear:
+
+- 200: done, retried later by our own ``StepRetried`` (the dispatcher
+  republishes with the delay), cancelled, or a redelivery that changed nothing;
+- 489 + ``Upstash-NonRetryable-Error: true``: the step failed for good, after
+  ``StepFailed`` was recorded (QStash moves the message to its DLQ);
+- 503 + ``Retry-After``: our database is unreachable; QStash redelivers later
+  and the attempt runs again (handlers are idempotent).
+
+A redelivery of the message that started a running attempt (same
+``Upstash-Message-Id``: the process that ran it died and QStash retried)
+runs the work again: step work is idempotent, and the aggregate lets exactly
+one completion of the attempt through. A *different* message for a running
+attempt (a duplicate publish) is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain import STEPS, DomainError, QueueIsTerminal, QueueNotFound, VideoProcessing
+from domain.errors import StaleAttempt, StepNotRunning, StepOutOfOrder, VidpipeError
+from handlers.errors import ProviderError, StepCancelled
+from handlers.retry import RetryPolicy
+from handlers.steps import StepContext, StepJob, StepProvider
+
+logger = logging.getLogger(__name__)
+
+NON_RETRYABLE = {"Upstash-NonRetryable-Error": "true"}
+
+
+class BadMessage(VidpipeError):
+    """A step message that is not what the dispatcher publishes."""
+
+
+@dataclass(frozen=True)
+class StepMessage:
+    """The body of every step message: which attempt of which step of which queue."""
+
+    queue_id: str
+    step: str
+    attempt: int
+
+    def as_body(self) -> dict[str, Any]:
+        return {"queue_id": self.queue_id, "step": self.step, "attempt": self.attempt}
+
+    @classmethod
+    def parse(cls, raw: bytes) -> StepMessage:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise BadMessage(f"the step message is not JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise BadMessage("the step message must be a JSON object")
+        queue_id, step, attempt = data.get("queue_id"), data.get("step"), data.get("attempt")
+        if not isinstance(queue_id, str) or not queue_id:
+            raise BadMessage("the step message has no queue_id")
+        if step not in STEPS:
+            raise BadMessage(f"the step message names an unknown step {step!r}")
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+            raise BadMessage(f"the step message's attempt must be a positive integer, got {attempt!r}")
+        return cls(queue_id=queue_id, step=step, attempt=attempt)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def ignored(reason: str) -> Outcome:
+    return Outcome(200, {"ignored": reason})
+
+
+class StepRunner:
+    """Runs step messages against the application with the configured providers."""
+
+    def __init__(
+        self,
+        app: VideoProcessing,
+        providers: Mapping[str, StepProvider],
+        policy: RetryPolicy,
+        *,
+        cancel_poll_seconds: float = 1.0,
+        progress_interval: float = 1.0,
+    ) -> None:
+        missing = set(STEPS) - set(providers)
+        if missing:
+            raise ValueError(f"no provider for steps: {', '.join(sorted(missing))}")
+        self.app = app
+        self.providers = dict(providers)
+        self.policy = policy
+        self.cancel_poll_seconds = cancel_poll_seconds
+        self.progress_interval = progress_interval
+
+    def handle(self, message: StepMessage, message_id: str | None = None) -> Outcome:
+        try:
+            job = self._start(message, message_id)
+        except QueueNotFound as error:
+            return Outcome(489, {"error": str(error)}, NON_RETRYABLE)
+        except (QueueIsTerminal, StaleAttempt, StepOutOfOrder, StepNotRunning) as error:
+            return ignored(str(error))
+        if isinstance(job, Outcome):
+            return job
+        return self._work(job)
+
+    # ---------------------------------------------------------------- phases
+    def _start(self, message: StepMessage, message_id: str | None) -> StepJob | Outcome:
+        queue = self.app.get_queue(message.queue_id)
+        if queue.is_terminal:
+            return ignored(f"queue {message.queue_id} is already {queue.status}")
+        step = queue.step(message.step)
+        if step.status == "completed" or (
+            step.status == "retrying" and message.attempt <= step.attempt
+        ):
+            return ignored(f"attempt {message.attempt} of {message.step} is already done")
+        started = self.app.start_step(queue.id, message.step, message.attempt, message_id)
+        if started == "duplicate":
+            return ignored(f"attempt {message.attempt} of {message.step} is already running")
+        if started == "done":
+            return ignored(f"attempt {message.attempt} of {message.step} is already done")
+        if started == "redelivered":
+            logger.warning(
+                "queue %s: %s attempt %d redelivered while running; running it again",
+                queue.id, message.step, message.attempt,
+            )
+        inputs = {s.name: s.outputs for s in queue.steps if s.status == "completed"}
+        return StepJob(
+            queue_id=str(queue.id),
+            owner_id=queue.owner_id,
+            attachment_id=queue.attachment_id,
+            step=message.step,
+            attempt=message.attempt,
+            options=queue.options,
+            inputs=inputs,
+        )
+
+    def _work(self, job: StepJob) -> Outcome:
+        provider = self.providers[job.step]
+        context = StepContext(
+            lambda percent, detail: self._progress(job, context, percent, detail),
+            min_interval=self.progress_interval,
+        )
+        finished = threading.Event()
+        watcher = threading.Thread(
+            target=self._watch_for_cancel, args=(job, context, finished), daemon=True
+        )
+        watcher.start()
+        started = time.monotonic()
+        logger.info("queue %s: %s attempt %d started (%s)", job.queue_id, job.step, job.attempt, provider.name)
+        try:
+            result = provider.run(job, context)
+        except StepCancelled:
+            return self._cancelled(job)
+        except ProviderError as error:
+            return self._failed(job, error)
+        except Exception as error:  # a bug or an unforeseen failure: retry, bounded
+            logger.exception("queue %s: %s attempt %d crashed", job.queue_id, job.step, job.attempt)
+            return self._failed(job, ProviderError(f"internal error in {job.step}: {error!r}"), transient=True)
+        finally:
+            finished.set()
+            watcher.join()
+        if context.cancelled.is_set():
+            return self._cancelled(job)
+        duration = time.monotonic() - started
+        try:
+            self.app.complete_step(
+                job.queue_id, job.step, job.attempt, result.outputs,
+                provider=result.provider or provider.name, model=result.model,
+                duration_seconds=duration,
+            )
+        except DomainError as error:
+            return ignored(str(error))
+        logger.info("queue %s: %s attempt %d completed in %.2fs", job.queue_id, job.step, job.attempt, duration)
+        return Outcome(200, {"completed": job.step, "attempt": job.attempt})
+
+    def _failed(self, job: StepJob, error: ProviderError, *, transient: bool | None = None) -> Outcome:
+        reason = str(error)
+        try:
+            if transient if transient is not None else error.transient:
+                delay = self.policy.delay(job.attempt, error.retry_after)
+                outcome = self.app.retry_step(job.queue_id, job.step, job.attempt, reason, delay)
+                if outcome != "failed":
+                    logger.info(
+                        "queue %s: %s attempt %d failed transiently (%s); retry in %.0fs",
+                        job.queue_id, job.step, job.attempt, reason, delay,
+                    )
+                    return Outcome(200, {"retry_in_seconds": delay, "reason": reason})
+            else:
+                self.app.fail_step(job.queue_id, job.step, job.attempt, reason)
+        except DomainError as domain_error:
+            return ignored(str(domain_error))
+        logger.warning("queue %s: %s failed for good: %s", job.queue_id, job.step, reason)
+        return Outcome(489, {"error": reason}, NON_RETRYABLE)
+
+    def _cancelled(self, job: StepJob) -> Outcome:
+        logger.info("queue %s: %s attempt %d stopped: cancelled", job.queue_id, job.step, job.attempt)
+        return Outcome(200, {"cancelled": True})
+
+    # ---------------------------------------------------------------- helpers
+    def _progress(self, job: StepJob, context: StepContext, percent: int, detail: str | None) -> None:
+        try:
+            self.app.report_progress(job.queue_id, job.step, job.attempt, percent, detail)
+        except QueueIsTerminal:
+            context.cancel()
+        except DomainError as error:
+            logger.info("queue %s: progress not recorded: %s", job.queue_id, error)
+
+    def _watch_for_cancel(self, job: StepJob, context: StepContext, finished: threading.Event) -> None:
+        """Poll the queue's state; on cancellation stop the work and its child processes."""
+        while not finished.wait(self.cancel_poll_seconds):
+            try:
+                status = self.app.get_queue(job.queue_id).status
+            except Exception:  # the database may be restarting; the work goes on
+                logger.warning("queue %s: could not check for cancellation", job.queue_id, exc_info=True)
+                continue
+            if status == "cancelled":
+                logger.info("queue %s: cancelled while %s ran; stopping it", job.queue_id, job.step)
+                context.cancel()
+                return
