@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-fast bench replay rebuild-projections project qstash clean
+.PHONY: help install test test-fast bench replay rebuild-projections project qstash api clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
@@ -28,6 +28,7 @@ test-fast: install ## the suite without the slow tests
 
 bench: install ## benchmarks; results printed and written to bench/results/
 	$(PY) -m bench.core
+	$(PY) -m bench.pipeline
 
 replay: install ## print a queue's event timeline: make replay QUEUE=<id>
 	@test -n "$(QUEUE)" || { echo "usage: make replay QUEUE=<queue id>"; exit 2; }
@@ -38,6 +39,12 @@ rebuild-projections: install ## drop the read model and replay the event log fro
 
 project: install ## run the projection runners in the foreground
 	$(PY) -m api.cli project
+
+qstash: install ## run the local QStash-compatible server on its own (port 8080, data/qstash.sqlite3)
+	$(PY) -m local.qstash
+
+api: install ## run the API with its step webhooks and followers (PORT, default 8000)
+	$(PY) -m api
 
 clean: ## remove the virtualenv, caches and local data
 	rm -rf $(VENV) .pytest_cache .hypothesis data

@@ -15,3 +15,11 @@ def test_core_benchmark_measures_every_figure(kind: str) -> None:
     assert result["lag_samples"] == 3
     for key in ("commands_per_second", "projection_events_per_second", "lag_p50_ms", "lag_p99_ms"):
         assert result[key] > 0
+
+
+def test_pipeline_benchmark_runs_a_whole_stack() -> None:
+    from bench.pipeline import measure as measure_pipeline
+
+    result = measure_pipeline("sqlite", latency_queues=2, throughput_queues=4, concurrency=2)
+    assert result["latency_p99_ms"] >= result["latency_p50_ms"] > 0
+    assert result["queues_per_second"] > 0

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import json
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -25,6 +26,7 @@ from qstash import QStash
 
 from domain import STEPS
 from handlers.providers.simulated import SimulatedProvider
+from handlers.steps import StepContext, StepJob, StepResult
 from local.qstash.settings import DEV_CURRENT_SIGNING_KEY, DEV_TOKEN
 from tests.handlers.conftest import Pipeline
 from tests.support import wait_until
@@ -241,3 +243,31 @@ def test_signed_but_unusable_messages_are_non_retryable(pipeline_factory: Factor
     assert response.status_code == 489
     assert response.headers["Upstash-NonRetryable-Error"] == "true"
     assert message in response.json()["error"]
+
+
+class ChildProcessProvider:
+    """Runs a long child process (as ffmpeg would) and waits for it."""
+
+    name = "child-process"
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def run(self, job: StepJob, context: StepContext) -> StepResult:
+        self.process = subprocess.Popen(["sleep", "60"])
+        context.watch_process(self.process)
+        self.process.wait()
+        context.check()
+        return StepResult()
+
+
+def test_cancel_kills_the_running_child_process(pipeline_factory: Factory) -> None:
+    provider = ChildProcessProvider()
+    pipeline = pipeline_factory({"compress": provider})
+    qid = pipeline.start()
+    wait_until(lambda: provider.process is not None, 10, "the child process to start")
+    assert provider.process is not None and provider.process.poll() is None
+    pipeline.store.app.cancel(qid, by="tutor-1")
+    wait_until(lambda: provider.process.poll() is not None, 5, "the child process to be killed")
+    assert provider.process.returncode == -9
+    assert pipeline.wait_for_status(qid, timeout=5)["status"] == "cancelled"

@@ -1,0 +1,50 @@
+"""Settings: seed variable names, the callback base URL, and refusing development secrets in production."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.settings import DEV_QSTASH_TOKEN, Settings
+from projections.database import ConfigurationError
+
+REAL = {
+    "QSTASH_TOKEN": "real-token",
+    "QSTASH_CURRENT_SIGNING_KEY": "sig_current_from_the_console_xx",
+    "QSTASH_NEXT_SIGNING_KEY": "sig_next_from_the_console_xxxxx",
+}
+
+
+def test_the_embedded_default_needs_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "QSTASH_URL", "QSTASH_TOKEN", "NEXTAUTH_URL", "VERCEL_URL", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert settings.database_url == "sqlite:///data/vidpipe.db"
+    assert settings.qstash_url == "http://127.0.0.1:8080"
+    assert settings.qstash_token.get_secret_value() == DEV_QSTASH_TOKEN
+    assert settings.public_base_url == "http://127.0.0.1:8000"
+    assert (settings.retry_base_seconds, settings.max_retries) == (60, 3)
+
+
+def test_seed_variable_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDEO_STEP_RETRY_BASE_SECONDS", "5")
+    monkeypatch.setenv("VIDEO_STEP_MAX_RETRIES", "7")
+    monkeypatch.setenv("VERCEL_URL", "vidpipe-git-main.vercel.app")
+    monkeypatch.delenv("NEXTAUTH_URL", raising=False)
+    settings = Settings()
+    assert (settings.retry_base_seconds, settings.max_retries) == (5, 7)
+    assert settings.public_base_url == "https://vidpipe-git-main.vercel.app"
+    monkeypatch.setenv("NEXTAUTH_URL", "https://learn.example.com/")
+    assert Settings().public_base_url == "https://learn.example.com"
+
+
+def test_production_refuses_development_secrets() -> None:
+    with pytest.raises(ConfigurationError, match="QSTASH_TOKEN, QSTASH_CURRENT_SIGNING_KEY"):
+        Settings(VIDPIPE_ENV="production", NEXTAUTH_URL="https://learn.example.com")
+    with pytest.raises(ConfigurationError, match="NEXTAUTH_URL"):
+        Settings(VIDPIPE_ENV="production", **REAL)
+    assert Settings(VIDPIPE_ENV="production", NEXTAUTH_URL="https://x.example", **REAL).environment == "production"
+
+
+def test_a_missing_or_bad_value_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="VIDEO_STEP_MAX_RETRIES"):
+        Settings(VIDEO_STEP_MAX_RETRIES=-1)
