@@ -18,6 +18,9 @@ from projections.database import ConfigurationError, DatabaseUrl
 DEV_QSTASH_TOKEN = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="
 DEV_QSTASH_CURRENT_SIGNING_KEY = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
 DEV_QSTASH_NEXT_SIGNING_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
+# Signs and verifies user tokens in the embedded default (``python -m api.token`` mints them).
+DEV_JWT_SECRET = "vidpipe-development-jwt-secret-not-for-production"
+ONESIGNAL_API_URL = "https://onesignal.com/api/v1"
 
 
 class Settings(BaseSettings):
@@ -138,3 +141,70 @@ class Settings(BaseSettings):
             **self.database.event_store_env(),
             "SNAPSHOT_INTERVAL": str(self.snapshot_interval),
         }
+
+    # ------------------------------------------------ public API (issue 5)
+    jwt_secret: SecretStr = Field(default=SecretStr(DEV_JWT_SECRET), alias="VIDPIPE_JWT_SECRET")
+    """HS256 secret that signs user tokens (Supabase: the project's JWT secret). The
+    development default is refused in production unless ``VIDPIPE_JWT_JWKS_URL`` is set."""
+
+    jwt_jwks_url: str | None = Field(default=None, alias="VIDPIPE_JWT_JWKS_URL")
+    """JWKS URL of the token issuer (RS256/ES256 tokens); when set, the secret is not used."""
+
+    jwt_audience: str | None = Field(default=None, alias="VIDPIPE_JWT_AUDIENCE")
+    """Required ``aud`` claim (Supabase: ``authenticated``); unset: not checked."""
+
+    jwt_issuer: str | None = Field(default=None, alias="VIDPIPE_JWT_ISSUER")
+    """Required ``iss`` claim; unset: not checked."""
+
+    jwt_role_claim: str = Field(default="role", min_length=1, alias="VIDPIPE_JWT_ROLE_CLAIM")
+    """Dotted path of the role in the token: ``role`` (NextAuth), ``app_metadata.role`` (Supabase)."""
+
+    jwt_required_role: str = Field(default="tutor", min_length=1, alias="VIDPIPE_JWT_REQUIRED_ROLE")
+    """The role every public endpoint requires; other roles get 403."""
+
+    storage_dir: str = Field(default="data/storage", alias="VIDPIPE_STORAGE_DIR")
+    """Directory of the local storage (uploads and artifacts) in the embedded default."""
+
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0, alias="VIDPIPE_MAX_UPLOAD_BYTES")
+    """Largest video accepted by ``POST /api/video-processing/upload`` (413 beyond)."""
+
+    stream_poll_seconds: float = Field(default=0.25, gt=0, alias="VIDPIPE_STREAM_POLL_SECONDS")
+    """How often a server-sent-event stream looks for a new version of its queue."""
+
+    notify_progress: bool = Field(default=False, alias="VIDPIPE_NOTIFY_PROGRESS")
+    """Also notify when each step completes (not only started/completed/failed/cancelled)."""
+
+    onesignal_app_id: str | None = Field(default=None, alias="ONESIGNAL_APP_ID")
+    """OneSignal app id; push notifications are sent when it and the REST API key are set."""
+
+    onesignal_rest_api_key: SecretStr | None = Field(default=None, alias="ONESIGNAL_REST_API_KEY")
+    """OneSignal REST API key (as in the old system); unset: in-app notifications only."""
+
+    onesignal_api_url: str = Field(default=ONESIGNAL_API_URL, alias="ONESIGNAL_API_URL")
+    """OneSignal's REST API root; the local stand-in (``python -m local.onesignal``) in tests."""
+
+    onesignal_attempts: int = Field(default=2, ge=1, le=10, alias="VIDPIPE_ONESIGNAL_ATTEMPTS")
+    """Tries per push when OneSignal is unreachable or answers 5xx/429; each try is recorded."""
+
+    @model_validator(mode="after")
+    def _api_secrets_are_usable(self) -> Settings:
+        if self.onesignal_rest_api_key is not None and not self.onesignal_app_id:
+            raise ConfigurationError(
+                "ONESIGNAL_REST_API_KEY is set but ONESIGNAL_APP_ID is not; copy the app id "
+                "from OneSignal (Settings → Keys & IDs)"
+            )
+        if (
+            self.environment == "production"
+            and self.jwt_jwks_url is None
+            and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+        ):
+            raise ConfigurationError(
+                "VIDPIPE_ENV=production but VIDPIPE_JWT_SECRET holds the development default; "
+                "set it to the secret your auth provider signs tokens with (or set VIDPIPE_JWT_JWKS_URL)"
+            )
+        return self
+
+    @property
+    def push_enabled(self) -> bool:
+        """OneSignal pushes are configured."""
+        return bool(self.onesignal_rest_api_key and self.onesignal_app_id)

@@ -11,6 +11,7 @@ REAL = {
     "QSTASH_TOKEN": "real-token",
     "QSTASH_CURRENT_SIGNING_KEY": "sig_current_from_the_console_xx",
     "QSTASH_NEXT_SIGNING_KEY": "sig_next_from_the_console_xxxxx",
+    "VIDPIPE_JWT_SECRET": "a-real-secret-from-the-auth-provider-0123456789",
 }
 
 
@@ -48,3 +49,21 @@ def test_production_refuses_development_secrets() -> None:
 def test_a_missing_or_bad_value_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="VIDEO_STEP_MAX_RETRIES"):
         Settings(VIDEO_STEP_MAX_RETRIES=-1)
+
+
+def test_production_refuses_the_development_jwt_secret_unless_jwks() -> None:
+    real = {k: v for k, v in REAL.items() if k != "VIDPIPE_JWT_SECRET"}
+    with pytest.raises(ConfigurationError, match="VIDPIPE_JWT_SECRET"):
+        Settings(VIDPIPE_ENV="production", NEXTAUTH_URL="https://x.example", **real)
+    jwks = Settings(
+        VIDPIPE_ENV="production", NEXTAUTH_URL="https://x.example",
+        VIDPIPE_JWT_JWKS_URL="https://auth.example/.well-known/jwks.json", **real,
+    )
+    assert jwks.jwt_jwks_url is not None
+
+
+def test_onesignal_needs_both_the_key_and_the_app_id() -> None:
+    assert not Settings().push_enabled
+    with pytest.raises(ConfigurationError, match="ONESIGNAL_APP_ID"):
+        Settings(ONESIGNAL_REST_API_KEY="key")
+    assert Settings(ONESIGNAL_REST_API_KEY="key", ONESIGNAL_APP_ID="app").push_enabled
