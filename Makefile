@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-fast bench replay rebuild-projections project qstash api clean
+.PHONY: help install run test test-fast bench replay rebuild-projections project qstash api clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
@@ -39,6 +39,9 @@ rebuild-projections: install ## drop the read model and replay the event log fro
 
 project: install ## run the projection runners in the foreground
 	$(PY) -m api.cli project
+
+run: install ## start the whole embedded default in the foreground (Ctrl-C stops it cleanly)
+	$(PY) -m local.stack
 
 qstash: install ## run the local QStash-compatible server on its own (port 8080, data/qstash.sqlite3)
 	$(PY) -m local.qstash

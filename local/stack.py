@@ -1,0 +1,231 @@
+"""``python -m local.stack`` (``make run``): the whole embedded default in the foreground.
+
+Starts, in order, each as its own process:
+
+1. the local QStash-compatible server (``local.qstash``), messages in ``data/qstash.sqlite3``;
+2. the reference Whisper server (``local.models.transcription``);
+3. the reference embedding server (``local.models.embeddings``);
+4. the vidpipe API with its step webhooks, projection runner and dispatcher (``api``),
+   on ``DATABASE_URL`` (default ``sqlite:///data/vidpipe.db``).
+
+It prints where everything listens, prefixes every line a service logs with
+its name, and on Ctrl-C (or SIGTERM) stops them in reverse order, waiting for
+each, so no process is left behind. Children also die with the launcher if it
+is killed (Linux ``PR_SET_PDEATHSIG``). Nothing is lost on a stop: the event
+log, the read model and the pending QStash messages are on disk, and the next
+start resumes unfinished queues.
+
+Ports: ``PORT`` (API, 8000), ``LOCAL_QSTASH_PORT`` (8080), ``WHISPER_PORT``
+(9001), ``EMBEDDING_PORT`` (9002). Anything already set in the environment
+(say a remote ``WHISPER_HG_VOICE_TO_TEXT_SERVER_API_URL``) is kept, and the
+matching local server is not started.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+@dataclass
+class Service:
+    name: str
+    command: list[str]
+    url: str
+    health_path: str
+    env: dict[str, str] = field(default_factory=dict)
+    ready_timeout: float = 120.0
+    process: subprocess.Popen[str] | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def plan(env: dict[str, str]) -> tuple[list[Service], dict[str, str]]:
+    """The services to start and the environment the API gets."""
+    py = sys.executable
+    data = Path(env.get("VIDPIPE_DATA_DIR", "data"))
+    api_port = int(env.get("PORT", "8000"))
+    qstash_port = int(env.get("LOCAL_QSTASH_PORT", "8080"))
+    whisper_port = int(env.get("WHISPER_PORT", "9001"))
+    embedding_port = int(env.get("EMBEDDING_PORT", "9002"))
+    api_env = {
+        "DATABASE_URL": env.get("DATABASE_URL", f"sqlite:///{data}/vidpipe.db"),
+        "VIDPIPE_DATA_DIR": str(data),
+        "PORT": str(api_port),
+    }
+    services: list[Service] = []
+    if "QSTASH_URL" not in env:
+        url = f"http://127.0.0.1:{qstash_port}"
+        services.append(Service(
+            "qstash", [py, "-m", "local.qstash", "--port", str(qstash_port), "--db", str(data / "qstash.sqlite3")],
+            url, "/v2/dlq", env={"LOCAL_QSTASH_DB": str(data / "qstash.sqlite3")},
+        ))
+        api_env["QSTASH_URL"] = url
+    if "WHISPER_HG_VOICE_TO_TEXT_SERVER_API_URL" not in env:
+        url = f"http://127.0.0.1:{whisper_port}"
+        services.append(Service(
+            "whisper", [py, "-m", "local.models.transcription", "--port", str(whisper_port)], url, "/v1/models",
+        ))
+        api_env["WHISPER_HG_VOICE_TO_TEXT_SERVER_API_URL"] = url
+    if "BGE_HG_EMBEDDING_SERVER_API_URL" not in env:
+        url = f"http://127.0.0.1:{embedding_port}"
+        services.append(Service(
+            "embeddings", [py, "-m", "local.models.embeddings", "--port", str(embedding_port)], url, "/v1/models",
+        ))
+        api_env["BGE_HG_EMBEDDING_SERVER_API_URL"] = url
+    services.append(Service("api", [py, "-m", "api"], f"http://127.0.0.1:{api_port}", "/healthz", env=api_env))
+    return services, api_env
+
+
+class Stack:
+    """Starts services in order, relays their logs, stops them in reverse order."""
+
+    def __init__(self, services: list[Service], base_env: dict[str, str], out: Callable[[str], None] = print) -> None:
+        self.services = services
+        self.base_env = base_env
+        self.out = out
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        busy = [s for s in self.services if not _port_free(s.port)]
+        if busy:
+            raise RuntimeError(
+                "port(s) already in use: "
+                + ", ".join(f"{s.name} {s.port}" for s in busy)
+                + " — stop what listens there or set PORT / LOCAL_QSTASH_PORT / WHISPER_PORT / EMBEDDING_PORT"
+            )
+        for service in self.services:
+            self._spawn(service)
+            self._wait_ready(service)
+
+    def _spawn(self, service: Service) -> None:
+        env = {**self.base_env, **service.env, "PYTHONUNBUFFERED": "1"}
+        service.process = subprocess.Popen(
+            service.command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1, start_new_session=True, preexec_fn=_die_with_parent,
+        )
+        threading.Thread(target=self._relay, args=(service,), daemon=True).start()
+        self.out(f"[stack] starting {service.name} (pid {service.process.pid}) on {service.url}")
+
+    def _relay(self, service: Service) -> None:
+        assert service.process is not None and service.process.stdout is not None
+        for line in service.process.stdout:
+            self.out(f"[{service.name}] {line.rstrip()}")
+
+    def _wait_ready(self, service: Service) -> None:
+        deadline = time.monotonic() + service.ready_timeout
+        while time.monotonic() < deadline:
+            assert service.process is not None
+            if self._stopping.is_set():
+                raise RuntimeError(f"stopped while {service.name} was starting")
+            if service.process.poll() is not None:
+                raise RuntimeError(f"{service.name} exited with code {service.process.returncode} while starting")
+            try:
+                # any answer means it listens (model servers answer 503 while they load)
+                httpx.get(service.url + service.health_path, timeout=2)
+                self.out(f"[stack] {service.name} is up at {service.url}")
+                return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        raise RuntimeError(f"{service.name} did not answer on {service.url} within {service.ready_timeout:.0f}s")
+
+    def wait(self) -> int:
+        """Block until a signal or until a service dies; return the exit code for the launcher."""
+        while not self._stopping.wait(0.5):
+            for service in self.services:
+                if service.process is not None and service.process.poll() is not None:
+                    self.out(f"[stack] {service.name} exited with code {service.process.returncode}; stopping")
+                    return 1
+        return 0
+
+    def request_stop(self, *_: object) -> None:
+        self._stopping.set()
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            process = service.process
+            if process is None or process.poll() is not None:
+                continue
+            self.out(f"[stack] stopping {service.name}")
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.out(f"[stack] {service.name} did not stop in 15 s; killing it")
+                process.kill()
+                process.wait(5)
+
+
+def banner(services: list[Service], api_env: dict[str, str], token: str | None) -> str:
+    lines = ["", "vidpipe is running (Ctrl-C stops everything):"]
+    lines += [f"  {s.name:<11} {s.url}" for s in services]
+    lines.append(f"  database    {api_env['DATABASE_URL']}")
+    lines.append(f"  artifacts   {api_env['VIDPIPE_DATA_DIR']}/")
+    if token:
+        lines.append(f"  dev token   {token}")
+    return "\n".join(lines) + "\n"
+
+
+def development_token() -> str | None:
+    """A tutor token for the development secret, when the API can mint one."""
+    try:
+        from api.token import mint  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return str(mint(user="dev-tutor", role="tutor"))
+
+
+def main() -> int:
+    env = dict(os.environ)
+    services, api_env = plan(env)
+    Path(api_env["VIDPIPE_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
+    stack = Stack(services, env)
+    signal.signal(signal.SIGINT, stack.request_stop)
+    signal.signal(signal.SIGTERM, stack.request_stop)
+    try:
+        stack.start()
+        print(banner(services, api_env, development_token()), flush=True)
+        code = stack.wait()
+    except RuntimeError as error:
+        print(f"[stack] {error}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        stack.stop()
+    print("[stack] stopped", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
