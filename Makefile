@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test test-fast bench replay rebuild-projections project qstash api clean
+.PHONY: help install run test test-fast bench replay rebuild-projections project dispatch qstash api clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
@@ -37,8 +37,11 @@ replay: install ## print a queue's event timeline: make replay QUEUE=<id>
 rebuild-projections: install ## drop the read model and replay the event log from event 0
 	$(PY) -m api.cli rebuild-projections
 
-project: install ## run the projection runners in the foreground
+project: install ## run the projection runners in the foreground (production: one active)
 	$(PY) -m api.cli project
+
+dispatch: install ## run the dispatcher in the foreground (production: one active)
+	$(PY) -m api.cli dispatch
 
 run: install ## start the whole embedded default in the foreground (Ctrl-C stops it cleanly)
 	$(PY) -m local.stack

@@ -3,6 +3,7 @@
     replay QUEUE_ID            print a queue's event timeline (the audit trail)
     rebuild-projections        drop the read model and replay the log from event 0
     project                    run the projection runners in the foreground
+    dispatch                   run the dispatcher (publishes step messages) in the foreground
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from api.settings import Settings
-from api.wiring import build_core
+from api.wiring import build_core, build_dispatcher
 from domain import VidpipeError
 
 logger = logging.getLogger("vidpipe.cli")
@@ -69,14 +70,19 @@ def rebuild_projections(settings: Settings, console: Console) -> int:
     return 0
 
 
-def project(settings: Settings, console: Console) -> int:
+def follow(settings: Settings, console: Console, *, dispatcher: bool) -> int:
+    """Run followers of the event log until SIGINT/SIGTERM."""
     core = build_core(settings)
+    followers = [build_dispatcher(settings, core)] if dispatcher else [core.queue_status]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    core.queue_status.start()
-    console.print(f"queue_status runner following the log from event {core.queue_status.position}")
+    for follower in followers:
+        follower.start()
+        console.print(f"{follower.key} following the log from event {follower.position}")
     stop.wait()
+    for follower in followers:
+        follower.stop()
     core.close()
     console.print("stopped")
     return 0
@@ -89,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay_parser.add_argument("queue_id")
     commands.add_parser("rebuild-projections", help="replay the log into a fresh read model")
     commands.add_parser("project", help="run the projection runners")
+    commands.add_parser("dispatch", help="run the dispatcher that publishes step messages")
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -99,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return replay(settings, args.queue_id, console)
         if args.command == "rebuild-projections":
             return rebuild_projections(settings, console)
-        return project(settings, console)
+        return follow(settings, console, dispatcher=args.command == "dispatch")
     except VidpipeError as error:
         console.print(f"[red]error:[/red] {error}")
         return 2

@@ -65,3 +65,27 @@ def test_a_bad_database_url_is_a_clear_error() -> None:
     assert result.returncode != 0
     assert "DATABASE_URL" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_project_runs_until_sigterm_and_keeps_the_read_model_current(database_url: str) -> None:
+    import signal as signals
+
+    from tests.support import wait_until
+
+    store = open_store(database_url)
+    env = {**os.environ, "DATABASE_URL": database_url}
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "project"], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        qid = store.app.start_processing("tutor-1", "lecture")
+        store.app.start_step(qid, "compress", 1)
+        wait_until(lambda: (row := store.reader.status(str(qid))) and row["status"] == "processing", 20,
+                   "the runner process to project the events")
+    finally:
+        runner.send_signal(signals.SIGTERM)
+        output, _ = runner.communicate(timeout=20)
+        store.close()
+    assert runner.returncode == 0, output
+    assert "stopped" in output
