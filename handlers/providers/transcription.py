@@ -1,0 +1,280 @@
+"""Transcription on an OpenAI-compatible Whisper server (``POST /v1/audio/transcriptions``).
+
+:class:`WhisperClient` speaks the HTTP API (speaches, whisper.cpp's server,
+LocalAI, hosted APIs and ``local.models.transcription`` share it);
+:class:`WhisperTranscriber` is the transcribe step: it cuts the audio into
+pieces (at silences, by the splitter it is given), transcribes them one by
+one and keeps each finished piece's transcript in a work folder per queue, so
+the attempt after a transient failure resumes at the piece that failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from handlers.errors import PermanentError, ProviderError, StepCancelled, TransientError
+from handlers.http_errors import RemoteServer, error_for_exception, raise_for_response
+from handlers.media import AudioPiece
+from handlers.steps import StepContext, StepJob, StepResult
+from handlers.storage import ArtifactNotFound, Storage, artifact_key
+from handlers.transcripts import WRITERS, Segment, Transcript, encoded, merge
+
+logger = logging.getLogger(__name__)
+
+URL_ENV = "WHISPER_HG_VOICE_TO_TEXT_SERVER_API_URL"
+TOKEN_ENV = "WHISPER_API_KEY"
+
+Splitter = Callable[[Path, Path], list[AudioPiece]]
+"""``(audio_path, workdir) -> pieces``: cuts the audio into pieces (files under ``workdir``)."""
+
+
+def api_base(url: str) -> str:
+    """The server's root, whether the URL was given as the root, ``.../v1`` or the full endpoint."""
+    base = url.strip().rstrip("/")
+    for suffix in ("/v1/audio/transcriptions", "/audio/transcriptions", "/v1"):
+        if base.endswith(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+class WhisperClient:
+    """A client of one OpenAI-compatible transcription server.
+
+    Every failure is raised as a :class:`ProviderError` classified by
+    :mod:`handlers.http_errors` (sleeping/5xx/timeouts transient, 4xx permanent).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        model: str = "whisper-1",
+        language: str | None = None,
+        timeout: float = 600.0,
+        connect_timeout: float = 10.0,
+        name: str = "Whisper server",
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = api_base(base_url)
+        self.model = model
+        self.language = language
+        self.server = RemoteServer(name, self.base_url, URL_ENV, TOKEN_ENV)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            transport=transport,
+        )
+        self._reported_model: str | None = None
+
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    def transcribe(self, audio: Path) -> Transcript:
+        """The transcript of the audio file, segment timestamps relative to its start."""
+        form: dict[str, Any] = {
+            "model": self.model,
+            "response_format": "verbose_json",
+            "timestamp_granularities[]": "segment",
+        }
+        if self.language:
+            form["language"] = self.language
+        kind = mimetypes.guess_type(audio.name)[0] or "application/octet-stream"
+        with audio.open("rb") as handle:
+            response = self._call("POST", "/v1/audio/transcriptions", files={"file": (audio.name, handle, kind)},
+                                  data=form)
+        return self._transcript(response)
+
+    def model_name(self) -> str:
+        """The model the server says it runs (``GET /v1/models``), else the one we ask for."""
+        if self._reported_model is None:
+            try:
+                response = raise_for_response(self._http.get("/v1/models", timeout=10.0), self.server)
+                models = response.json().get("data") or []
+                self._reported_model = str(models[0]["id"]) if models else self.model
+            except (httpx.HTTPError, ProviderError, ValueError, KeyError, TypeError, AttributeError):
+                return self.model
+        return self._reported_model
+
+    def ping(self, timeout: float = 5.0) -> bool:
+        """A cheap request that wakes a sleeping server; True if it answered healthy. Never raises."""
+        try:
+            response = self._http.get("/health", timeout=timeout)
+            if response.status_code == 404:
+                response = self._http.get("/v1/models", timeout=timeout)
+        except Exception:  # noqa: BLE001 - waking is best effort
+            logger.debug("ping of %s failed", self.server, exc_info=True)
+            return False
+        return response.is_success
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> WhisperClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ helpers
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise error_for_exception(error, self.server) from error
+        return raise_for_response(response, self.server)
+
+    def _transcript(self, response: httpx.Response) -> Transcript:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not ("segments" in body or "text" in body):
+            raise TransientError(
+                f"{self.server} answered {response.status_code} without a transcript "
+                f"({response.text[:120]!r}); will retry"
+            )
+        model = body.get("model") or self.model_name()
+        try:
+            transcript = Transcript.from_dict({**body, "model": model})
+        except (KeyError, TypeError, ValueError) as error:
+            raise TransientError(f"{self.server} answered a malformed transcript ({error!r}); will retry") from None
+        if not transcript.segments and str(body.get("text") or "").strip():
+            # A server that ignores verbose_json: one segment over the whole piece.
+            end = transcript.duration
+            segment = Segment(0.0, end, str(body["text"]).strip())
+            transcript = Transcript((segment,), transcript.language, end, model)
+        return transcript
+
+
+class WhisperTranscriber:
+    """The transcribe step on a :class:`WhisperClient`.
+
+    ``cache_dir`` holds one folder per queue (``<cache_dir>/<queue_id>/``) with
+    the downloaded audio, its pieces and ``piece-<n>.json`` for every piece
+    already transcribed; it survives a transient failure (the next attempt
+    resumes there) and is removed once the step succeeds or fails for good.
+    ``wake_next`` is called (in the background, errors ignored) when the step
+    starts, to wake the next step's server.
+    """
+
+    name = "whisper-server"
+
+    def __init__(
+        self,
+        client: WhisperClient,
+        storage: Storage,
+        splitter: Splitter,
+        cache_dir: Path,
+        *,
+        wake_next: Callable[[], object] | None = None,
+    ) -> None:
+        self.client = client
+        self.storage = storage
+        self.splitter = splitter
+        self.cache_dir = Path(cache_dir)
+        self.wake_next = wake_next
+
+    def ping(self) -> bool:
+        return self.client.ping()
+
+    def run(self, job: StepJob, context: StepContext) -> StepResult:
+        wake_in_background(self.wake_next)
+        workdir = self.cache_dir / job.queue_id
+        try:
+            transcript = self._transcribe(job, context, workdir)
+            outputs = self._store(job, transcript)
+        except (TransientError, StepCancelled):
+            raise
+        except ProviderError:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        shutil.rmtree(workdir, ignore_errors=True)
+        return StepResult(outputs=outputs, provider=f"{self.name}@{self.client.host}", model=transcript.model)
+
+    # ------------------------------------------------------------------ phases
+    def _transcribe(self, job: StepJob, context: StepContext, workdir: Path) -> Transcript:
+        audio = self._download(job, workdir)
+        context.check()
+        (workdir / "pieces").mkdir(parents=True, exist_ok=True)
+        pieces = self.splitter(audio, workdir / "pieces")
+        total = sum(max(p.end - p.start, 0.0) for p in pieces) or 1.0
+        parts: list[tuple[float, Transcript]] = []
+        done = 0.0
+        for number, piece in enumerate(pieces, start=1):
+            context.check()
+            transcript = self._piece(workdir, number, piece, len(pieces))
+            parts.append((piece.start, transcript))
+            done += max(piece.end - piece.start, 0.0)
+            context.report(98 * done / total, f"transcribed piece {number} of {len(pieces)}")
+        duration = max((p.end for p in pieces), default=0.0)
+        return merge(parts, duration=duration)
+
+    def _download(self, job: StepJob, workdir: Path) -> Path:
+        key = (job.inputs.get("audio-convert") or {}).get("audio")
+        if not key:
+            raise PermanentError("there is no audio to transcribe: the audio-convert step recorded none")
+        target = workdir / ("audio" + Path(key).suffix)
+        try:
+            size = self.storage.size(key)
+            if not (target.is_file() and target.stat().st_size == size):
+                self.storage.download(key, target)
+        except ArtifactNotFound:
+            raise PermanentError(f"the audio of this video ({key}) is missing from storage") from None
+        return target
+
+    def _piece(self, workdir: Path, number: int, piece: AudioPiece, count: int) -> Transcript:
+        cached = workdir / f"piece-{number}.json"
+        if cached.is_file():
+            saved = json.loads(cached.read_text())
+            if abs(saved["start"] - piece.start) < 0.01 and abs(saved["end"] - piece.end) < 0.01:
+                logger.info("piece %d of %d already transcribed; reusing it", number, count)
+                return Transcript.from_dict(saved["transcript"])
+        logger.info("transcribing piece %d of %d (%.1f-%.1f s) on %s", number, count, piece.start, piece.end,
+                    self.client.server)
+        transcript = self.client.transcribe(piece.path)
+        temp = cached.with_suffix(".tmp")
+        temp.write_text(json.dumps({"start": piece.start, "end": piece.end, "transcript": transcript.to_dict()}))
+        os.replace(temp, cached)
+        return transcript
+
+    def _store(self, job: StepJob, transcript: Transcript) -> dict[str, Any]:
+        outputs: dict[str, Any] = {}
+        for fmt, writer in WRITERS.items():
+            name = f"transcript_{fmt}"
+            key = artifact_key(job.owner_id, job.queue_id, name)
+            self.storage.put_stream(key, encoded(writer(transcript)))
+            outputs[name] = key
+        outputs.update(
+            language=transcript.language,
+            duration_seconds=round(transcript.duration, 3),
+            segments=len(transcript.segments),
+        )
+        return outputs
+
+
+def wake_in_background(wake: Callable[[], object] | None) -> None:
+    """Call ``wake`` on a daemon thread, ignoring whatever it raises."""
+    if wake is None:
+        return
+
+    def quietly() -> None:
+        try:
+            wake()
+        except Exception:  # noqa: BLE001 - waking is best effort
+            logger.debug("waking the next server failed", exc_info=True)
+
+    threading.Thread(target=quietly, name="wake-next-server", daemon=True).start()
