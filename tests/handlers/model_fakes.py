@@ -156,3 +156,28 @@ def fake_vector(text: str, dimension: int) -> list[float]:
 async def slow(seconds: float, answer: Response) -> Response:
     await asyncio.sleep(seconds)
     return answer
+
+
+# --------------------------------------------------------------------------- the real ones
+
+
+@contextmanager
+def reference_embedding_server(**server: Any) -> Iterator[str]:
+    """The reference embedding server (packaged all-MiniLM-L6-v2) on loopback; yields its URL once loaded
+    (or, with ``never_wake``/``sleep_requests``, once it says so)."""
+    import httpx
+
+    from local.models import embeddings
+    from local.models.settings import EmbeddingSettings, ModelServerSettings
+    from tests.support import wait_until
+
+    settings = EmbeddingSettings(server=ModelServerSettings(**server))
+    served = ServedApp(embeddings.create_app(settings), reserve_port())
+    try:
+        def settled() -> bool:
+            return httpx.get(f"{served.url}/health").json()["status"] in ("ready", "asleep")
+
+        wait_until(settled, 120, "the embedding model to load")
+        yield served.url
+    finally:
+        served.stop()
