@@ -127,7 +127,7 @@ def test_a_missing_ffmpeg_is_a_permanent_error(tmp_path: Path) -> None:
 
 
 def test_cancelling_kills_ffmpeg_within_a_second(media_dir: Path, tmp_path: Path) -> None:
-    source = mediafiles.lecture_video(media_dir, 2, size="1920x1080", fps=10)
+    source = mediafiles.lecture_video(media_dir, 6, size="1920x1080", fps=10)
     context = Recorder()
     cancelled_at: list[float] = []
 
@@ -140,7 +140,7 @@ def test_cancelling_kills_ffmpeg_within_a_second(media_dir: Path, tmp_path: Path
     canceller.start()
     with pytest.raises(StepCancelled):
         # veryslow: far longer than half a second, so the cancellation lands mid-run
-        compress(source, tmp_path / "out.mp4", context, 2.0, preset="veryslow")
+        compress(source, tmp_path / "out.mp4", context, 6.0, preset="veryslow")
     stopped = time.monotonic()
     canceller.join()
     assert stopped - cancelled_at[0] < 1.0
