@@ -344,9 +344,11 @@ def _text(value: Any) -> str:
 
 
 def _public_id(params: dict[str, Any]) -> str:
+    """``<folder>/<public_id>``; a random id when none is given. (Of a chunked upload,
+    the first chunk's id counts: later chunks repeat the id the first answer carried.)"""
     public_id = _text(params.get("public_id")) or new_public_id()
     folder = _text(params.get("folder")).strip("/")
-    return f"{folder}/{public_id}" if folder and not _text(params.get("public_id")) else public_id
+    return f"{folder}/{public_id}" if folder else public_id
 
 
 def _locate(store: AssetStore, path: str) -> tuple[Asset, str, str | None] | None:

@@ -126,8 +126,13 @@ def test_single_upload_gets_a_generated_public_id_in_its_folder(server: Threaded
     folder, _, name = result["public_id"].partition("/")
     assert folder == "tutors" and len(name) == 20
     assert "eager" not in result
-    again = cloudinary.uploader.upload(str(video), public_id=result["public_id"], **sdk(server))
+    again = cloudinary.uploader.upload(str(video), public_id=name, folder="tutors", **sdk(server))
+    assert again["public_id"] == result["public_id"]
     assert again["version"] > result["version"], "an overwrite is a new version"
+    chunked = cloudinary.uploader.upload_large(
+        str(video), public_id=name, folder="tutors", chunk_size=512 * 1024, **sdk(server)
+    )
+    assert chunked["public_id"] == result["public_id"]
 
 
 def test_sha256_signatures_are_accepted(server: ThreadedCloudinary, video: Path) -> None:
