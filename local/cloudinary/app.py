@@ -205,9 +205,12 @@ def create_app(settings: Settings) -> Starlette:
             entries = [await _eager(request, asset, t, f or asset.format, background) for t, f in eager]
         except RuntimeError as failed:
             return error(400, f"Error in eager transformation: {failed}")
-        return JSONResponse({**_asset_json(request, asset), "eager": entries} if entries else _asset_json(request, asset))
+        body = _asset_json(request, asset)
+        return JSONResponse({**body, "eager": entries} if entries else body)
 
-    async def _eager(request: Request, asset: Asset, transformation: str, format: str, background: bool) -> dict[str, Any]:
+    async def _eager(
+        request: Request, asset: Asset, transformation: str, format: str, background: bool
+    ) -> dict[str, Any]:
         store: AssetStore = request.app.state.store
         derivation = parse(transformation, format)
         url = asset_url(request, asset, transformation, format)

@@ -175,7 +175,8 @@ def test_a_png_named_mp4_is_an_invalid_video_file(server: ThreadedCloudinary, tm
 
 def test_unsupported_transformation_is_refused_before_storing(server: ThreadedCloudinary, video: Path) -> None:
     with pytest.raises(cloudinary.exceptions.BadRequest, match="Invalid transformation component - e_sepia"):
-        cloudinary.uploader.upload(str(video), public_id="sepia", eager=[{"effect": "sepia", "format": "mp4"}], **sdk(server))
+        sepia = [{"effect": "sepia", "format": "mp4"}]
+        cloudinary.uploader.upload(str(video), public_id="sepia", eager=sepia, **sdk(server))
     assert httpx.get(delivery(server, "sepia", 1, "mp4")).status_code == 404
 
 
