@@ -8,14 +8,17 @@ replaces, so a failed upload never loses the old one; when several files
 share a key (two replicas raced), reads take the newest.
 
 What comes from the library and what is ours: login (``us0``/``us``, key
-derivation, session), the JSON-RPC calls (``POST <api>/cs``), node listing
-and key decryption (``f``), folder creation and uploads (``u``, chunked AES-CTR
-upload, ``p``) are the library's. Downloads are ours, on the library's crypto
-and HTTP client: its own ``download`` reads the whole file into memory, and a
-lecture video must not be; ours streams the ``g`` URL chunk by chunk,
-decrypts and checks MEGA's chunk MAC as it goes. We also replace the library's
-HTTP client (to bound timeouts, point it at another API base URL, and see
-HTTP 5xx), and bound its retries on ``-3`` EAGAIN, which are endless otherwise.
+derivation, session), the JSON-RPC layer (``POST <api>/cs``, its EAGAIN
+retries), node listing and key decryption (``f``), folder creation (``p``)
+and deletion (``d``) are the library's. Transfers are ours, on the library's
+API client and crypto helpers, speaking the same protocol: its ``download``
+reads the whole file into memory (a lecture video must not be), and its
+``upload`` crashes on files whose last chunk is 16 bytes or less and MACs in a
+slow Python loop. Ours stream chunk by chunk (at most 1 MiB in memory), with
+MEGA's chunk MAC computed on upload and checked on download. We also replace
+the library's HTTP client (bounded timeouts, another API base URL, HTTP 5xx
+seen as such) and bound its retries on ``-3`` EAGAIN, which are endless
+otherwise.
 
 Failures come out as :class:`StorageError` subclasses:
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import tempfile
 import threading
@@ -44,7 +48,7 @@ import httpx
 from Crypto.Cipher import AES
 from Crypto.Util import Counter
 from mega import Mega, RequestError
-from mega.crypto import a32_to_str, get_chunks, str_to_a32
+from mega.crypto import a32_to_base64, a32_to_str, base64_url_encode, encrypt_attr, encrypt_key, get_chunks, str_to_a32
 from tenacity import RetryError, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from handlers.storage import CHUNK_SIZE, ArtifactNotFound, StorageError, StoredObject, safe_part
@@ -136,7 +140,7 @@ class MegaStorage:
             tree = _Tree(client.get_files(), client.root_id)
             replaced = tree.files(parts)
             parent = self._ensure_folders(client, tree, parts[:-1])
-            client.upload(str(source), dest=parent, dest_filename=parts[-1])
+            _upload(client, Path(source), parent, parts[-1])
             for node in replaced:
                 self._destroy(client, node["h"])
             return StoredObject(key, size)
@@ -387,17 +391,81 @@ class _Tree:
         return sorted(found, key=lambda node: (node.get("ts", 0), node["h"]))
 
 
-class _DecryptedStream:
-    """A file node's bytes: fetched from its ``g`` URL, AES-CTR decrypted and MAC-checked, chunk by chunk.
+class _ChunkMac:
+    """MEGA's file MAC, one chunk at a time (chunk boundaries from ``get_chunks``).
 
-    MEGA's MAC: each chunk (boundaries from ``get_chunks``) is CBC-MAC'd with
-    the IV ``iv0 iv1 iv0 iv1``; those chunk MACs are CBC-MAC'd together with a
-    zero IV, folded to two words and compared with the key's ``meta_mac``.
-    mega.py computes the MAC of a last chunk of 16 bytes or less (after a
-    first chunk) over a zero block instead of its data, so that variant is
-    accepted too: files it uploaded then verify, as they do with its own
-    download.
+    Each chunk is CBC-MAC'd under the file key with the IV ``iv0 iv1 iv0 iv1``
+    (zero-padded to whole blocks); the chunk MACs are chained with AES under
+    the same key from a zero block; the result is folded to the two-word
+    ``meta_mac`` kept in the node's key. An empty file MACs nothing: (0, 0).
     """
+
+    def __init__(self, key: bytes, iv: tuple[int, int]) -> None:
+        self.key = key
+        self.chunk_iv = a32_to_str([iv[0], iv[1], iv[0], iv[1]])
+        self.ecb = AES.new(key, AES.MODE_ECB)
+        self.state = bytes(16)
+
+    def add(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        padded = chunk + bytes(-len(chunk) % 16)
+        chunk_mac = AES.new(self.key, AES.MODE_CBC, self.chunk_iv).encrypt(padded)[-16:]
+        self.state = self.ecb.encrypt(bytes(a ^ b for a, b in zip(self.state, chunk_mac, strict=True)))
+
+    def meta_mac(self) -> tuple[int, int]:
+        words = str_to_a32(self.state)
+        return words[0] ^ words[1], words[2] ^ words[3]
+
+
+def _ctr(key: bytes, iv: tuple[int, int]) -> Any:
+    return AES.new(key, AES.MODE_CTR, counter=Counter.new(128, initial_value=((iv[0] << 32) + iv[1]) << 64))
+
+
+def _upload(client: Mega, source: Path, parent: str, name: str) -> str:
+    """Upload ``source`` as ``name`` into folder ``parent``; returns the new node's handle.
+
+    The same wire protocol as the library's ``upload`` (``u``, chunks POSTed
+    to ``<url>/<offset>``, ``p`` with encrypted attributes and key), on its
+    API client and crypto helpers. Ours because the library's crashes
+    (IndexError) on files whose last chunk is 16 bytes or less, MACs in a
+    Python loop over every 16-byte block (~0.5 s per MB), and draws keys
+    from ``random`` instead of ``secrets``.
+    """
+    size = source.stat().st_size
+    url = client._api_request({"a": "u", "s": size})["p"]
+    upload_key = [secrets.randbits(32) for _ in range(6)]
+    key, iv = a32_to_str(upload_key[:4]), (upload_key[4], upload_key[5])
+    cipher, mac = _ctr(key, iv), _ChunkMac(key, iv)
+    completion = ""
+    with source.open("rb") as handle:
+        for start, length in get_chunks(size) if size else [(0, 0)]:
+            plain = handle.read(length)
+            if len(plain) != length:
+                raise StorageRefused(f"{source} changed size while it was being uploaded")
+            mac.add(plain)
+            completion = client._http.post(f"{url}/{start}", content=cipher.encrypt(plain)).text
+    if not completion:
+        raise StorageUnavailable("MEGA did not confirm the upload (no completion handle); try again")
+    meta = mac.meta_mac()
+    k = upload_key
+    node_key = [k[0] ^ k[4], k[1] ^ k[5], k[2] ^ meta[0], k[3] ^ meta[1], k[4], k[5], meta[0], meta[1]]
+    created = client._api_request({
+        "a": "p",
+        "t": parent,
+        "i": client.request_id,
+        "n": [{
+            "h": completion,
+            "t": _FILE,
+            "a": base64_url_encode(encrypt_attr({"n": name}, upload_key[:4])),
+            "k": a32_to_base64(encrypt_key(node_key, client.master_key)),
+        }],
+    })
+    return str(created["f"][0]["h"])
+
+
+class _DecryptedStream:
+    """A file node's bytes: fetched from its ``g`` URL, AES-CTR decrypted and MAC-checked, chunk by chunk."""
 
     def __init__(self, client: Mega, node: dict[str, Any], key: str, url: str, size: int) -> None:
         self.client = client
@@ -415,62 +483,23 @@ class _DecryptedStream:
         return cls(client, node, key, answer["g"], int(answer["s"]))
 
     def __iter__(self) -> Iterator[bytes]:
-        size = self.size
-        key = a32_to_str(self.node["k"])
-        iv = self.node["iv"]
-        ctr = AES.new(key, AES.MODE_CTR, counter=Counter.new(128, initial_value=((iv[0] << 32) + iv[1]) << 64))
-        mac = _ChunkMac(key, a32_to_str([iv[0], iv[1], iv[0], iv[1]]))
+        key, iv = a32_to_str(self.node["k"]), (self.node["iv"][0], self.node["iv"][1])
+        cipher, mac = _ctr(key, iv), _ChunkMac(key, iv)
         with self.client._http.stream("GET", self.url) as response:
             if response.status_code == 404:
                 raise ArtifactNotFound(self.key)
             if response.status_code != 200:
                 raise StorageRefused(f"MEGA refused the download of {self.key!r} (HTTP {response.status_code})")
             reader = _ExactReader(response.iter_raw(256 * 1024))
-            chunks = list(get_chunks(size))
-            for index, (_, length) in enumerate(chunks):
+            for _, length in get_chunks(self.size) if self.size else []:
                 encrypted = reader.read(length)
                 if len(encrypted) != length:
                     raise StorageUnavailable(f"the download of {self.key!r} from MEGA was cut short; try again")
-                plain = ctr.decrypt(encrypted)
-                mac.add(plain, last=index == len(chunks) - 1, quirk=size > 16 and index > 0 and length <= 16)
+                plain = cipher.decrypt(encrypted)
+                mac.add(plain)
                 yield plain
-        if not mac.matches(tuple(self.node["meta_mac"]), size):
+        if mac.meta_mac() != tuple(self.node["meta_mac"]):
             raise StorageRefused(f"{self.key!r} downloaded from MEGA does not match its MAC: the stored file is corrupt")
-
-
-class _ChunkMac:
-    def __init__(self, key: bytes, chunk_iv: bytes) -> None:
-        self.key = key
-        self.chunk_iv = chunk_iv
-        self.ecb = AES.new(key, AES.MODE_ECB)
-        self.state = bytes(16)
-        self.candidates: list[bytes] = []
-
-    def _chunk_mac(self, data: bytes) -> bytes:
-        data += bytes(-len(data) % 16)
-        return AES.new(self.key, AES.MODE_CBC, self.chunk_iv).encrypt(data)[-16:] if data else b""
-
-    def _fold(self, chunk_mac: bytes) -> bytes:
-        return self.ecb.encrypt(bytes(a ^ b for a, b in zip(self.state, chunk_mac, strict=True)))
-
-    def add(self, plain: bytes, *, last: bool, quirk: bool) -> None:
-        if not plain:
-            return
-        if not last:
-            self.state = self._fold(self._chunk_mac(plain))
-            return
-        self.candidates = [self._fold(self._chunk_mac(plain))]
-        if quirk:
-            self.candidates.append(self._fold(self._chunk_mac(bytes(16))))
-
-    def matches(self, meta_mac: tuple[int, ...], size: int) -> bool:
-        if size == 0:  # nothing was MAC'd: the library uploads empty files with a zero MAC
-            return meta_mac == (0, 0)
-        for candidate in self.candidates:
-            words = str_to_a32(candidate)
-            if (words[0] ^ words[1], words[2] ^ words[3]) == meta_mac:
-                return True
-        return False
 
 
 class _ExactReader:
