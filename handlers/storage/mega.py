@@ -149,7 +149,7 @@ class MegaStorage:
         return self._run(key, put)
 
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> StoredObject:
-        """Spooled to a temporary file first: the library uploads from a path."""
+        """Spooled to a temporary file first (in ``spool_dir``): MEGA's ``u`` needs the size up front."""
         self._parts(key)
         fd, spool = tempfile.mkstemp(prefix="vidpipe-mega-", dir=self.spool_dir)
         try:
@@ -251,10 +251,17 @@ class MegaStorage:
                 with self._translated(key):
                     return operation(client)
             except _SessionExpired:
-                self._local.client = None
+                self._forget(client)
                 if attempt == 2:
                     raise StorageUnavailable("MEGA rejected a fresh session (ESID); try again later") from None
         raise AssertionError("unreachable")
+
+    def _forget(self, client: Mega) -> None:
+        self._local.client = None
+        with self._clients_lock:
+            if client in self._clients:
+                self._clients.remove(client)
+        client._http.close()
 
     def _client(self) -> Mega:
         client: Mega | None = getattr(self._local, "client", None)
