@@ -16,6 +16,7 @@ import mimetypes
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,10 @@ class WhisperClient:
                 response = raise_for_response(self._http.get("/v1/models", timeout=10.0), self.server)
                 models = response.json().get("data") or []
                 self._reported_model = str(models[0]["id"]) if models else self.model
-            except (httpx.HTTPError, ProviderError, ValueError, KeyError, TypeError, AttributeError):
-                return self.model
+            except (httpx.HTTPError, TransientError):
+                return self.model  # ask again next time
+            except (ProviderError, ValueError, KeyError, TypeError, AttributeError):
+                self._reported_model = self.model  # the server does not say; don't ask again
         return self._reported_model
 
     def ping(self, timeout: float = 5.0) -> bool:
@@ -167,6 +170,8 @@ class WhisperTranscriber:
     the downloaded audio, its pieces and ``piece-<n>.json`` for every piece
     already transcribed; it survives a transient failure (the next attempt
     resumes there) and is removed once the step succeeds or fails for good.
+    Folders left behind by queues that never came back (failed for good after
+    their last retry) are pruned after ``cache_max_age_seconds``.
     ``wake_next`` is called (in the background, errors ignored) when the step
     starts, to wake the next step's server.
     """
@@ -181,8 +186,10 @@ class WhisperTranscriber:
         cache_dir: Path,
         *,
         wake_next: Callable[[], object] | None = None,
+        cache_max_age_seconds: float = 7 * 24 * 3600,
     ) -> None:
         self.client = client
+        self.cache_max_age_seconds = cache_max_age_seconds
         self.storage = storage
         self.splitter = splitter
         self.cache_dir = Path(cache_dir)
@@ -191,15 +198,29 @@ class WhisperTranscriber:
     def ping(self) -> bool:
         return self.client.ping()
 
+    def prune_cache(self) -> None:
+        """Remove work folders untouched for ``cache_max_age_seconds`` (queues that failed or vanished)."""
+        if not self.cache_dir.is_dir():
+            return
+        horizon = time.time() - self.cache_max_age_seconds
+        for folder in self.cache_dir.iterdir():
+            try:
+                if folder.is_dir() and folder.stat().st_mtime < horizon:
+                    logger.info("removing the stale transcription work folder %s", folder)
+                    shutil.rmtree(folder, ignore_errors=True)
+            except OSError:  # another replica removed it first
+                continue
+
     def run(self, job: StepJob, context: StepContext) -> StepResult:
         wake_in_background(self.wake_next)
+        self.prune_cache()
         workdir = self.cache_dir / job.queue_id
         try:
             transcript = self._transcribe(job, context, workdir)
             outputs = self._store(job, transcript)
-        except (TransientError, StepCancelled):
-            raise
-        except ProviderError:
+        except TransientError:
+            raise  # keep the finished pieces for the next attempt
+        except (ProviderError, StepCancelled):
             shutil.rmtree(workdir, ignore_errors=True)
             raise
         shutil.rmtree(workdir, ignore_errors=True)

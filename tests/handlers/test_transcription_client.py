@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import socket
 import subprocess
+import time
 import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,7 +65,7 @@ OWNER, QUEUE = "tutor-1", "queue-1"
 @pytest.fixture(scope="module")
 def whisper_url() -> Iterator[str]:
     """The reference Whisper server (packaged tiny.en), loaded once for the module."""
-    settings = TranscriptionSettings(cpu_threads=2, server=ModelServerSettings())
+    settings = TranscriptionSettings(cpu_threads=2, beam_size=1, server=ModelServerSettings())
     served = ServedApp(transcription.create_app(settings), reserve_port())
     try:
         wait_until(lambda: httpx.get(f"{served.url}/health").status_code == 200, 120, "the Whisper model to load")
@@ -316,6 +318,23 @@ def test_cancellation_stops_between_pieces(storage: LocalStorage, placeholder_au
         with pytest.raises(StepCancelled):
             step.run(job(storage, placeholder_audio), progress.context)
     assert sum(server.by_file.values()) == 1
+    assert not (tmp_path / "cache" / QUEUE).exists()
+
+
+def test_stale_work_folders_are_pruned(storage: LocalStorage, placeholder_audio: Path, tmp_path: Path) -> None:
+    stale, fresh = tmp_path / "cache" / "old-queue", tmp_path / "cache" / "other-queue"
+    for folder in (stale, fresh):
+        folder.mkdir(parents=True)
+        (folder / "piece-1.json").write_text("{}")
+    os.utime(stale, (time.time() - 8 * 86400,) * 2)
+
+    def answer(request: Request, seen: Seen) -> Response:
+        return verbose_json([(0.0, 1.0, "x")], duration=1.0)
+
+    with fake_server(answer) as server, WhisperClient(server.url) as client:
+        step = WhisperTranscriber(client, storage, fixed_splitter([0.0, 1.0]), tmp_path / "cache")
+        step.run(job(storage, placeholder_audio), Progress().context)
+    assert not stale.exists() and fresh.exists()
 
 
 # --- sleeping and failing servers, classified ----------------------------------------------------
