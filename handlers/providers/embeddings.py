@@ -204,7 +204,9 @@ class Embedder:
     All chunks of a queue come from one server: when the primary fails
     transiently (asleep, down, timing out) the fallback embeds every chunk
     again; when both fail, the error with the longer retry hint is raised
-    (transient, so the step is retried). Permanent errors are raised at once.
+    (transient, so the step is retried). A permanent error of the primary
+    (bad credentials, bad input) is raised at once; one of the fallback, after
+    the primary failed transiently, is logged and the step retried.
     """
 
     name = "embeddings"
@@ -248,6 +250,13 @@ class Embedder:
             except TransientError as error:
                 logger.warning("queue %s: %s failed (%s)", job.queue_id, client.server, error)
                 failures.append(error)
+                continue
+            except PermanentError as error:
+                if not failures:
+                    raise
+                # The primary is only asleep: a broken fallback must not fail the tutor's video.
+                logger.error("queue %s: the fallback %s is unusable: %s", job.queue_id, client.server, error)
+                failures.append(TransientError(str(error)))
                 continue
             self.store.replace(job.queue_id, embedded)
             first = embedded[0]

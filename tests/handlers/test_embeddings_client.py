@@ -279,3 +279,16 @@ def test_ping_wakes_both_servers(minilm_url: str, never_wakes_url: str, storage:
     with EmbeddingClient(never_wakes_url, label="bge") as bge, EmbeddingClient(minilm_url, label="e5") as e5:
         assert bge.ping() is False and e5.ping() is True
         assert Embedder(bge, storage, store, fallback=e5).ping() is True
+
+
+def test_a_broken_fallback_does_not_fail_the_video_while_bge_sleeps(
+    storage: LocalStorage, store: EmbeddingStore
+) -> None:
+    with fake_server(lambda r, s: loading(15.0)) as bge_server, \
+            fake_server(lambda r, s: error(401, "bad token")) as e5_server, \
+            EmbeddingClient(bge_server.url, label="bge") as bge, \
+            EmbeddingClient(e5_server.url, label="e5", token_env="E5_API_KEY") as e5:
+        with pytest.raises(ServerSleeping) as caught:
+            Embedder(bge, storage, store, fallback=e5).run(lecture(storage), Progress().context)
+    assert caught.value.retry_after == 15.0
+    assert "check E5_API_KEY" in str(caught.value)
