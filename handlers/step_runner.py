@@ -29,7 +29,8 @@ from typing import Any
 
 from domain import STEPS, DomainError, QueueIsTerminal, QueueNotFound, VideoProcessing
 from domain.errors import StaleAttempt, StepNotRunning, StepOutOfOrder, VidpipeError
-from handlers.errors import ProviderError, StepCancelled
+from handlers.errors import PermanentError, ProviderError, StepCancelled, TransientError
+from handlers.storage import StorageError
 from handlers.retry import RetryPolicy
 from handlers.steps import StepContext, StepJob, StepProvider
 
@@ -76,6 +77,13 @@ class Outcome:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def storage_failure(error: StorageError) -> ProviderError:
+    """A storage error as a provider error: transient when the storage says so (MEGA outage)."""
+    if getattr(error, "transient", False):
+        return TransientError(f"storage unavailable: {error}", retry_after=getattr(error, "retry_after", None))
+    return PermanentError(f"storage refused: {error}")
 
 
 def ignored(reason: str) -> Outcome:
@@ -164,6 +172,8 @@ class StepRunner:
             return self._cancelled(job)
         except ProviderError as error:
             return self._failed(job, error)
+        except StorageError as error:
+            return self._failed(job, storage_failure(error))
         except Exception as error:  # a bug or an unforeseen failure: retry, bounded
             logger.exception("queue %s: %s attempt %d crashed", job.queue_id, job.step, job.attempt)
             return self._failed(job, ProviderError(f"internal error in {job.step}: {error!r}"), transient=True)

@@ -26,6 +26,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
 def reserve_port() -> socket.socket:
     """A socket bound to a free loopback port (pass it to :class:`ServedApp`)."""
     sock = socket.socket()
+    # without TCP_NODELAY a threaded uvicorn on a pre-bound socket adds ~40 ms per response
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     return sock
 

@@ -174,6 +174,7 @@ class ThreadedServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._socket = socket.socket()
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port = int(self._socket.getsockname()[1])
         config = uvicorn.Config(
