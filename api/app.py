@@ -1,8 +1,11 @@
 """The FastAPI application factory: ``create_app(settings)``.
 
-It composes the other packages: the step webhooks (handlers), and, in the
-embedded default, the followers of the event log (the queue-status
-projection and the dispatcher) running in background threads.
+It composes the other packages: the public API for the frontend (upload,
+status, cancel, queue list, audit trail, live stream, transcripts,
+notifications; bearer-JWT auth), the step webhooks (handlers, QStash
+signatures), the operations endpoints, and, in the embedded default, the
+followers of the event log (the queue-status and notifications projections,
+the dispatcher and the push notifier) running in background threads.
 """
 
 from __future__ import annotations
@@ -14,12 +17,29 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from qstash import Receiver
 
+from api.auth import TokenVerifier
+from api.errors import install_error_handlers
+from api.queues import QueueAccess
+from api.routes.notifications import notifications_router
+from api.routes.operations import operations_router
+from api.routes.queues import queues_router
+from api.routes.uploads import uploads_router
+from api.services import Services
 from api.settings import Settings
-from api.wiring import Core, build_core, build_dispatcher, build_providers
+from api.uploads import UploadLedger
+from api.wiring import (
+    Core,
+    build_core,
+    build_dispatcher,
+    build_notification_followers,
+    build_providers,
+    build_storage,
+)
 from handlers.retry import RetryPolicy
 from handlers.step_runner import StepRunner
 from handlers.steps import StepProvider
 from handlers.webhooks import steps_router
+from projections.notifications import NotificationReader
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +61,21 @@ def create_app(
         policy,
         cancel_poll_seconds=settings.cancel_poll_seconds,
     )
-    followers = [core.queue_status, build_dispatcher(settings, core)] if settings.run_followers else []
+    followers = (
+        [core.queue_status, build_dispatcher(settings, core), *build_notification_followers(settings, core)]
+        if settings.run_followers
+        else []
+    )
     state["core"] = core
+    storage = build_storage(settings)
+    services = Services(
+        settings=settings,
+        core=core,
+        storage=storage,
+        queues=QueueAccess(core.app, core.reader),
+        uploads=UploadLedger(core.view),
+        notifications=NotificationReader(core.view),
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -56,6 +89,7 @@ def create_app(
         try:
             yield
         finally:
+            services.closing.set()
             for follower in followers:
                 follower.stop()
             core.close()
@@ -63,15 +97,19 @@ def create_app(
     app = FastAPI(
         title="vidpipe",
         summary="Event-sourced video processing: compress, audio, transcription, embeddings.",
+        description="Every endpoint under /api except the step webhooks needs a bearer JWT "
+        "with the tutor role; a queue is visible only to its owner. Errors are "
+        '`{"error": "..."}`.',
         lifespan=lifespan,
     )
     app.state.core = core
     app.state.settings = settings
+    app.state.services = services
+    app.state.token_verifier = TokenVerifier(settings)
+    install_error_handlers(app)
+    app.include_router(uploads_router(services))
+    app.include_router(queues_router(services))
+    app.include_router(notifications_router(services))
     app.include_router(steps_router(runner, receiver, settings.public_base_url))
-
-    @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, str]:
-        """The process is alive."""
-        return {"status": "ok"}
-
+    app.include_router(operations_router(services, followers))
     return app

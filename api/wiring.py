@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from api.settings import Settings
 from domain import STEPS, VideoProcessing
 from handlers.bus import QStashBus
 from handlers.dispatcher import Dispatcher
+from handlers.notifiers.onesignal import OneSignalNotifier
+from handlers.notifiers.push import PushNotifier
 from handlers.providers.simulated import SimulatedProvider
 from handlers.steps import StepProvider
+from handlers.storage import Storage
+from handlers.storage.local import LocalStorage
 from projections.follower import EventFollower
+from projections.notifications import NotificationsProjection
 from projections.queue_status import QueueStatusProjection, QueueStatusReader
 from projections.views import ReadModelView, open_view
 
@@ -56,3 +62,29 @@ def build_providers(settings: Settings) -> dict[str, StepProvider]:
     return {
         step: SimulatedProvider(seconds=settings.simulated_step_seconds) for step in STEPS
     }
+
+
+def build_storage(settings: Settings) -> Storage:
+    """Where uploads and artifacts live: the local directory ``VIDPIPE_STORAGE_DIR``."""
+    return LocalStorage(Path(settings.storage_dir))
+
+
+def build_notification_followers(settings: Settings, core: Core) -> list[EventFollower]:
+    """The in-app notifications projection, and the OneSignal pusher when it is configured."""
+    poll = settings.projection_poll_seconds
+    followers = [
+        EventFollower(core.app, core.view, NotificationsProjection(progress=settings.notify_progress), poll_interval=poll)
+    ]
+    if settings.push_enabled:
+        assert settings.onesignal_rest_api_key is not None and settings.onesignal_app_id is not None
+        notifier = OneSignalNotifier(
+            settings.onesignal_app_id,
+            settings.onesignal_rest_api_key.get_secret_value(),
+            settings.onesignal_api_url,
+        )
+        pusher = PushNotifier(
+            core.app, core.view, notifier,
+            attempts=settings.onesignal_attempts, progress=settings.notify_progress,
+        )
+        followers.append(EventFollower(core.app, core.view, pusher, poll_interval=poll))
+    return followers

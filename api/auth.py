@@ -1,0 +1,119 @@
+"""Who is calling: a bearer JWT, verified with a shared secret or the issuer's JWKS.
+
+- HS256 with ``VIDPIPE_JWT_SECRET`` (NextAuth with a custom ``encode``,
+  Supabase's project secret, ``python -m api.token`` in development), or any
+  asymmetric algorithm with keys from ``VIDPIPE_JWT_JWKS_URL``;
+- ``sub`` is the owner id of everything the caller uploads;
+- the role is read at ``VIDPIPE_JWT_ROLE_CLAIM`` (a dotted path:
+  ``role`` for NextAuth, ``app_metadata.role`` for Supabase; a list of roles
+  also works) and must be ``VIDPIPE_JWT_REQUIRED_ROLE`` (``tutor``).
+
+A missing, expired or badly signed token is 401; a valid token with another
+role is 403. The step webhooks never see this: QStash signs those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.errors import Forbidden, Unauthorized, Unavailable
+from api.settings import Settings
+
+ASYMMETRIC_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA"]
+MAX_OWNER_ID_LENGTH = 128
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    bearerFormat="JWT",
+    description="A JWT whose role claim is `tutor`; `python -m api.token` mints one in development.",
+)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The verified caller: the owner id (``sub``) and the role found in the token."""
+
+    owner_id: str
+    role: str
+
+
+def claim_at(claims: dict[str, Any], path: str) -> Any:
+    """The claim at a dotted ``path`` (``app_metadata.role``), or None."""
+    value: Any = claims
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+class TokenVerifier:
+    """Verifies bearer tokens as configured; one per app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._jwks: jwt.PyJWKClient | None = None
+        if settings.jwt_jwks_url:
+            self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, timeout=5)
+
+    def verify(self, token: str) -> Caller:
+        claims = self._decode(token)
+        owner = claims.get("sub")
+        if not isinstance(owner, str) or not owner.strip() or len(owner) > MAX_OWNER_ID_LENGTH:
+            raise Unauthorized("the token's sub claim must name the user (a non-empty string)")
+        role = claim_at(claims, self.settings.jwt_role_claim)
+        required = self.settings.jwt_required_role
+        roles = role if isinstance(role, list) else [role]
+        if required not in roles:
+            raise Forbidden(
+                f"this API is for the {required} role; the token's "
+                f"{self.settings.jwt_role_claim} claim is {role!r}"
+            )
+        return Caller(owner_id=owner, role=required)
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        s = self.settings
+        try:
+            if self._jwks is not None:
+                key: Any = self._jwks.get_signing_key_from_jwt(token).key
+                algorithms = ASYMMETRIC_ALGORITHMS
+            else:
+                key, algorithms = s.jwt_secret.get_secret_value(), ["HS256"]
+            return jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                audience=s.jwt_audience,
+                issuer=s.jwt_issuer,
+                options={"require": ["exp", "sub"], "verify_aud": s.jwt_audience is not None},
+                leeway=10,
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the token has expired; sign in again") from None
+        except jwt.PyJWKClientConnectionError as error:
+            raise Unavailable(f"cannot fetch the token signing keys from the JWKS URL: {error}") from None
+        except (jwt.InvalidTokenError, jwt.PyJWKClientError) as error:
+            raise Unauthorized(f"invalid token: {error}") from None
+
+
+def _verifier(request: Request) -> TokenVerifier:
+    verifier: TokenVerifier = request.app.state.token_verifier
+    return verifier
+
+
+def current_tutor(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Caller:
+    """The caller, who must hold a valid token with the tutor role."""
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("missing bearer token: send Authorization: Bearer <JWT>")
+    return _verifier(request).verify(credentials.credentials)
+
+
+CurrentTutor = Annotated[Caller, Depends(current_tutor)]

@@ -1,0 +1,116 @@
+"""Owner-scoped reads and commands on processing queues, for the routes.
+
+A queue is visible only to its owner: anyone else gets the same 404 as for a
+queue that does not exist, and nothing changes. Reads come from the status
+view; in the moment between an upload and the projection catching up, the
+queue is described from its aggregate instead, so a client polling right
+after ``202`` never sees a 404 for its own queue.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from api.auth import Caller
+from api.errors import Conflict, NotFound
+from domain import QueueIsTerminal, QueueNotFound, VideoProcessing
+from domain.application import TimelineEntry
+from domain.queue import TERMINAL, ProcessingQueue
+from projections.queue_status import QueueStatusReader
+
+MAX_PAGE = 100
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def status_from_aggregate(queue: ProcessingQueue) -> dict[str, Any]:
+    """The status view's row shape, computed from the aggregate (projection lag only)."""
+    steps = [
+        {
+            "step": s.name, "position": i, "status": s.status, "progress": s.progress,
+            "attempts": s.attempt, "retries": s.retries, "last_error": s.last_error,
+            "provider": s.provider, "model": None, "duration_seconds": None,
+            "outputs": s.outputs, "started_at": _iso(s.started_at), "completed_at": _iso(s.completed_at),
+        }
+        for i, s in enumerate(queue.steps)
+    ]
+    progress = 100 if queue.status == "completed" else sum(s["progress"] for s in steps) // max(1, len(steps))
+    return {
+        "queue_id": str(queue.id), "owner_id": queue.owner_id, "attachment_id": queue.attachment_id,
+        "status": queue.status, "progress_percentage": progress, "current_step": queue.running_step,
+        "error": queue.error, "retries": sum(s["retries"] for s in steps), "version": queue.version,
+        "created_at": _iso(queue.created_on), "started_at": None, "finished_at": None,
+        "updated_at": _iso(queue.modified_on), "steps": steps,
+    }
+
+
+class QueueAccess:
+    """What a caller may read and do with queues."""
+
+    def __init__(self, app: VideoProcessing, reader: QueueStatusReader) -> None:
+        self.app = app
+        self.reader = reader
+
+    def status(self, caller: Caller, queue_id: str) -> dict[str, Any]:
+        """The caller's queue from the status view; 404 for others' and unknown queues."""
+        row = self.reader.status(queue_id)
+        if row is None:
+            queue = self._owned_aggregate(caller, queue_id)
+            return status_from_aggregate(queue)
+        if row["owner_id"] != caller.owner_id:
+            raise self._not_found(queue_id)
+        return row
+
+    def list(self, caller: Caller, status: str | None, limit: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
+        rows = self.reader.list_for_owner(caller.owner_id, status=status, limit=limit + 1, offset=offset)
+        return rows[:limit], len(rows) > limit
+
+    def cancel(self, caller: Caller, queue_id: str) -> bool:
+        """Cancel the caller's queue; False if it already was; 409 once it completed or failed."""
+        queue = self._owned_aggregate(caller, queue_id)
+        try:
+            return self.app.cancel(queue.id, by=caller.owner_id, reason="cancelled by the tutor")
+        except QueueIsTerminal as error:
+            raise Conflict(
+                f"processing queue {queue_id} is already {error.status}; "
+                "only pending or processing queues can be cancelled"
+            ) from None
+
+    def timeline(self, caller: Caller, queue_id: str, after: int = 0) -> list[TimelineEntry]:
+        queue = self._owned_aggregate(caller, queue_id)
+        return [e for e in self.app.timeline(queue.id) if e.position > after]
+
+    def transcript_key(self, caller: Caller, queue_id: str, fmt: str) -> str:
+        """The storage key of the transcript in ``fmt``; 404 until the transcribe step made it."""
+        row = self.status(caller, queue_id)
+        step = next((s for s in row["steps"] if s["step"] == "transcribe"), None)
+        if step is None:
+            raise NotFound(f"processing queue {queue_id} has no transcribe step")
+        key = (step.get("outputs") or {}).get(f"transcript_{fmt}")
+        if not key:
+            state = "is " + step["status"] if step["status"] != "completed" else "completed without it"
+            raise NotFound(
+                f"the {fmt} transcript of queue {queue_id} does not exist yet: "
+                f"the transcribe step {state} (queue {row['status']})"
+            )
+        return str(key)
+
+    def _owned_aggregate(self, caller: Caller, queue_id: str) -> ProcessingQueue:
+        try:
+            queue = self.app.get_queue(queue_id)
+        except QueueNotFound:
+            raise self._not_found(queue_id) from None
+        if queue.owner_id != caller.owner_id:
+            raise self._not_found(queue_id)
+        return queue
+
+    @staticmethod
+    def _not_found(queue_id: str) -> NotFound:
+        return NotFound(f"processing queue {queue_id} does not exist")
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL

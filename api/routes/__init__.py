@@ -1,0 +1,1 @@
+"""One router per area of the public API, each built from explicit services."""

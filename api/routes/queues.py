@@ -1,0 +1,159 @@
+"""Status, queue list, cancellation, audit trail, live stream and transcript download."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api.auth import Caller, CurrentTutor
+from api.errors import NotFound
+from api.queues import is_terminal
+from api.schemas import (
+    Cancellation,
+    ErrorResponse,
+    QueuePage,
+    QueueState,
+    QueueStatus,
+    Timeline,
+    TimelineEvent,
+    TranscriptFormat,
+)
+from api.services import Services
+
+PREFIX = "/api/video-processing"
+QueueId = Annotated[str, Path(alias="queueId", description="the queue id returned by the upload")]
+
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "missing, expired or invalid bearer token"},
+    403: {"model": ErrorResponse, "description": "the token's role is not tutor"},
+    422: {"model": ErrorResponse, "description": "invalid parameters"},
+    503: {"model": ErrorResponse, "description": "the token signing keys (JWKS) are unreachable"},
+}
+QUEUE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES,
+    404: {"model": ErrorResponse, "description": "no such queue, or not the caller's"},
+}
+TRANSCRIPT_MEDIA_TYPES = {
+    "json": "application/json",
+    "srt": "application/x-subrip",
+    "vtt": "text/vtt",
+    "txt": "text/plain",
+}
+
+
+def queues_router(services: Services) -> APIRouter:
+    router = APIRouter(prefix=PREFIX, tags=["video processing"])
+    access = services.queues
+
+    @router.get("/status/{queueId}", response_model=QueueStatus, responses=QUEUE_RESPONSES)
+    def get_status(queue_id: QueueId, caller: CurrentTutor) -> dict[str, Any]:
+        """The queue's status: overall and per step, with progress and errors."""
+        return access.status(caller, queue_id)
+
+    @router.delete("/status/{queueId}", response_model=Cancellation, responses={
+        **QUEUE_RESPONSES,
+        409: {"model": ErrorResponse, "description": "the queue already completed or failed"},
+    })
+    def cancel(queue_id: QueueId, caller: CurrentTutor) -> Cancellation:
+        """Cancel the queue. Cancelling twice is fine; a finished queue answers 409."""
+        changed = access.cancel(caller, queue_id)
+        return Cancellation(queue_id=queue_id, status="cancelled", changed=changed)
+
+    @router.get("/queue", response_model=QueuePage, responses=AUTH_RESPONSES)
+    def list_queues(
+        caller: CurrentTutor,
+        status: Annotated[QueueState | None, Query(description="only queues in this status")] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    ) -> QueuePage:
+        """The caller's queues, newest first."""
+        rows, has_more = access.list(caller, status, limit, offset)
+        return QueuePage(
+            items=[QueueStatus.model_validate(r) for r in rows],
+            limit=limit, offset=offset, has_more=has_more,
+        )
+
+    @router.get("/status/{queueId}/events", response_model=Timeline, responses=QUEUE_RESPONSES)
+    def events(queue_id: QueueId, caller: CurrentTutor) -> Timeline:
+        """The audit trail: every event of the queue, oldest first."""
+        entries = access.timeline(caller, queue_id)
+        return Timeline(queue_id=queue_id, events=[TimelineEvent(**e.as_dict()) for e in entries])
+
+    @router.get(
+        "/status/{queueId}/stream",
+        response_class=EventSourceResponse,
+        responses={
+            **QUEUE_RESPONSES,
+            200: {
+                "description": "Server-sent events: `timeline` (one per event of the audit trail, "
+                "in order) then `status` (the status view) whenever the queue changes; the stream "
+                "ends after the queue's final status. `Last-Event-ID` resumes after that version.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+        },
+    )
+    async def stream(queue_id: QueueId, caller: CurrentTutor, request: Request) -> EventSourceResponse:
+        """Live status changes, so clients need not poll."""
+        await run_in_threadpool(access.status, caller, queue_id)
+        last = _last_event_id(request.headers.get("last-event-id"))
+        return EventSourceResponse(_changes(services, caller, queue_id, last), ping=15)
+
+    @router.get(
+        "/status/{queueId}/transcript",
+        response_class=StreamingResponse,
+        responses={
+            **QUEUE_RESPONSES,
+            200: {
+                "description": "the transcript file",
+                "content": {t: {"schema": {"type": "string"}} for t in TRANSCRIPT_MEDIA_TYPES.values()},
+            },
+        },
+    )
+    def transcript(
+        queue_id: QueueId,
+        caller: CurrentTutor,
+        format: Annotated[TranscriptFormat, Query(description="json, srt, vtt or txt")] = "json",  # noqa: A002
+    ) -> StreamingResponse:
+        """Download the transcript (404 with the reason until the transcribe step made it)."""
+        key = access.transcript_key(caller, queue_id, format)
+        if not services.storage.exists(key):
+            raise NotFound(f"the {format} transcript of queue {queue_id} is missing from storage")
+        media_type = TRANSCRIPT_MEDIA_TYPES[format]
+        return StreamingResponse(
+            iter(services.storage.iter_bytes(key)),
+            media_type=media_type + ("; charset=utf-8" if media_type.startswith("text/") else ""),
+            headers={"Content-Disposition": f'attachment; filename="transcript-{queue_id}.{format}"'},
+        )
+
+    return router
+
+
+def _last_event_id(header: str | None) -> int:
+    try:
+        return max(0, int(header or 0))
+    except ValueError:
+        return 0
+
+
+async def _changes(services: Services, caller: Caller, queue_id: str, last: int) -> AsyncIterator[ServerSentEvent]:
+    """Poll the status view; on each new version, the new audit-trail entries then the status."""
+    access, poll = services.queues, services.settings.stream_poll_seconds
+    while not services.closing.is_set():
+        row = await run_in_threadpool(services.core.reader.status, queue_id)
+        if row is not None and row["version"] > last:
+            for entry in await run_in_threadpool(access.timeline, caller, queue_id, last):
+                if entry.position <= row["version"]:
+                    yield ServerSentEvent(json.dumps(entry.as_dict()), event="timeline", id=str(entry.position))
+            status = QueueStatus.model_validate(row)
+            yield ServerSentEvent(status.model_dump_json(), event="status", id=str(row["version"]))
+            last = row["version"]
+            if is_terminal(row["status"]):
+                return
+        await anyio.sleep(poll)

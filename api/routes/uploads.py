@@ -1,0 +1,196 @@
+"""``POST /api/video-processing/upload``: start processing a video.
+
+Two forms:
+
+- JSON ``{"attachment_id": "..."}``: an attachment already in storage under the
+  caller's uploads (``<owner>/uploads/<attachment_id>``, where multipart
+  uploads put theirs); 404 if there is no such object;
+- ``multipart/form-data`` with a ``file`` part: the video, streamed to storage
+  in chunks (413 beyond ``VIDPIPE_MAX_UPLOAD_BYTES``, 415 for anything that
+  is not a video by name, declared type and leading bytes).
+
+Either way the answer is ``202 {"queue_id", "status", "attachment_id", "reused"}``.
+``Idempotency-Key`` and re-uploads of the same file: see :mod:`api.uploads`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from api.auth import Caller, CurrentTutor
+from api.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType, Unprocessable
+from api.media import declared_type_problem
+from api.multipart import PartStart, boundary_of, multipart_events
+from api.routes.queues import AUTH_RESPONSES, PREFIX
+from api.schemas import ErrorResponse, QueueAccepted
+from api.services import Services
+from api.uploads import FileStream, ReceivedFile, new_attachment_id, store_file
+from handlers.storage import upload_key
+
+logger = logging.getLogger(__name__)
+
+MAX_JSON_BYTES = 16 * 1024
+MULTIPART_OVERHEAD = 64 * 1024
+"""Bytes a multipart body may carry beyond the file itself (boundaries, headers, small fields)."""
+
+REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["attachment_id"],
+                "properties": {"attachment_id": {"type": "string", "minLength": 1, "maxLength": 200}},
+            }
+        },
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        },
+    },
+}
+
+
+def uploads_router(services: Services) -> APIRouter:
+    router = APIRouter(prefix=PREFIX, tags=["video processing"])
+    ledger = services.uploads
+
+    @router.post(
+        "/upload",
+        status_code=202,
+        response_model=QueueAccepted,
+        openapi_extra={"requestBody": REQUEST_BODY},
+        responses={
+            **AUTH_RESPONSES,
+            400: {"model": ErrorResponse, "description": "malformed body"},
+            404: {"model": ErrorResponse, "description": "no such attachment in the caller's storage"},
+            409: {"model": ErrorResponse, "description": "a request with this Idempotency-Key is running"},
+            413: {"model": ErrorResponse, "description": "the video is over the size limit"},
+            415: {"model": ErrorResponse, "description": "not a video, or neither JSON nor multipart"},
+        },
+    )
+    async def upload(
+        request: Request,
+        caller: CurrentTutor,
+        idempotency_key: Annotated[
+            str | None,
+            Header(alias="Idempotency-Key", min_length=1, max_length=200,
+                   description="the same key from the same user answers with the same queue"),
+        ] = None,
+    ) -> JSONResponse:
+        """Start processing an uploaded attachment or a video sent as multipart."""
+        owner = caller.owner_id
+        claim = ""
+        if idempotency_key is not None:
+            earlier, claim = await run_in_threadpool(ledger.claim, owner, idempotency_key)
+            if earlier is not None:
+                return await _accepted(services, caller, earlier, reused=True)
+        try:
+            queue_id, reused = await _start(services, caller, request)
+        except BaseException:
+            if claim:
+                await run_in_threadpool(ledger.release, owner, idempotency_key, claim)
+            raise
+        if claim:
+            await run_in_threadpool(ledger.settle, owner, idempotency_key, claim, queue_id)
+        return await _accepted(services, caller, queue_id, reused=reused)
+
+    return router
+
+
+async def _start(services: Services, caller: Caller, request: Request) -> tuple[str, bool]:
+    """Start (or find) the queue for this request's video: ``(queue_id, reused)``."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "application/json":
+        attachment_id, key = await _existing_attachment(services, caller, request)
+        return await _start_queue(services, caller, attachment_id, {"source": key, "filename": attachment_id}), False
+    if media_type == "multipart/form-data":
+        received = await _receive_file(services, caller, request)
+        earlier = await run_in_threadpool(services.uploads.same_content, caller.owner_id, received.sha256)
+        if earlier is not None:
+            await run_in_threadpool(services.storage.delete, received.key)
+            logger.info("owner %s uploaded %s again: reusing queue %s", caller.owner_id, received.filename, earlier)
+            return earlier, True
+        options = {"source": received.key, "filename": received.filename,
+                   "size_bytes": received.size, "sha256": received.sha256}
+        queue_id = await _start_queue(services, caller, received.attachment_id, options)
+        await run_in_threadpool(services.uploads.record, caller.owner_id, queue_id, received)
+        return queue_id, False
+    raise UnsupportedMediaType(
+        f"send application/json with an attachment_id or multipart/form-data with a file, not {media_type or 'no Content-Type'!r}"
+    )
+
+
+async def _existing_attachment(services: Services, caller: Caller, request: Request) -> tuple[str, str]:
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_JSON_BYTES:
+            raise PayloadTooLarge(f"a JSON upload request is at most {MAX_JSON_BYTES} bytes")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON") from None
+    attachment_id = data.get("attachment_id") if isinstance(data, dict) else None
+    if not isinstance(attachment_id, str) or not attachment_id:
+        raise Unprocessable('the body must be {"attachment_id": "<id of an uploaded attachment>"}')
+    try:
+        key = upload_key(caller.owner_id, attachment_id)
+    except ValueError as error:
+        raise Unprocessable(str(error)) from None
+    if not await run_in_threadpool(services.storage.exists, key):
+        raise NotFound(f"attachment {attachment_id!r} is not among your uploads; upload the video itself")
+    return attachment_id, key
+
+
+async def _receive_file(services: Services, caller: Caller, request: Request) -> ReceivedFile:
+    limit = services.settings.max_upload_bytes
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit + MULTIPART_OVERHEAD:
+        raise PayloadTooLarge(
+            f"the upload is {int(length)} bytes; the limit is {limit} bytes (VIDPIPE_MAX_UPLOAD_BYTES)"
+        )
+    events = multipart_events(request, boundary_of(request.headers["content-type"]))
+    async for event in events:
+        if isinstance(event, PartStart) and event.name == "file":
+            problem = declared_type_problem(event.filename, event.content_type)
+            if problem:
+                raise UnsupportedMediaType(problem)
+            attachment_id = new_attachment_id(event.filename)
+            try:
+                key = upload_key(caller.owner_id, attachment_id)
+            except ValueError as error:
+                raise Unprocessable(str(error)) from None
+            received = await store_file(services.storage, key, attachment_id, FileStream(events, event, limit))
+            async for _ in events:  # the rest of the body (small fields after the file)
+                pass
+            return received
+    raise Unprocessable("the multipart body has no part named 'file'")
+
+
+async def _start_queue(services: Services, caller: Caller, attachment_id: str, options: dict[str, Any]) -> str:
+    queue_id = await run_in_threadpool(
+        services.core.app.start_processing,
+        caller.owner_id,
+        attachment_id,
+        options,
+        max_retries=services.settings.max_retries,
+    )
+    logger.info("owner %s: queue %s started for %s", caller.owner_id, queue_id, attachment_id)
+    return str(queue_id)
+
+
+async def _accepted(services: Services, caller: Caller, queue_id: str, *, reused: bool) -> JSONResponse:
+    row = await run_in_threadpool(services.queues.status, caller, queue_id)
+    body = QueueAccepted(queue_id=queue_id, status=row["status"], attachment_id=row["attachment_id"], reused=reused)
+    return JSONResponse(body.model_dump(), status_code=202)
+

@@ -1,0 +1,128 @@
+"""The public API's response bodies, declared so /openapi.json describes every answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+QueueState = Literal["pending", "processing", "completed", "failed", "cancelled"]
+StepState = Literal["pending", "running", "retrying", "completed", "failed", "cancelled"]
+NotificationKind = Literal["started", "progress", "completed", "failed", "cancelled"]
+TranscriptFormat = Literal["json", "srt", "vtt", "txt"]
+
+
+class ErrorResponse(BaseModel):
+    """Every refusal: what went wrong, in words the caller can act on."""
+
+    error: str
+
+
+class StepStatus(BaseModel):
+    step: str
+    position: int
+    status: StepState
+    progress: int = Field(ge=0, le=100)
+    attempts: int
+    retries: int
+    last_error: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    duration_seconds: float | None = None
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+class QueueStatus(BaseModel):
+    """The status view of one queue (``video_processing_queue_status``)."""
+
+    queue_id: str
+    owner_id: str
+    attachment_id: str
+    status: QueueState
+    progress_percentage: int = Field(ge=0, le=100)
+    current_step: str | None = None
+    error: str | None = None
+    retries: int = 0
+    version: int
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime
+    steps: list[StepStatus]
+
+
+class QueueAccepted(BaseModel):
+    """The answer to an upload: processing is queued (or an earlier queue is reused)."""
+
+    queue_id: str
+    status: QueueState
+    attachment_id: str
+    reused: bool = Field(
+        default=False,
+        description="true when an earlier queue answers this upload "
+        "(same Idempotency-Key, or the same file uploaded again)",
+    )
+
+
+class QueuePage(BaseModel):
+    """One page of the caller's queues, newest first."""
+
+    items: list[QueueStatus]
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class Cancellation(BaseModel):
+    queue_id: str
+    status: Literal["cancelled"]
+    changed: bool = Field(description="false when the queue was already cancelled")
+
+
+class TimelineEvent(BaseModel):
+    """One line of the audit trail."""
+
+    position: int
+    timestamp: datetime
+    event: str
+    step: str | None = None
+    attempt: int | None = None
+    detail: str
+
+
+class Timeline(BaseModel):
+    queue_id: str
+    events: list[TimelineEvent]
+
+
+class Notification(BaseModel):
+    id: str
+    queue_id: str
+    kind: NotificationKind
+    message: str
+    created_at: datetime
+
+
+class NotificationPage(BaseModel):
+    items: list[Notification]
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: str
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, Check]
+    failed: list[str] = Field(default_factory=list)

@@ -1,0 +1,25 @@
+"""What the public routes are built from: one object made by ``create_app``."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from api.queues import QueueAccess
+from api.settings import Settings
+from api.uploads import UploadLedger
+from api.wiring import Core
+from handlers.storage import Storage
+from projections.notifications import NotificationReader
+
+
+@dataclass
+class Services:
+    settings: Settings
+    core: Core
+    storage: Storage
+    queues: QueueAccess
+    uploads: UploadLedger
+    notifications: NotificationReader
+    closing: threading.Event = field(default_factory=threading.Event)
+    """Set when the app shuts down: open event streams end."""

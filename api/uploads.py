@@ -1,0 +1,223 @@
+"""Accepting uploads: streaming a video into storage, and the upload ledger.
+
+A multipart ``file`` is checked by name and declared type before a byte is
+stored, by its leading bytes before the first chunk is written, and by size
+while it streams; any refusal aborts the write, and storage keeps nothing.
+The SHA-256 is computed on the way.
+
+The ledger (``video_processing_uploads``, ``video_processing_idempotency``)
+remembers which queue each upload started and each request's
+``Idempotency-Key``:
+
+- the same key from the same owner answers with the same queue (202); while
+  the first request with that key is still running, a second one gets 409;
+  a claim left by a crashed request expires after :data:`CLAIM_TTL`;
+- the same bytes uploaded again by the same owner answer with the earlier
+  queue when it is pending, processing or completed (its results are reused,
+  the new copy is deleted); after a failed or cancelled queue a new queue
+  starts. Two identical uploads racing each other may both start a queue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import anyio.from_thread
+import anyio.to_thread
+
+from api.errors import Conflict, PayloadTooLarge, UnsupportedMediaType
+from api.media import SNIFF_BYTES, container_of, extension_of
+from api.multipart import PART_END, Event, PartStart
+from handlers.storage import Storage, StoredObject
+from projections.views import ReadModelView
+
+CLAIM_TTL = timedelta(minutes=15)
+"""After this long, an Idempotency-Key whose request never finished can be used again."""
+
+
+@dataclass(frozen=True)
+class ReceivedFile:
+    attachment_id: str
+    key: str
+    filename: str
+    size: int
+    sha256: str
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _as_datetime(value: object) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+class UploadLedger:
+    """The upload and idempotency tables, on the read model's database."""
+
+    def __init__(self, view: ReadModelView) -> None:
+        self.view = view
+
+    # ------------------------------------------------------ Idempotency-Key
+    def claim(self, owner_id: str, key: str) -> tuple[str | None, str]:
+        """Claim ``key`` for a new request: ``(None, claim)``, or ``(queue_id, "")`` if done.
+
+        Raises :class:`Conflict` while another request with the key is running.
+        """
+        claim = uuid.uuid4().hex
+        params = {"owner": owner_id, "key": key, "claim": claim, "at": _now()}
+        with self.view.session() as session:
+            session.execute(
+                "INSERT INTO video_processing_idempotency (owner_id, idempotency_key, claim, created_at) "
+                "VALUES (:owner, :key, :claim, :at) ON CONFLICT (owner_id, idempotency_key) DO NOTHING",
+                params,
+            )
+            row = session.fetchone(
+                "SELECT claim, queue_id, created_at FROM video_processing_idempotency "
+                "WHERE owner_id = :owner AND idempotency_key = :key",
+                params,
+            )
+            assert row is not None
+            if row["queue_id"]:
+                return str(row["queue_id"]), ""
+            if row["claim"] == claim:
+                return None, claim
+            if datetime.now(timezone.utc) - _as_datetime(row["created_at"]) > CLAIM_TTL:
+                session.execute(
+                    "UPDATE video_processing_idempotency SET claim = :claim, created_at = :at "
+                    "WHERE owner_id = :owner AND idempotency_key = :key AND queue_id IS NULL",
+                    params,
+                )
+                return None, claim
+        raise Conflict(
+            f"a request with Idempotency-Key {key!r} is still being processed; "
+            "retry when it has answered"
+        )
+
+    def settle(self, owner_id: str, key: str, claim: str, queue_id: str) -> None:
+        with self.view.session() as session:
+            session.execute(
+                "UPDATE video_processing_idempotency SET queue_id = :queue "
+                "WHERE owner_id = :owner AND idempotency_key = :key AND claim = :claim",
+                {"owner": owner_id, "key": key, "claim": claim, "queue": queue_id},
+            )
+
+    def release(self, owner_id: str, key: str, claim: str) -> None:
+        """Forget a claim whose request failed, so the key can be retried at once."""
+        with self.view.session() as session:
+            session.execute(
+                "DELETE FROM video_processing_idempotency WHERE owner_id = :owner "
+                "AND idempotency_key = :key AND claim = :claim AND queue_id IS NULL",
+                {"owner": owner_id, "key": key, "claim": claim},
+            )
+
+    # --------------------------------------------------------------- uploads
+    def record(self, owner_id: str, queue_id: str, received: ReceivedFile) -> None:
+        with self.view.session() as session:
+            session.execute(
+                "INSERT INTO video_processing_uploads (queue_id, owner_id, attachment_id, sha256, "
+                "size_bytes, filename, created_at) VALUES (:queue, :owner, :attachment, :sha, :size, "
+                ":filename, :at)",
+                {
+                    "queue": queue_id, "owner": owner_id, "attachment": received.attachment_id,
+                    "sha": received.sha256, "size": received.size, "filename": received.filename,
+                    "at": _now(),
+                },
+            )
+
+    def same_content(self, owner_id: str, sha256: str) -> str | None:
+        """The newest queue of ``owner_id`` for these bytes that did not fail or get cancelled."""
+        row = self.view.fetchone(
+            "SELECT u.queue_id FROM video_processing_uploads AS u "
+            "LEFT JOIN video_processing_queue AS q ON q.id = u.queue_id "
+            "WHERE u.owner_id = :owner AND u.sha256 = :sha "
+            "AND (q.status IS NULL OR q.status NOT IN ('failed', 'cancelled')) "
+            "ORDER BY u.created_at DESC LIMIT 1",
+            {"owner": owner_id, "sha": sha256},
+        )
+        return None if row is None else str(row["queue_id"])
+
+
+# ------------------------------------------------------------------ streaming
+class FileStream:
+    """The bytes of one multipart file part, checked as they pass."""
+
+    def __init__(self, events: AsyncIterator[Event], part: PartStart, limit: int) -> None:
+        self.events = events
+        self.part = part
+        self.limit = limit
+        self.size = 0
+        self.digest = hashlib.sha256()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        head = bytearray()
+        sniffed = False
+        async for event in self.events:
+            if event is PART_END:
+                break
+            if not isinstance(event, bytes):
+                continue
+            self._count(event)
+            if not sniffed:
+                head.extend(event)
+                if len(head) < SNIFF_BYTES:
+                    continue
+                self._sniff(bytes(head))
+                sniffed, event = True, bytes(head)
+            yield event
+        if not sniffed:
+            self._sniff(bytes(head))
+            if head:
+                yield bytes(head)
+
+    def _count(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise PayloadTooLarge(
+                f"the video is larger than the limit of {self.limit} bytes "
+                "(VIDPIPE_MAX_UPLOAD_BYTES); compress it or split it"
+            )
+        self.digest.update(chunk)
+
+    def _sniff(self, head: bytes) -> None:
+        if not head:
+            raise UnsupportedMediaType(f"{self.part.filename!r} is empty; upload a video")
+        if container_of(head) is None:
+            raise UnsupportedMediaType(
+                f"{self.part.filename!r} does not look like a video (MP4, MOV, WebM, MKV, AVI or MPEG); "
+                "its first bytes match none of them"
+            )
+
+
+async def store_file(
+    storage: Storage, key: str, attachment_id: str, stream: FileStream
+) -> ReceivedFile:
+    """Stream the part into ``storage`` under ``key``; any refusal leaves nothing stored."""
+    source = stream.chunks()
+
+    def pulled() -> Iterator[bytes]:
+        while True:
+            try:
+                yield anyio.from_thread.run(source.__anext__)
+            except StopAsyncIteration:
+                return
+
+    stored: StoredObject = await anyio.to_thread.run_sync(storage.put_stream, key, pulled())
+    return ReceivedFile(
+        attachment_id=attachment_id,
+        key=stored.key,
+        filename=stream.part.filename or attachment_id,
+        size=stream.size,
+        sha256=stream.digest.hexdigest(),
+    )
+
+
+def new_attachment_id(filename: str | None) -> str:
+    """A fresh id for an uploaded file, keeping its (checked) extension."""
+    return uuid.uuid4().hex + extension_of(filename)
