@@ -78,7 +78,9 @@ class EventFollower:
         events = [self.app.mapper.to_domain_event(n) for n in notifications]
         self.projection.prepare(events)
         try:
-            self.view.record(self.projection, events, Tracking(self.key, notifications[-1].id))
+            self.view.record(
+                self.projection, events, Tracking(self.key, notifications[-1].id), after=position
+            )
         except IntegrityError:
             logger.info("%s: another runner applied events after %d first", self.key, position)
         return len(notifications)

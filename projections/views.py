@@ -13,11 +13,17 @@ Each follower tracks its position under its own key (``VideoProcessing:queue_sta
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingRecorder
+from eventsourcing.persistence import (
+    InfrastructureFactory,
+    IntegrityError,
+    Tracking,
+    TrackingRecorder,
+)
 from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteFactory, SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
@@ -78,14 +84,25 @@ class ReadModelView(TrackingRecorder):
         raise NotImplementedError  # pragma: no cover
 
     def record(
-        self, projection: Projection, events: Sequence[Any], tracking: Tracking
+        self,
+        projection: Projection,
+        events: Sequence[Any],
+        tracking: Tracking,
+        *,
+        after: int | None = None,
     ) -> None:
         """Apply ``events`` and advance the position to ``tracking``, atomically.
 
-        Raises the library's ``IntegrityError`` when the position is already at or
-        past ``tracking`` (another runner got there first); nothing is written then.
+        ``after`` is the position the batch was read from: when another runner
+        moved the position since, or is already at or past ``tracking``, the
+        library's ``IntegrityError`` is raised and nothing is written.
         """
         with self.session() as session:
+            current = self._max_tracking_id(tracking.application_name, session.cursor) or 0
+            if after is not None and current != after:
+                raise IntegrityError(
+                    f"{tracking.application_name} moved from {after} to {current} meanwhile"
+                )
             for domain_event in events:
                 projection.apply(domain_event, session)
             self._insert_tracking(session.cursor, tracking)
@@ -126,6 +143,9 @@ class SQLiteReadModelView(SQLiteTrackingRecorder, ReadModelView):
             cursor.execute("BEGIN IMMEDIATE" if commit else "BEGIN")
             try:
                 yield SqlSession(cursor, "sqlite")
+            except sqlite3.IntegrityError as error:
+                connection.rollback()
+                raise IntegrityError(str(error)) from error
             except BaseException:
                 connection.rollback()
                 raise

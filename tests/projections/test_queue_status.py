@@ -178,3 +178,15 @@ def test_follower_survives_a_failing_batch_and_retries(store: Store) -> None:
         follower.stop()
     assert follower.errors == 2
     assert store.reader.status(str(qid))["status"] == "pending"
+
+
+def test_a_batch_read_before_another_runner_moved_is_refused(store: Store) -> None:
+    """The race two runners run: both read from the same position, one commits first."""
+    qid = store.app.start_processing("tutor-1", "a")
+    events = list(store.app.queue_events(qid))
+    read_at = store.follower.position
+    last = store.app.recorder.max_notification_id()
+    store.follower.catch_up()  # the other runner wins
+    with pytest.raises(IntegrityError, match="moved"):
+        store.view.record(QueueStatusProjection(), events, Tracking(store.follower.key, last), after=read_at)
+    assert len(store.reader.list_for_owner("tutor-1")) == 1
