@@ -55,9 +55,10 @@ def create_app(
         settings.qstash_next_signing_key.get_secret_value(),
     )
     core = build_core(settings)
+    storage = build_storage(settings)
     runner = StepRunner(
         core.app,
-        providers or build_providers(settings),
+        providers or build_providers(settings, storage, core.view),
         policy,
         cancel_poll_seconds=settings.cancel_poll_seconds,
     )
@@ -67,7 +68,6 @@ def create_app(
         else []
     )
     state["core"] = core
-    storage = build_storage(settings)
     services = Services(
         settings=settings,
         core=core,
@@ -92,6 +92,7 @@ def create_app(
             services.closing.set()
             for follower in followers:
                 follower.stop()
+            runner.close()
             core.close()
 
     app = FastAPI(

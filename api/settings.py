@@ -76,8 +76,9 @@ class Settings(BaseSettings):
     cancel_poll_seconds: float = Field(default=1.0, gt=0, alias="VIDPIPE_CANCEL_POLL_SECONDS")
     """How often a running step checks whether its queue was cancelled."""
 
-    step_providers: Literal["simulated"] = Field(default="simulated", alias="VIDPIPE_STEP_PROVIDERS")
-    """Who does the steps' work. ``simulated``: timed no-op work (the real providers are issue 4)."""
+    step_providers: Literal["pipeline", "simulated"] = Field(default="pipeline", alias="VIDPIPE_STEP_PROVIDERS")
+    """Who does the steps' work. ``pipeline``: the real providers (Cloudinary or ffmpeg, the
+    Whisper and embedding servers). ``simulated``: timed no-op work, for exercising the pipeline."""
 
     simulated_step_seconds: float = Field(default=0.0, ge=0, alias="VIDPIPE_SIMULATED_STEP_SECONDS")
     """How long each simulated step takes."""
@@ -208,3 +209,55 @@ class Settings(BaseSettings):
     def push_enabled(self) -> bool:
         """OneSignal pushes are configured."""
         return bool(self.onesignal_rest_api_key and self.onesignal_app_id)
+
+    # ------------------------------------------------ step providers (issue 4)
+    whisper_url: str = Field(default="http://127.0.0.1:9001", alias="WHISPER_HG_VOICE_TO_TEXT_SERVER_API_URL")
+    """OpenAI-compatible transcription server; embedded default: the reference server of ``make run``."""
+
+    whisper_api_key: SecretStr | None = Field(default=None, alias="WHISPER_API_KEY")
+    """Bearer token for the Whisper server (a Hugging Face token for a private Space); falls back to ``HF_TOKEN``."""
+
+    bge_url: str = Field(default="http://127.0.0.1:9002", alias="BGE_HG_EMBEDDING_SERVER_API_URL")
+    """BGE-M3 embedding server (OpenAI ``/v1/embeddings`` or TEI ``/embed``); embedded: the reference server."""
+
+    e5_url: str | None = Field(default=None, alias="E5_HG_EMBEDDING_SERVER_API_URL")
+    """E5 embedding server used when BGE is asleep or down; unset: no fallback."""
+
+    hf_token: SecretStr | None = Field(default=None, alias="HF_TOKEN")
+    """Hugging Face token sent to the model servers that need one."""
+
+    model_request_timeout_seconds: float = Field(default=600.0, gt=0, alias="VIDPIPE_MODEL_TIMEOUT_SECONDS")
+    """Longest a single request to a model server may take before it counts as a (transient) failure."""
+
+    transcribe_piece_seconds: float = Field(default=600.0, gt=0, alias="VIDPIPE_TRANSCRIBE_PIECE_SECONDS")
+    """Longest piece of audio sent to the Whisper server in one request (cut at silences)."""
+
+    cloudinary_url: SecretStr | None = Field(default=None, alias="CLOUDINARY_URL")
+    """``cloudinary://key:secret@cloud``: compress and audio-convert on Cloudinary; unset: ffmpeg locally."""
+
+    cloudinary_delivery_url: str | None = Field(default=None, alias="CLOUDINARY_DELIVERY_URL")
+    """Override of Cloudinary's delivery host (only for the local stand-in in tests)."""
+
+    mega_email: str | None = Field(default=None, alias="MEGA_EMAIL")
+    """MEGA account: artifacts are stored on MEGA when this and ``MEGA_PASSWORD`` are set."""
+
+    mega_password: SecretStr | None = Field(default=None, alias="MEGA_PASSWORD")
+    """Password of the MEGA account."""
+
+    mega_api_url: str | None = Field(default=None, alias="MEGA_API_URL")
+    """Override of MEGA's API URL (only for the local stand-in ``python -m local.mega``)."""
+
+    max_video_seconds: float = Field(default=4 * 3600.0, gt=0, alias="VIDPIPE_MAX_VIDEO_SECONDS")
+    """Longest video accepted; longer ones fail at once with a readable reason."""
+
+    min_video_seconds: float = Field(default=1.0, ge=0, alias="VIDPIPE_MIN_VIDEO_SECONDS")
+    """Shortest video accepted."""
+
+    compress_max_height: int = Field(default=720, ge=144, alias="VIDPIPE_COMPRESS_MAX_HEIGHT")
+    """Resolution cap of the compressed video (shorter side, never upscaled)."""
+
+    compress_crf: int = Field(default=28, ge=0, le=51, alias="VIDPIPE_COMPRESS_CRF")
+    """x264 constant rate factor of the local compressor: higher is smaller (28 suits lectures)."""
+
+    work_dir: str | None = Field(default=None, alias="VIDPIPE_WORK_DIR")
+    """Scratch space for the steps (downloads, ffmpeg output, transcript pieces); default: the system temp dir."""

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
+from api import providers
 from api.settings import Settings
-from domain import STEPS, VideoProcessing
+from domain import VideoProcessing
 from handlers.bus import QStashBus
 from handlers.dispatcher import Dispatcher
 from handlers.notifiers.onesignal import OneSignalNotifier
 from handlers.notifiers.push import PushNotifier
-from handlers.providers.simulated import SimulatedProvider
 from handlers.steps import StepProvider
 from handlers.storage import Storage
-from handlers.storage.local import LocalStorage
 from projections.follower import EventFollower
 from projections.notifications import NotificationsProjection
 from projections.queue_status import QueueStatusProjection, QueueStatusReader
@@ -57,16 +55,14 @@ def build_dispatcher(settings: Settings, core: Core) -> EventFollower:
     return EventFollower(core.app, core.view, dispatcher, poll_interval=settings.projection_poll_seconds)
 
 
-def build_providers(settings: Settings) -> dict[str, StepProvider]:
-    """The step providers named by ``VIDPIPE_STEP_PROVIDERS``."""
-    return {
-        step: SimulatedProvider(seconds=settings.simulated_step_seconds) for step in STEPS
-    }
+def build_providers(settings: Settings, storage: Storage, view: ReadModelView) -> dict[str, StepProvider]:
+    """The step providers named by ``VIDPIPE_STEP_PROVIDERS`` (see :mod:`api.providers`)."""
+    return providers.build_step_providers(settings, storage, view)
 
 
 def build_storage(settings: Settings) -> Storage:
-    """Where uploads and artifacts live: the local directory ``VIDPIPE_STORAGE_DIR``."""
-    return LocalStorage(Path(settings.storage_dir))
+    """Where uploads and artifacts live: MEGA when configured, else ``VIDPIPE_STORAGE_DIR``."""
+    return providers.build_storage(settings)
 
 
 def build_notification_followers(settings: Settings, core: Core) -> list[EventFollower]:

@@ -106,10 +106,18 @@ class StepRunner:
         if missing:
             raise ValueError(f"no provider for steps: {', '.join(sorted(missing))}")
         self.app = app
+        self._source = providers
         self.providers = dict(providers)
         self.policy = policy
         self.cancel_poll_seconds = cancel_poll_seconds
         self.progress_interval = progress_interval
+
+    def close(self) -> None:
+        """Release what the providers hold (HTTP clients, sessions)."""
+        for item in (self._source, *self.providers.values()):
+            close = getattr(item, "close", None)
+            if callable(close):
+                close()
 
     def handle(self, message: StepMessage, message_id: str | None = None) -> Outcome:
         try:

@@ -51,7 +51,7 @@ from mega import Mega, RequestError
 from mega.crypto import a32_to_base64, a32_to_str, base64_url_encode, encrypt_attr, encrypt_key, get_chunks, str_to_a32
 from tenacity import RetryError, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from handlers.storage import CHUNK_SIZE, ArtifactNotFound, StorageError, StoredObject, safe_part
+from handlers.storage import ArtifactNotFound, StorageError, StoredObject, safe_part
 
 logger = logging.getLogger(__name__)
 

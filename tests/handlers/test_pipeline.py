@@ -27,7 +27,7 @@ from qstash import QStash
 from domain import STEPS
 from handlers.providers.simulated import SimulatedProvider
 from handlers.steps import StepContext, StepJob, StepResult
-from local.qstash.settings import DEV_CURRENT_SIGNING_KEY, DEV_TOKEN
+from local.qstash.settings import DEV_CURRENT_SIGNING_KEY
 from tests.handlers.conftest import Pipeline
 from tests.support import wait_until
 

