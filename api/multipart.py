@@ -50,19 +50,20 @@ def boundary_of(content_type: str) -> bytes:
 async def multipart_events(request: Request, boundary: bytes) -> AsyncIterator[Event]:
     """The body's parts as events, in order, as the bytes arrive."""
     events: list[Event] = []
-    headers: dict[str, str] = {}
+    headers: dict[str, bytes] = {}
     field, value = bytearray(), bytearray()
 
     def on_header_end() -> None:
-        headers[field.decode("latin-1").lower()] = value.decode("utf-8", "replace")
+        headers[field.decode("latin-1").lower()] = bytes(value)
         field.clear()
         value.clear()
 
     def on_headers_finished() -> None:
-        _, params = parse_options_header(headers.get("content-disposition", ""))
+        # raw header bytes: browsers send UTF-8 file names unencoded
+        _, params = parse_options_header(headers.get("content-disposition", b""))
         name = params.get(b"name", b"").decode("utf-8", "replace")
         filename = params.get(b"filename")
-        content_type = headers.get("content-type")
+        content_type = headers.get("content-type", b"").decode("latin-1") or None
         events.append(PartStart(name, None if filename is None else filename.decode("utf-8", "replace"), content_type))
         headers.clear()
 

@@ -40,6 +40,16 @@ QUEUE_RESPONSES: dict[int | str, dict[str, Any]] = {
     **AUTH_RESPONSES,
     404: {"model": ErrorResponse, "description": "no such queue, or not the caller's"},
 }
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "one server-sent event; `data` is JSON: a TimelineEvent or a QueueStatus",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["timeline", "status"]},
+        "id": {"type": "string", "description": "the queue version (send it back as Last-Event-ID)"},
+        "data": {"type": "string"},
+    },
+}
 TRANSCRIPT_MEDIA_TYPES = {
     "json": "application/json",
     "srt": "application/x-subrip",
@@ -95,7 +105,7 @@ def queues_router(services: Services) -> APIRouter:
                 "description": "Server-sent events: `timeline` (one per event of the audit trail, "
                 "in order) then `status` (the status view) whenever the queue changes; the stream "
                 "ends after the queue's final status. `Last-Event-ID` resumes after that version.",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
             },
         },
     )
