@@ -27,6 +27,7 @@ from api.routes.uploads import uploads_router
 from api.services import Services
 from api.settings import Settings
 from api.uploads import UploadLedger
+from api.web import web_router
 from api.wiring import (
     Core,
     build_core,
@@ -113,4 +114,5 @@ def create_app(
     app.include_router(notifications_router(services))
     app.include_router(steps_router(runner, receiver, settings.public_base_url))
     app.include_router(operations_router(services, followers))
+    app.include_router(web_router(settings))
     return app

@@ -199,12 +199,18 @@ def banner(services: list[Service], api_env: dict[str, str], token: str | None) 
 
 
 def development_token() -> str | None:
-    """A tutor token for the development secret, when the API can mint one."""
+    """A tutor token for the development secret; None when one cannot be minted here."""
     try:
-        from api.token import mint  # type: ignore[import-not-found]
-    except ImportError:
+        from api.settings import Settings
+        from api.token import mint
+
+        settings = Settings()
+        if settings.environment != "development" or settings.jwt_jwks_url:
+            return None
+        return mint(settings, user="dev-tutor", role="tutor")
+    except Exception as error:  # noqa: BLE001 - the banner must not stop the stack
+        print(f"[stack] no development token: {error}", file=sys.stderr, flush=True)
         return None
-    return str(mint(user="dev-tutor", role="tutor"))
 
 
 def main() -> int:

@@ -1,0 +1,191 @@
+"""The README's two commands, in a throw-away copy of the repository.
+
+``make run`` is ``python -m local.stack`` and ``make demo`` is
+``python -m local.demo``: this test runs both as a user would, from a copy
+of the working tree (tracked and untracked-but-not-ignored files, no
+``data/``, no ``../shared``) with this interpreter, so nothing is installed.
+The stack gets free ports; the demo makes its own lecture clip, uploads it
+and follows it to ``completed``; then Ctrl-C (SIGINT to the launcher's
+process group) must stop everything: the launcher exits 0 and no process of
+that run remains.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.support import reserve_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PORT_VARIABLES = ("PORT", "LOCAL_QSTASH_PORT", "WHISPER_PORT", "EMBEDDING_PORT")
+REDIRECTING = (
+    "DATABASE_URL", "QSTASH_URL", "QSTASH_TOKEN", "QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY",
+    "WHISPER_HG_VOICE_TO_TEXT_SERVER_API_URL", "BGE_HG_EMBEDDING_SERVER_API_URL", "E5_HG_EMBEDDING_SERVER_API_URL",
+    "NEXTAUTH_URL", "VERCEL_URL", "CLOUDINARY_URL", "MEGA_EMAIL", "MEGA_PASSWORD", "ONESIGNAL_REST_API_KEY",
+)
+STARTED = re.compile(r"\[stack\] starting (\S+) \(pid (\d+)\)")
+
+
+def copy_working_tree(target: Path) -> Path:
+    """The files a clone of this working tree has (tracked, and new files not ignored)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, check=True, capture_output=True,
+    ).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
+def free_ports() -> dict[str, str]:
+    sockets = [reserve_port() for _ in PORT_VARIABLES]
+    ports = {name: str(s.getsockname()[1]) for name, s in zip(PORT_VARIABLES, sockets, strict=True)}
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    try:  # a zombie is dead, only not yet reaped
+        return "\nState:\tZ" not in status.read_text()
+    except OSError:
+        return False
+
+
+def processes_in(directory: Path) -> list[str]:
+    """``pid cmdline`` of every process whose working directory is ``directory``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(proc / "cwd")) == directory and alive(int(proc.name)):
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                found.append(f"{proc.name} {command}")
+        except OSError:
+            continue
+    return found
+
+
+@dataclass
+class Launcher:
+    """``python -m local.stack`` in the background, its output collected line by line."""
+
+    process: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.reader = threading.Thread(target=self._collect, daemon=True)
+        self.reader.start()
+
+    def _collect(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the stack exited with {self.process.returncode}:\n{self.output[-4000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} after {timeout} s:\n{self.output[-4000:]}")
+            time.sleep(0.2)
+
+    def children(self) -> dict[str, int]:
+        return {name: int(pid) for name, pid in STARTED.findall(self.output)}
+
+    def ctrl_c(self) -> int:
+        os.killpg(self.process.pid, signal.SIGINT)
+        return self.process.wait(60)
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    return copy_working_tree(tmp_path / "vidpipe")
+
+
+@pytest.fixture
+def environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in REDIRECTING and not k.startswith("VIDPIPE_")}
+    env.update(free_ports(), PYTHONUNBUFFERED="1", LOG_LEVEL="INFO")
+    return env
+
+
+@pytest.fixture
+def launcher(repo_copy: Path, environment: dict[str, str]) -> Iterator[Launcher]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local.stack"], cwd=repo_copy, env=environment, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    started = Launcher(process)
+    yield started
+    if process.poll() is None:  # the test failed before Ctrl-C: leave nothing behind
+        started.ctrl_c()
+    for pid in started.children().values():
+        if alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    started.reader.join(10)
+    assert process.stdout is not None
+    process.stdout.close()
+
+
+@pytest.mark.timeout(420)
+def test_make_run_then_make_demo_completes_and_ctrl_c_leaves_nothing_behind(
+    launcher: Launcher, repo_copy: Path, environment: dict[str, str]
+) -> None:
+    launcher.wait_for("vidpipe is running", timeout=240)
+    assert "dev token   ey" in launcher.output
+    children = launcher.children()
+    assert set(children) == {"qstash", "whisper", "embeddings", "api"}, launcher.output
+
+    api = f"http://127.0.0.1:{environment['PORT']}"
+    demo = subprocess.run(
+        [sys.executable, "-m", "local.demo", "--api", api, "--timeout", "240"],
+        check=False, cwd=repo_copy, env={**environment, "COLUMNS": "160"}, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=300,
+    )
+    out = demo.stdout + demo.stderr
+    assert demo.returncode == 0, f"{out}\n--- stack ---\n{launcher.output[-4000:]}"
+    assert "processing completed" in out
+    assert (repo_copy / "data" / "demo" / "lecture.mp4").is_file()
+    queue_id = re.search(r"queue ([0-9a-f-]{36}): ", out)
+    assert queue_id, out
+    stored = repo_copy / "data" / "storage" / "dev-tutor" / queue_id.group(1)
+    for artifact in ("compressed.mp4", "audio.ogg", "transcript.json", "transcript.srt", "transcript.vtt",
+                     "transcript.txt"):
+        assert (stored / artifact).is_file(), sorted(p.name for p in stored.iterdir())
+        assert str(stored / artifact) in out.replace("\n", "") or artifact in out
+    assert "thermodynamics" in out.lower(), out
+    for fmt in ("json", "srt", "vtt", "txt"):
+        assert f"/transcript?format={fmt}" in out
+
+    assert launcher.ctrl_c() == 0, launcher.output[-4000:]
+    assert "[stack] stopped" in launcher.output
+    left = {name: pid for name, pid in children.items() if alive(pid)}
+    assert not left, f"still running after Ctrl-C: {left}"
+    assert processes_in(repo_copy) == []

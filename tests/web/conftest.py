@@ -1,0 +1,136 @@
+"""The real stack on loopback and a headless Chromium driven by Playwright.
+
+``web_stack`` serves, in this process: the reference Whisper and embedding
+servers (loaded once per module), the local QStash server, and vidpipe apps
+with the real step providers on SQLite, so the page in the browser drives the
+same pipeline as ``make run``. ``browser`` is Debian's Chromium
+(``/usr/bin/chromium``; no Playwright browser download); screenshots go to
+``tests/artifacts/web/``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import create_app
+from api.settings import Settings
+from local.models import embeddings as embedding_server
+from local.models import transcription as whisper_server
+from local.models.settings import EmbeddingSettings, ModelServerSettings, TranscriptionSettings
+from local.qstash import Settings as QStashSettings
+from local.qstash.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN
+from tests.local.qstash_support import ThreadedServer
+from tests.support import ServedApp, reserve_port, wait_until
+
+CHROMIUM = Path(os.environ.get("VIDPIPE_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "web"
+
+
+def _loaded(url: str) -> bool:
+    try:
+        return bool(httpx.get(f"{url}/health", timeout=2).json()["status"] == "ready")
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def model_servers() -> Iterator[dict[str, str]]:
+    whisper = ServedApp(
+        whisper_server.create_app(TranscriptionSettings(cpu_threads=2, server=ModelServerSettings())), reserve_port()
+    )
+    embedder = ServedApp(embedding_server.create_app(EmbeddingSettings(server=ModelServerSettings())), reserve_port())
+    try:
+        wait_until(lambda: _loaded(whisper.url) and _loaded(embedder.url), 180, "the models to load")
+        yield {"whisper": whisper.url, "embeddings": embedder.url}
+    finally:
+        whisper.stop()
+        embedder.stop()
+
+
+@dataclass
+class WebStack:
+    """Starts vidpipe apps (real providers, SQLite) sharing the module's model servers."""
+
+    directory: Path
+    models: dict[str, str]
+    running: list[Any] = field(default_factory=list)
+
+    def app(self, name: str, **overrides: Any) -> ServedApp:
+        """A served app with its own database, storage and QStash server; overrides by env name."""
+        qstash = ThreadedServer(QStashSettings(
+            db_path=self.directory / f"{name}-qstash.sqlite3", token=DEV_TOKEN,
+            current_signing_key=DEV_CURRENT_SIGNING_KEY, next_signing_key=DEV_NEXT_SIGNING_KEY,
+            poll_interval_s=0.05,
+        ))
+        self.running.append(qstash)
+        sock = reserve_port()
+        values: dict[str, Any] = {
+            "VIDPIPE_ENV": "development",
+            "DATABASE_URL": f"sqlite:///{self.directory}/{name}.db",
+            "PORT": sock.getsockname()[1],
+            "QSTASH_URL": qstash.url,
+            "VIDPIPE_STEP_PROVIDERS": "pipeline",
+            "VIDPIPE_STORAGE_DIR": str(self.directory / f"{name}-storage"),
+            "VIDPIPE_WORK_DIR": str(self.directory / f"{name}-work"),
+            "WHISPER_HG_VOICE_TO_TEXT_SERVER_API_URL": self.models["whisper"],
+            "BGE_HG_EMBEDDING_SERVER_API_URL": self.models["embeddings"],
+            "VIDPIPE_PROJECTION_POLL_SECONDS": 0.02,
+            "VIDPIPE_STREAM_POLL_SECONDS": 0.05,
+            "VIDPIPE_CANCEL_POLL_SECONDS": 0.2,
+        }
+        values.update(overrides)
+        served = ServedApp(create_app(Settings(**values)), sock)
+        self.running.append(served)
+        return served
+
+    def stop(self) -> None:
+        for server in reversed(self.running):
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def web_stack(tmp_path_factory: pytest.TempPathFactory, model_servers: dict[str, str]) -> Iterator[WebStack]:
+    stack = WebStack(tmp_path_factory.mktemp("web"), model_servers)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing: apt-get install -y chromium (CI installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def screenshot(request: pytest.FixtureRequest) -> Callable[[Any, str], Path]:
+    """``screenshot(page, "02-uploaded")`` saves tests/artifacts/web/<test>/<name>.png."""
+    folder = ARTIFACTS / request.node.name.replace("[", "-").replace("]", "")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def take(page: Any, name: str) -> Path:
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take
