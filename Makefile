@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test test-fast bench replay rebuild-projections project dispatch qstash api clean
+.PHONY: help install run test test-fast bench replay rebuild-projections project dispatch qstash api token doctor onesignal clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
@@ -29,6 +29,7 @@ test-fast: install ## the suite without the slow tests
 bench: install ## benchmarks; results printed and written to bench/results/
 	$(PY) -m bench.core
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.api
 
 replay: install ## print a queue's event timeline: make replay QUEUE=<id>
 	@test -n "$(QUEUE)" || { echo "usage: make replay QUEUE=<queue id>"; exit 2; }
@@ -51,6 +52,15 @@ qstash: install ## run the local QStash-compatible server on its own (port 8080,
 
 api: install ## run the API with its step webhooks and followers (PORT, default 8000)
 	$(PY) -m api
+
+token: install ## print a development token: make token USER=<id> ROLE=<role> (default tutor)
+	@$(PY) -m api.token --user $(or $(USER),dev-tutor) --role $(or $(ROLE),tutor)
+
+doctor: install ## check configuration, database, QStash, model servers, storage, notifications
+	$(PY) -m api.doctor
+
+onesignal: install ## run the local OneSignal stand-in (port 8090)
+	$(PY) -m local.onesignal
 
 clean: ## remove the virtualenv, caches and local data
 	rm -rf $(VENV) .pytest_cache .hypothesis data

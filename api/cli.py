@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from api.settings import Settings
-from api.wiring import build_core, build_dispatcher
+from api.wiring import build_core, build_dispatcher, build_notification_followers
 from domain import VidpipeError
 
 logger = logging.getLogger("vidpipe.cli")
@@ -73,7 +73,11 @@ def rebuild_projections(settings: Settings, console: Console) -> int:
 def follow(settings: Settings, console: Console, *, dispatcher: bool) -> int:
     """Run followers of the event log until SIGINT/SIGTERM."""
     core = build_core(settings)
-    followers = [build_dispatcher(settings, core)] if dispatcher else [core.queue_status]
+    followers = (
+        [build_dispatcher(settings, core)]
+        if dispatcher
+        else [core.queue_status, *build_notification_followers(settings, core)]
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

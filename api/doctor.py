@@ -94,15 +94,18 @@ def check_model_server(name: str, url: str | None, env: str, *, required: bool, 
             woke = " (woke up)" if waited else ""
             return CheckResult(name, True, f"{url} answers{woke}", required=required)
         if not outcome[0] or time.monotonic() >= deadline:
-            fix = _wake_fix(url, env, wake_seconds) if outcome[0] else f"check {env}"
+            fix = _wake_fix(url, env, wake_seconds) if outcome[0] or _is_local(url) else f"check {env}"
             return CheckResult(name, False, f"{url}: {outcome[1]}", fix, required=required)
         waited = True
         time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
 
 
+def _is_local(url: str) -> bool:
+    return httpx.URL(url).host in ("127.0.0.1", "localhost", "::1")
+
+
 def _wake_fix(url: str, env: str, wake_seconds: float) -> str:
-    host = httpx.URL(url).host
-    if host in ("127.0.0.1", "localhost", "::1"):
+    if _is_local(url):
         return f"start the reference model servers (make run) or point {env} elsewhere"
     return f"it did not wake within {wake_seconds:.0f} s: open {url} in a browser, or raise --wake-seconds"
 
@@ -116,6 +119,8 @@ def _probe(url: str, client: httpx.Client) -> tuple[bool, str] | None:
         except httpx.TimeoutException:
             return True, "no answer in time (asleep or starting)"
         except httpx.ConnectError as error:
+            if _is_local(url):
+                return False, f"nothing listens there ({error})"  # a local server is not asleep: it is not running
             return True, f"connection failed ({error}); asleep, starting or wrong URL"
         except httpx.HTTPError as error:
             return False, f"{type(error).__name__}: {error}"
