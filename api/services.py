@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from api.queues import QueueAccess
 from api.settings import Settings
 from api.uploads import UploadLedger
+from api.watch import QueueWatcher
 from api.wiring import Core
 from handlers.storage import Storage
 from projections.notifications import NotificationReader
@@ -23,3 +24,10 @@ class Services:
     notifications: NotificationReader
     closing: threading.Event = field(default_factory=threading.Event)
     """Set when the app shuts down: open event streams end."""
+    watcher: QueueWatcher = field(init=False)
+    """One poller per queue with open event streams."""
+
+    def __post_init__(self) -> None:
+        self.watcher = QueueWatcher(
+            self.core.app, self.core.reader, self.settings.stream_poll_seconds, self.closing
+        )

@@ -6,7 +6,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
@@ -153,17 +152,18 @@ def _last_event_id(header: str | None) -> int:
 
 
 async def _changes(services: Services, caller: Caller, queue_id: str, last: int) -> AsyncIterator[ServerSentEvent]:
-    """Poll the status view; on each new version, the new audit-trail entries then the status."""
-    access, poll = services.queues, services.settings.stream_poll_seconds
-    while not services.closing.is_set():
-        row = await run_in_threadpool(services.core.reader.status, queue_id)
-        if row is not None and row["version"] > last:
-            for entry in await run_in_threadpool(access.timeline, caller, queue_id, last):
-                if entry.position <= row["version"]:
+    """On each new version: the new audit-trail entries, then the status (one shared poller per queue)."""
+    async with services.watcher.watch(queue_id) as watch:
+        while not services.closing.is_set():
+            if not await watch.newer_than(last, timeout=1.0):
+                continue
+            row, entries = watch.row, watch.entries
+            assert row is not None
+            for entry in entries:
+                if last < entry.position <= row["version"]:
                     yield ServerSentEvent(json.dumps(entry.as_dict()), event="timeline", id=str(entry.position))
             status = QueueStatus.model_validate(row)
             yield ServerSentEvent(status.model_dump_json(), event="status", id=str(row["version"]))
             last = row["version"]
             if is_terminal(row["status"]):
                 return
-        await anyio.sleep(poll)
