@@ -38,8 +38,22 @@ REDIRECTING = (
 STARTED = re.compile(r"\[stack\] starting (\S+) \(pid (\d+)\)")
 
 
+UNCOPIED = (".git", ".venv", "data", "tests/artifacts", ".pytest_cache", ".hypothesis", ".ruff_cache")
+
+
+def _not_in_a_clone(directory: str, names: list[str]) -> set[str]:
+    here = Path(directory).relative_to(ROOT)
+    return {
+        n for n in names
+        if n == "__pycache__" or n.endswith((".pyc", ".egg-info")) or (here / n).as_posix() in UNCOPIED
+    }
+
+
 def copy_working_tree(target: Path) -> Path:
     """The files a clone of this working tree has (tracked, and new files not ignored)."""
+    if not (ROOT / ".git").exists():  # not a checkout: everything but what a fresh clone lacks
+        shutil.copytree(ROOT, target, ignore=_not_in_a_clone)
+        return target
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT, check=True, capture_output=True,

@@ -137,6 +137,7 @@
     $("signout-button").hidden = !signedIn;
     $("signin-fields").hidden = signedIn;
     $("signin-button").hidden = signedIn;
+    $("signin-title").textContent = signedIn ? "Signed in" : "Sign in";
     if (!signedIn) {
       $("current").hidden = true;
       $("transcript").hidden = true;
