@@ -33,6 +33,7 @@ CHROMIUM = Path(os.environ.get("VIDPIPE_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "web"
 
@@ -122,11 +123,39 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if report.when == "call":
+        item.stash[FAILED] = report.failed
+    return report
+
+
+FAILED = pytest.StashKey[bool]()
+
+
+def artifacts_for(node: pytest.Item) -> Path:
+    folder = ARTIFACTS / node.name.replace("[", "-").replace("]", "")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh browser context and page; a failing test leaves ``failure.png`` behind."""
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    if request.node.stash.get(FAILED, False):
+        page.screenshot(path=str(artifacts_for(request.node) / "failure.png"), full_page=True)
+    context.close()
+
+
 @pytest.fixture
 def screenshot(request: pytest.FixtureRequest) -> Callable[[Any, str], Path]:
     """``screenshot(page, "02-uploaded")`` saves tests/artifacts/web/<test>/<name>.png."""
-    folder = ARTIFACTS / request.node.name.replace("[", "-").replace("]", "")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = artifacts_for(request.node)
 
     def take(page: Any, name: str) -> Path:
         path = folder / f"{name}.png"

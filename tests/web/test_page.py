@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,15 +60,6 @@ def _words(text: str) -> str:
 @pytest.fixture(scope="module")
 def main_app(web_stack: WebStack) -> ServedApp:
     return web_stack.app("main")
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    yield page
-    context.close()
 
 
 def sign_in(page: Page, app: ServedApp) -> None:
