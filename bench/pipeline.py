@@ -73,6 +73,7 @@ def start_stack(url: str, workdir: Path) -> list[subprocess.Popen[bytes]]:
         "DATABASE_URL": url,
         "PORT": str(api_port),
         "QSTASH_URL": f"http://127.0.0.1:{qstash_port}",
+        "VIDPIPE_STEP_PROVIDERS": "simulated",
         "VIDPIPE_SIMULATED_STEP_SECONDS": "0",
         "VIDPIPE_PROJECTION_POLL_SECONDS": "0.01",
         "LOG_LEVEL": "WARNING",

@@ -104,3 +104,31 @@ def memory_app() -> Iterator[VideoProcessing]:
     app = VideoProcessing(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     yield app
     app.close()
+
+
+@pytest.fixture(scope="session")
+def model_servers() -> Iterator[dict[str, str]]:
+    """The reference Whisper and embedding servers, loaded once for the whole run."""
+    import httpx
+
+    from local.models import embeddings as embedding_server
+    from local.models import transcription as whisper_server
+    from local.models.settings import EmbeddingSettings, ModelServerSettings, TranscriptionSettings
+    from tests.support import ServedApp, reserve_port, wait_until
+
+    def loaded(url: str) -> bool:
+        try:
+            return bool(httpx.get(f"{url}/health", timeout=2).json()["status"] == "ready")
+        except httpx.HTTPError:
+            return False
+
+    whisper = ServedApp(
+        whisper_server.create_app(TranscriptionSettings(cpu_threads=2, server=ModelServerSettings())), reserve_port()
+    )
+    embedder = ServedApp(embedding_server.create_app(EmbeddingSettings(server=ModelServerSettings())), reserve_port())
+    try:
+        wait_until(lambda: loaded(whisper.url) and loaded(embedder.url), 180, "the models to load")
+        yield {"whisper": whisper.url, "embeddings": embedder.url}
+    finally:
+        whisper.stop()
+        embedder.stop()

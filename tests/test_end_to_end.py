@@ -24,9 +24,6 @@ from handlers.embedding_store import EmbeddingStore
 from handlers.providers.embeddings import EmbeddingClient
 from handlers.storage import upload_key
 from handlers.storage.local import LocalStorage
-from local.models import embeddings as embedding_server
-from local.models import transcription as whisper_server
-from local.models.settings import EmbeddingSettings, ModelServerSettings, TranscriptionSettings
 from local.qstash import Settings as QStashSettings
 from local.qstash.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN
 from tests.conftest import Store, open_store
@@ -38,26 +35,6 @@ from tests.support import ServedApp, reserve_port, wait_until
 TERMINAL = ("completed", "failed", "cancelled")
 
 
-def _loaded(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2).json()["status"] == "ready"
-    except httpx.HTTPError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def model_servers() -> Iterator[dict[str, str]]:
-    """The reference Whisper and embedding servers, loaded, for the whole module."""
-    whisper = ServedApp(
-        whisper_server.create_app(TranscriptionSettings(cpu_threads=2, server=ModelServerSettings())), reserve_port()
-    )
-    embedder = ServedApp(embedding_server.create_app(EmbeddingSettings(server=ModelServerSettings())), reserve_port())
-    try:
-        wait_until(lambda: _loaded(whisper.url) and _loaded(embedder.url), 180, "the models to load")
-        yield {"whisper": whisper.url, "embeddings": embedder.url}
-    finally:
-        whisper.stop()
-        embedder.stop()
 
 
 @dataclass

@@ -86,6 +86,7 @@ def test_a_killed_handler_is_redelivered_and_the_queue_completes(
         "DATABASE_URL": database_url,
         "PORT": str(port),
         "QSTASH_URL": qstash.url,
+        "VIDPIPE_STEP_PROVIDERS": "simulated",
         "VIDPIPE_SIMULATED_STEP_SECONDS": "2",
         "VIDPIPE_QSTASH_RETRIES": "40",
         "VIDPIPE_QSTASH_RETRY_DELAY": "500",

@@ -16,18 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from api.app import create_app
 from api.settings import Settings
-from local.models import embeddings as embedding_server
-from local.models import transcription as whisper_server
-from local.models.settings import EmbeddingSettings, ModelServerSettings, TranscriptionSettings
 from local.qstash import Settings as QStashSettings
 from local.qstash.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN
 from tests.local.qstash_support import ThreadedServer
-from tests.support import ServedApp, reserve_port, wait_until
+from tests.support import ServedApp, reserve_port
 
 CHROMIUM = Path(os.environ.get("VIDPIPE_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -38,25 +34,6 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "web"
 
 
-def _loaded(url: str) -> bool:
-    try:
-        return bool(httpx.get(f"{url}/health", timeout=2).json()["status"] == "ready")
-    except httpx.HTTPError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def model_servers() -> Iterator[dict[str, str]]:
-    whisper = ServedApp(
-        whisper_server.create_app(TranscriptionSettings(cpu_threads=2, server=ModelServerSettings())), reserve_port()
-    )
-    embedder = ServedApp(embedding_server.create_app(EmbeddingSettings(server=ModelServerSettings())), reserve_port())
-    try:
-        wait_until(lambda: _loaded(whisper.url) and _loaded(embedder.url), 180, "the models to load")
-        yield {"whisper": whisper.url, "embeddings": embedder.url}
-    finally:
-        whisper.stop()
-        embedder.stop()
 
 
 @dataclass
