@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test test-fast bench replay rebuild-projections project dispatch qstash api token doctor onesignal clean
+.PHONY: help install run demo test test-fast bench replay rebuild-projections project dispatch qstash api token doctor onesignal clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
@@ -46,6 +46,9 @@ dispatch: install ## run the dispatcher in the foreground (production: one activ
 
 run: install ## start the whole embedded default in the foreground (Ctrl-C stops it cleanly)
 	$(PY) -m local.stack
+
+demo: install ## upload a video to the running service and follow it: make demo [VIDEO=<path>]
+	$(PY) -m local.demo $(if $(VIDEO),--video $(VIDEO),) --api http://127.0.0.1:$(or $(PORT),8000)
 
 qstash: install ## run the local QStash-compatible server on its own (port 8080, data/qstash.sqlite3)
 	$(PY) -m local.qstash
