@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from types import FrameType
 
 import uvicorn
 
 from api.app import create_app
 from api.settings import Settings
 from domain import VidpipeError
+from handlers.step_runner import StepRunner
 
 
 def main() -> int:
@@ -21,14 +23,29 @@ def main() -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host="127.0.0.1" if settings.environment == "development" else "0.0.0.0",  # noqa: S104
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=10,
     )
+    StoppingServer(config, app.state.step_runner).run()
     return 0
+
+
+class StoppingServer(uvicorn.Server):
+    """On SIGINT/SIGTERM, stop the running steps first (their child processes die, their
+    deliveries get 503 so QStash redelivers them), then shut down as uvicorn does."""
+
+    def __init__(self, config: uvicorn.Config, runner: StepRunner) -> None:
+        super().__init__(config)
+        self.runner = runner
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.runner.shutdown()
+        super().handle_exit(sig, frame)
 
 
 if __name__ == "__main__":

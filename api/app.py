@@ -105,6 +105,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.core = core
+    app.state.step_runner = runner
     app.state.settings = settings
     app.state.services = services
     app.state.token_verifier = TokenVerifier(settings)

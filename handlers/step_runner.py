@@ -37,6 +37,7 @@ from handlers.steps import StepContext, StepJob, StepProvider
 logger = logging.getLogger(__name__)
 
 NON_RETRYABLE = {"Upstash-NonRetryable-Error": "true"}
+SHUTDOWN_RETRY_AFTER_SECONDS = 5
 
 
 class BadMessage(VidpipeError):
@@ -111,6 +112,23 @@ class StepRunner:
         self.policy = policy
         self.cancel_poll_seconds = cancel_poll_seconds
         self.progress_interval = progress_interval
+        self._running: set[StepContext] = set()
+        self._lock = threading.Lock()
+        self.shutting_down = threading.Event()
+
+    def shutdown(self) -> None:
+        """The process is stopping: stop every running step (killing its child processes).
+
+        Their deliveries are answered 503, so QStash delivers them again, to this
+        process after a restart or to another replica; nothing is recorded.
+        """
+        self.shutting_down.set()
+        with self._lock:
+            running = list(self._running)
+        for context in running:
+            context.cancel()
+        if running:
+            logger.info("stopped %d running step(s) for shutdown; QStash will redeliver them", len(running))
 
     def close(self) -> None:
         """Release what the providers hold (HTTP clients, sessions)."""
@@ -172,11 +190,17 @@ class StepRunner:
             target=self._watch_for_cancel, args=(job, context, finished), daemon=True
         )
         watcher.start()
+        with self._lock:
+            self._running.add(context)
         started = time.monotonic()
         logger.info("queue %s: %s attempt %d started (%s)", job.queue_id, job.step, job.attempt, provider.name)
         try:
+            if self.shutting_down.is_set():
+                raise StepCancelled("shutting down")
             result = provider.run(job, context)
         except StepCancelled:
+            if self.shutting_down.is_set():
+                return self._interrupted(job)
             return self._cancelled(job)
         except ProviderError as error:
             return self._failed(job, error)
@@ -188,8 +212,10 @@ class StepRunner:
         finally:
             finished.set()
             watcher.join()
+            with self._lock:
+                self._running.discard(context)
         if context.cancelled.is_set():
-            return self._cancelled(job)
+            return self._interrupted(job) if self.shutting_down.is_set() else self._cancelled(job)
         duration = time.monotonic() - started
         try:
             self.app.complete_step(
@@ -220,6 +246,14 @@ class StepRunner:
             return ignored(str(domain_error))
         logger.warning("queue %s: %s failed for good: %s", job.queue_id, job.step, reason)
         return Outcome(489, {"error": reason}, NON_RETRYABLE)
+
+    def _interrupted(self, job: StepJob) -> Outcome:
+        logger.info("queue %s: %s attempt %d interrupted by shutdown", job.queue_id, job.step, job.attempt)
+        return Outcome(
+            503,
+            {"error": "the handler is shutting down; QStash will deliver this step again"},
+            {"Retry-After": str(SHUTDOWN_RETRY_AFTER_SECONDS)},
+        )
 
     def _cancelled(self, job: StepJob) -> Outcome:
         logger.info("queue %s: %s attempt %d stopped: cancelled", job.queue_id, job.step, job.attempt)

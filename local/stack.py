@@ -65,6 +65,8 @@ class Service:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as probe:
+        # like the servers themselves: a port left in TIME_WAIT by the last run is free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -83,7 +85,11 @@ def plan(env: dict[str, str]) -> tuple[list[Service], dict[str, str]]:
     api_env = {
         "DATABASE_URL": env.get("DATABASE_URL", f"sqlite:///{data}/vidpipe.db"),
         "VIDPIPE_DATA_DIR": str(data),
+        "VIDPIPE_STORAGE_DIR": env.get("VIDPIPE_STORAGE_DIR", str(data / "storage")),
         "PORT": str(api_port),
+        # on one machine a stopped API comes back within seconds: redeliver soon and often
+        "VIDPIPE_QSTASH_RETRIES": env.get("VIDPIPE_QSTASH_RETRIES", "20"),
+        "VIDPIPE_QSTASH_RETRY_DELAY": env.get("VIDPIPE_QSTASH_RETRY_DELAY", "min(30000, pow(2, retried) * 1000)"),
     }
     services: list[Service] = []
     if "QSTASH_URL" not in env:
@@ -192,7 +198,7 @@ def banner(services: list[Service], api_env: dict[str, str], token: str | None) 
     lines = ["", "vidpipe is running (Ctrl-C stops everything):"]
     lines += [f"  {s.name:<11} {s.url}" for s in services]
     lines.append(f"  database    {api_env['DATABASE_URL']}")
-    lines.append(f"  artifacts   {api_env['VIDPIPE_DATA_DIR']}/")
+    lines.append(f"  artifacts   {api_env['VIDPIPE_STORAGE_DIR']}/")
     if token:
         lines.append(f"  dev token   {token}")
     return "\n".join(lines) + "\n"

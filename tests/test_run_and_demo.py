@@ -203,3 +203,61 @@ def test_make_run_then_make_demo_completes_and_ctrl_c_leaves_nothing_behind(
     left = {name: pid for name, pid in children.items() if alive(pid)}
     assert not left, f"still running after Ctrl-C: {left}"
     assert processes_in(repo_copy) == []
+
+
+def _start_stack(repo_copy: Path, environment: dict[str, str]) -> Launcher:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local.stack"], cwd=repo_copy, env=environment, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    return Launcher(process)
+
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_mid_processing_loses_nothing_and_a_restart_resumes_the_queue(
+    launcher: Launcher, repo_copy: Path, environment: dict[str, str], tmp_path: Path
+) -> None:
+    import httpx
+
+    from api.settings import Settings
+    from api.token import mint
+    from tests.mediafiles import lecture_video
+
+    launcher.wait_for("vidpipe is running", timeout=240)
+    api = f"http://127.0.0.1:{environment['PORT']}"
+    headers = {"Authorization": f"Bearer {mint(Settings(), user='dev-tutor', role='tutor')}"}
+    video = lecture_video(tmp_path, 30, size="1280x720")
+    with video.open("rb") as handle:
+        answer = httpx.post(f"{api}/api/video-processing/upload", headers=headers,
+                            files={"file": ("lecture.mp4", handle, "video/mp4")}, timeout=60)
+    assert answer.status_code == 202, answer.text
+    queue_id = answer.json()["queue_id"]
+
+    def status() -> dict[str, object]:
+        return httpx.get(f"{api}/api/video-processing/status/{queue_id}", headers=headers, timeout=10).json()
+
+    deadline = time.monotonic() + 120
+    while status()["status"] != "processing":
+        assert time.monotonic() < deadline, status()
+        time.sleep(0.2)
+    assert launcher.ctrl_c() == 0  # Ctrl-C while a step runs
+    assert not processes_in(repo_copy)
+
+    restarted = _start_stack(repo_copy, environment)
+    try:
+        restarted.wait_for("vidpipe is running", timeout=240)
+        deadline = time.monotonic() + 300
+        while (row := status())["status"] not in ("completed", "failed", "cancelled"):
+            assert time.monotonic() < deadline, row
+            time.sleep(0.5)
+        assert row["status"] == "completed", row
+        events = httpx.get(f"{api}/api/video-processing/status/{queue_id}/events", headers=headers, timeout=10).json()
+        completed = [e["step"] for e in events["events"] if e["event"] == "StepCompleted"]
+        assert sorted(completed) == sorted(["compress", "audio-convert", "transcribe", "embed"])
+    finally:
+        if restarted.process.poll() is None:
+            assert restarted.ctrl_c() == 0
+        restarted.reader.join(10)
+        assert restarted.process.stdout is not None
+        restarted.process.stdout.close()
+    assert not processes_in(repo_copy)

@@ -12,6 +12,8 @@ ffmpeg streams from file to file: nothing here holds a whole video in memory.
 from __future__ import annotations
 
 import collections
+import ctypes
+import signal
 import logging
 import re
 import subprocess
@@ -51,6 +53,15 @@ class Silence:
 
 
 # ------------------------------------------------------------------ running
+def die_with_parent() -> None:  # pragma: no cover - runs in the child, between fork and exec
+    """Ask Linux to kill this child when the process (thread) that started it dies, even by SIGKILL,
+    so a crashed handler leaves no ffmpeg running (``PR_SET_PDEATHSIG``)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except OSError:
+        pass
+
+
 def run_ffmpeg(
     arguments: Sequence[str],
     context: StepContext | None = None,
@@ -81,7 +92,7 @@ def run_ffmpeg(
     try:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, errors="replace", bufsize=1,
+            text=True, errors="replace", bufsize=1, preexec_fn=die_with_parent,
         )
     except FileNotFoundError:
         raise PermanentError("ffmpeg is not installed") from None
