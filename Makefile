@@ -30,6 +30,7 @@ bench: install ## benchmarks; results printed and written to bench/results/
 	$(PY) -m bench.core
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.api
+	$(PY) -m bench.steps
 
 replay: install ## print a queue's event timeline: make replay QUEUE=<id>
 	@test -n "$(QUEUE)" || { echo "usage: make replay QUEUE=<queue id>"; exit 2; }

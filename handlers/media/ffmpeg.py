@@ -304,8 +304,10 @@ def plan_cuts(
     Each cut falls in the middle of the last silence before the limit, so
     words are never split; a silence that would leave a piece shorter than
     ``min_piece_seconds`` (default a quarter of the maximum) is passed over;
-    with no usable silence the cut is hard, at the limit. Returns the cut
-    times, ascending, excluding 0 and ``duration``.
+    with no usable silence the cut is hard, at the limit. Audio at most 2 %
+    (10 s at most) over the limit stays whole: a 600.02 s lecture is not worth
+    a 0.02 s second piece. Returns the cut times, ascending, excluding 0 and
+    ``duration``.
     """
     if max_piece_seconds <= 0:
         raise ValueError("max_piece_seconds must be positive")
@@ -313,7 +315,8 @@ def plan_cuts(
     middles = sorted(s.middle for s in silences)
     cuts: list[float] = []
     position = 0.0
-    while duration - position > max_piece_seconds:
+    slack = min(10.0, 0.02 * max_piece_seconds)
+    while duration - position > max_piece_seconds + slack:
         limit = position + max_piece_seconds
         usable = [m for m in middles if position + shortest < m <= limit]
         position = usable[-1] if usable else limit
