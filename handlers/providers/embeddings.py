@@ -18,8 +18,14 @@ from typing import Any, Literal
 import httpx
 
 from handlers.embedding_store import EmbeddedChunk, EmbeddingStore
-from handlers.errors import PermanentError, ProviderError, ServerSleeping, TransientError
+from handlers.errors import (
+    PermanentError,
+    ProviderError,
+    ServerSleeping,
+    TransientError,
+)
 from handlers.http_errors import RemoteServer, error_for_exception, raise_for_response
+from handlers.remote import RemoteClient
 from handlers.steps import StepContext, StepJob, StepResult
 from handlers.storage import ArtifactNotFound, Storage
 from handlers.transcripts import Chunk, chunk_segments, parse_json
@@ -53,13 +59,15 @@ def api_base(url: str) -> str:
     return base
 
 
-class EmbeddingClient:
+class EmbeddingClient(RemoteClient):
     """A client of one embedding server.
 
     ``label`` names the server in step outputs (``"bge"``, ``"e5"``); ``name``
     in messages. Failures are raised as :class:`ProviderError`, classified by
     :mod:`handlers.http_errors`.
     """
+
+    ping_fallback_path = "/info"
 
     def __init__(
         self,
@@ -110,26 +118,6 @@ class EmbeddingClient:
         """Vectors of ``texts``, ``batch_size`` at a time."""
         for first in range(0, len(texts), self.batch_size):
             yield self.embed(texts[first : first + self.batch_size])
-
-    def ping(self, timeout: float = 5.0) -> bool:
-        """A cheap request that wakes a sleeping server; True if it answered healthy. Never raises."""
-        try:
-            response = self._http.get("/health", timeout=timeout)
-            if response.status_code == 404:
-                response = self._http.get("/info", timeout=timeout)
-        except Exception:  # noqa: BLE001 - waking is best effort
-            logger.debug("ping of %s failed", self.server, exc_info=True)
-            return False
-        return response.is_success
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> EmbeddingClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ dialects
     def _openai(self, texts: Sequence[str]) -> Embeddings | None:

@@ -26,6 +26,7 @@ import httpx
 from handlers.errors import PermanentError, ProviderError, StepCancelled, TransientError
 from handlers.http_errors import RemoteServer, error_for_exception, raise_for_response
 from handlers.media import AudioPiece
+from handlers.remote import RemoteClient
 from handlers.steps import StepContext, StepJob, StepResult
 from handlers.storage import ArtifactNotFound, Storage, artifact_key
 from handlers.transcripts import WRITERS, Segment, Transcript, encoded, merge
@@ -48,7 +49,7 @@ def api_base(url: str) -> str:
     return base
 
 
-class WhisperClient:
+class WhisperClient(RemoteClient):
     """A client of one OpenAI-compatible transcription server.
 
     Every failure is raised as a :class:`ProviderError` classified by
@@ -111,26 +112,6 @@ class WhisperClient:
             except (ProviderError, ValueError, KeyError, TypeError, AttributeError):
                 self._reported_model = self.model  # the server does not say; don't ask again
         return self._reported_model
-
-    def ping(self, timeout: float = 5.0) -> bool:
-        """A cheap request that wakes a sleeping server; True if it answered healthy. Never raises."""
-        try:
-            response = self._http.get("/health", timeout=timeout)
-            if response.status_code == 404:
-                response = self._http.get("/v1/models", timeout=timeout)
-        except Exception:  # noqa: BLE001 - waking is best effort
-            logger.debug("ping of %s failed", self.server, exc_info=True)
-            return False
-        return response.is_success
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> WhisperClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ helpers
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:

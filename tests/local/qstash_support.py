@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from qstash import Receiver
 from qstash.errors import SignatureError
 
 from local.qstash import Settings, create_app
+from tests.support import ServedApp, reserve_port
 from local.qstash.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -168,33 +168,12 @@ class Destination:
 # --- the QStash server --------------------------------------------------------
 
 
-class ThreadedServer:
+class ThreadedServer(ServedApp):
     """The app served by uvicorn in a background thread on a pre-bound loopback socket."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._socket = socket.socket()
-        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port = int(self._socket.getsockname()[1])
-        config = uvicorn.Config(
-            create_app(settings), log_config=None, ws="none", lifespan="on", log_level="warning"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
-        self._thread.start()
-        wait_until(lambda: self._server.started or not self._thread.is_alive(), 10, "server start")
-        assert self._server.started, "server failed to start"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._server.should_exit = True
-            self._thread.join(10)
-        self._socket.close()
+        super().__init__(create_app(settings), reserve_port())
 
 
 # --- the server as a separate process -------------------------------------------
