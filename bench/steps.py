@@ -66,6 +66,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.pipeline import free_port, wait_http
+from handlers.transcripts import word_error_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "steps.json"
@@ -230,25 +231,6 @@ def warmup_audio(directory: Path = CACHE) -> Path:
 
 
 # ------------------------------------------------------------------ word error rate
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance over the reference length, ignoring case and punctuation.
-
-    The same measure as ``tests/local/test_model_servers.py``.
-    """
-    ref, hyp = _words(reference), _words(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, ref_word in enumerate(ref, start=1):
-        current = [i]
-        for j, hyp_word in enumerate(hyp, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word)))
-        previous = current
-    return previous[-1] / max(len(ref), 1)
-
-
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
-
-
 # ------------------------------------------------------------------ the stack
 @dataclass
 class Stack:

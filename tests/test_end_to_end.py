@@ -24,11 +24,15 @@ from handlers.embedding_store import EmbeddingStore
 from handlers.providers.embeddings import EmbeddingClient
 from handlers.storage import upload_key
 from handlers.storage.local import LocalStorage
+from handlers.transcripts import word_error_rate
 from local.qstash import Settings as QStashSettings
-from local.qstash.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN
+from local.qstash.settings import (
+    DEV_CURRENT_SIGNING_KEY,
+    DEV_NEXT_SIGNING_KEY,
+    DEV_TOKEN,
+)
 from tests.conftest import Store, open_store
 from tests.local.qstash_support import ThreadedServer
-from tests.local.test_model_servers import word_error_rate
 from tests.mediafiles import JFK_FLAC, JFK_TEXT, bad_media, jfk_video, media_directory
 from tests.support import ServedApp, reserve_port, wait_until
 

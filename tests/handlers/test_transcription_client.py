@@ -21,13 +21,18 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from handlers.errors import PermanentError, ServerSleeping, StepCancelled, TransientError
+from handlers.errors import (
+    PermanentError,
+    ServerSleeping,
+    StepCancelled,
+    TransientError,
+)
 from handlers.media import AudioPiece
 from handlers.providers.transcription import WhisperClient, WhisperTranscriber, api_base
 from handlers.steps import StepContext, StepJob
 from handlers.storage import artifact_key
 from handlers.storage.local import LocalStorage
-from handlers.transcripts import parse_json
+from handlers.transcripts import parse_json, word_error_rate
 from local.models import transcription
 from local.models.settings import ModelServerSettings, TranscriptionSettings
 from tests.handlers.model_fakes import (
@@ -41,7 +46,6 @@ from tests.handlers.model_fakes import (
     verbose_json,
 )
 from tests.handlers.test_transcripts import parse_cues
-from tests.local.test_model_servers import word_error_rate
 from tests.support import ServedApp, reserve_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]

@@ -26,9 +26,14 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from handlers.transcripts import word_error_rate
 from local.models import embeddings, transcription
 from local.models.formats import timestamp
-from local.models.settings import EmbeddingSettings, ModelServerSettings, TranscriptionSettings
+from local.models.settings import (
+    EmbeddingSettings,
+    ModelServerSettings,
+    TranscriptionSettings,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_MEDIA = REPO.parent / "shared" / "media"
@@ -46,22 +51,6 @@ pytestmark = pytest.mark.timeout(240)
 
 
 # --- helpers ---------------------------------------------------------------
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance over the reference length, ignoring case and punctuation."""
-    ref, hyp = _words(reference), _words(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, ref_word in enumerate(ref, start=1):
-        current = [i]
-        for j, hyp_word in enumerate(hyp, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word)))
-        previous = current
-    return previous[-1] / max(len(ref), 1)
-
-
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
 
 
 def tone_wav(seconds: float = 2.0, frequency: float = 440.0, rate: int = 16_000) -> bytes:
