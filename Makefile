@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run demo test test-fast bench replay rebuild-projections project dispatch qstash api token doctor onesignal clean
+.PHONY: help install run demo test test-fast bench chaos replay rebuild-projections project dispatch qstash api token doctor onesignal clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
@@ -31,6 +31,9 @@ bench: install ## benchmarks; results printed and written to bench/results/
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.api
 	$(PY) -m bench.steps
+
+chaos: install ## fault injection on Postgres (issue 7; so far: bad input at scale); table + bench/results/chaos.json
+	$(PY) -m bench.chaos
 
 replay: install ## print a queue's event timeline: make replay QUEUE=<id>
 	@test -n "$(QUEUE)" || { echo "usage: make replay QUEUE=<queue id>"; exit 2; }

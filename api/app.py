@@ -25,6 +25,7 @@ from api.routes.operations import operations_router
 from api.routes.queues import queues_router
 from api.routes.uploads import uploads_router
 from api.services import Services
+from api.limits import HeaderSizeLimit
 from api.settings import Settings
 from api.uploads import UploadLedger
 from api.web import web_router
@@ -110,6 +111,7 @@ def create_app(
     app.state.services = services
     app.state.token_verifier = TokenVerifier(settings)
     install_error_handlers(app)
+    app.add_middleware(HeaderSizeLimit)
     app.include_router(uploads_router(services))
     app.include_router(queues_router(services))
     app.include_router(notifications_router(services))

@@ -67,6 +67,11 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 
 
 def start_stack(url: str, workdir: Path) -> list[subprocess.Popen[bytes]]:
+    return launch(url, workdir)[0]
+
+
+def launch(url: str, workdir: Path, **overrides: str) -> tuple[list[subprocess.Popen[bytes]], str]:
+    """The local QStash server and the API (simulated steps) as processes; returns them and the API's URL."""
     qstash_port, api_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -77,9 +82,10 @@ def start_stack(url: str, workdir: Path) -> list[subprocess.Popen[bytes]]:
         "VIDPIPE_SIMULATED_STEP_SECONDS": "0",
         "VIDPIPE_PROJECTION_POLL_SECONDS": "0.01",
         "LOG_LEVEL": "WARNING",
+        **overrides,
     }
     with (workdir / "stack.log").open("ab") as log:
-        return _spawn(env, log, qstash_port, api_port, workdir)
+        return _spawn(env, log, qstash_port, api_port, workdir), f"http://127.0.0.1:{api_port}"
 
 
 def _spawn(env: dict[str, str], log: object, qstash_port: int, api_port: int, workdir: Path) -> list[subprocess.Popen[bytes]]:
