@@ -40,7 +40,7 @@ from rich.table import Table
 from api.settings import Settings
 from api.token import mint
 from bench.core import database, percentile
-from bench.pipeline import free_port, wait_http
+from bench.pipeline import launch
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "api.json"
@@ -50,28 +50,13 @@ VIDEO = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256)) 
 
 
 def start_stack(url: str, workdir: Path, step_seconds: float) -> tuple[list[subprocess.Popen[bytes]], str]:
-    qstash_port, api_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "PORT": str(api_port),
-        "QSTASH_URL": f"http://127.0.0.1:{qstash_port}",
-        "VIDPIPE_STEP_PROVIDERS": "simulated",
-        "VIDPIPE_SIMULATED_STEP_SECONDS": str(step_seconds),
-        "VIDPIPE_PROJECTION_POLL_SECONDS": "0.02",
-        "VIDPIPE_STORAGE_DIR": str(workdir / "storage"),
-        "LOG_LEVEL": "WARNING",
-    }
-    with (workdir / "stack.log").open("ab") as log:
-        qstash = subprocess.Popen(
-            [sys.executable, "-m", "local.qstash", "--port", str(qstash_port),
-             "--db", str(workdir / "qstash.sqlite3"), "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        wait_http(f"http://127.0.0.1:{qstash_port}/v2/dlq")
-        api = subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_http(f"http://127.0.0.1:{api_port}/healthz")
-    return [api, qstash], f"http://127.0.0.1:{api_port}"
+    """The local QStash server and the API with simulated steps of ``step_seconds``."""
+    return launch(
+        url, workdir,
+        VIDPIPE_SIMULATED_STEP_SECONDS=str(step_seconds),
+        VIDPIPE_PROJECTION_POLL_SECONDS="0.02",
+        VIDPIPE_STORAGE_DIR=str(workdir / "storage"),
+    )
 
 
 async def upload(client: httpx.AsyncClient, seed: int) -> str:
