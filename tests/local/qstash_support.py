@@ -24,6 +24,7 @@ from qstash import Receiver
 from qstash.errors import SignatureError
 
 from local.qstash import Settings, create_app
+from tests import support
 from tests.support import ServedApp, reserve_port
 from local.qstash.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN
 
@@ -32,15 +33,8 @@ TOKEN = DEV_TOKEN
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+    """:func:`tests.support.wait_until` with these tests' shorter default timeout."""
+    return support.wait_until(predicate, timeout, what)
 
 
 # --- the destination --------------------------------------------------------
