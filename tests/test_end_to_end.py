@@ -25,14 +25,8 @@ from handlers.providers.embeddings import EmbeddingClient
 from handlers.storage import upload_key
 from handlers.storage.local import LocalStorage
 from handlers.transcripts import word_error_rate
-from local.qstash import Settings as QStashSettings
-from local.qstash.settings import (
-    DEV_CURRENT_SIGNING_KEY,
-    DEV_NEXT_SIGNING_KEY,
-    DEV_TOKEN,
-)
 from tests.conftest import Store, open_store
-from tests.local.qstash_support import ThreadedServer
+from tests.local.qstash_support import ThreadedServer, local_qstash
 from tests.mediafiles import JFK_FLAC, JFK_TEXT, bad_media, jfk_video, media_directory
 from tests.support import ServedApp, reserve_port, wait_until
 
@@ -79,11 +73,7 @@ def real_pipeline(
     made: list[RealPipeline] = []
 
     def make(**overrides: Any) -> RealPipeline:
-        qstash = ThreadedServer(QStashSettings(
-            db_path=tmp_path / f"qstash-{len(made)}.sqlite3", token=DEV_TOKEN,
-            current_signing_key=DEV_CURRENT_SIGNING_KEY, next_signing_key=DEV_NEXT_SIGNING_KEY,
-            poll_interval_s=0.05,
-        ))
+        qstash = local_qstash(tmp_path / f"qstash-{len(made)}.sqlite3")
         sock = reserve_port()
         values: dict[str, Any] = {
             "DATABASE_URL": database_url,

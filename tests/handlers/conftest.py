@@ -16,10 +16,9 @@ from api.app import create_app
 from api.settings import Settings
 from handlers.providers.simulated import SimulatedProvider
 from handlers.steps import StepProvider
-from local.qstash import Settings as QStashSettings
-from local.qstash.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN
+from local.qstash.settings import DEV_TOKEN
 from tests.conftest import Store, open_store
-from tests.local.qstash_support import ThreadedServer
+from tests.local.qstash_support import ThreadedServer, local_qstash
 from tests.support import ServedApp, reserve_port, wait_until
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -74,16 +73,7 @@ def pipeline_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[...
     pipelines: list[Pipeline] = []
 
     def make(providers: Mapping[str, StepProvider] | None = None, **overrides: Any) -> Pipeline:
-        qstash = ThreadedServer(
-            QStashSettings(
-                db_path=tmp_path / f"qstash-{len(pipelines)}.sqlite3",
-                token=DEV_TOKEN,
-                current_signing_key=DEV_CURRENT_SIGNING_KEY,
-                next_signing_key=DEV_NEXT_SIGNING_KEY,
-                backoff_scale=0.01,
-                poll_interval_s=0.05,
-            )
-        )
+        qstash = local_qstash(tmp_path / f"qstash-{len(pipelines)}.sqlite3", backoff_scale=0.01)
         sock = reserve_port()
         values: dict[str, Any] = {
             "DATABASE_URL": database_url,

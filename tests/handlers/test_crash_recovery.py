@@ -20,10 +20,8 @@ import httpx
 import pytest
 
 from domain import STEPS
-from local.qstash import Settings as QStashSettings
-from local.qstash.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN
 from tests.conftest import ROOT, open_store
-from tests.local.qstash_support import ThreadedServer
+from tests.local.qstash_support import ThreadedServer, local_qstash
 from tests.support import reserve_port, wait_until
 
 
@@ -66,11 +64,7 @@ class ApiProcess:
 
 @pytest.fixture
 def qstash(tmp_path: Path) -> Iterator[ThreadedServer]:
-    server = ThreadedServer(QStashSettings(
-        db_path=tmp_path / "qstash.sqlite3", token=DEV_TOKEN,
-        current_signing_key=DEV_CURRENT_SIGNING_KEY, next_signing_key=DEV_NEXT_SIGNING_KEY,
-        poll_interval_s=0.05,
-    ))
+    server = local_qstash(tmp_path / "qstash.sqlite3")
     yield server
     server.stop()
 

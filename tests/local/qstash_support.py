@@ -170,6 +170,18 @@ class ThreadedServer(ServedApp):
         super().__init__(create_app(settings), reserve_port())
 
 
+def local_qstash(db_path: Path, **overrides: Any) -> ThreadedServer:
+    """The local QStash server in a thread with the dev server's token and keys, polling every 50 ms."""
+    fields: dict[str, Any] = {
+        "db_path": db_path,
+        "token": TOKEN,
+        "current_signing_key": DEV_CURRENT_SIGNING_KEY,
+        "next_signing_key": DEV_NEXT_SIGNING_KEY,
+        "poll_interval_s": 0.05,
+    }
+    return ThreadedServer(Settings(**{**fields, **overrides}))
+
+
 # --- the server as a separate process -------------------------------------------
 
 

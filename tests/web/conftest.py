@@ -20,9 +20,7 @@ import pytest
 
 from api.app import create_app
 from api.settings import Settings
-from local.qstash import Settings as QStashSettings
-from local.qstash.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN
-from tests.local.qstash_support import ThreadedServer
+from tests.local.qstash_support import local_qstash
 from tests.support import ServedApp, reserve_port
 
 CHROMIUM = Path(os.environ.get("VIDPIPE_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -46,11 +44,7 @@ class WebStack:
 
     def app(self, name: str, **overrides: Any) -> ServedApp:
         """A served app with its own database, storage and QStash server; overrides by env name."""
-        qstash = ThreadedServer(QStashSettings(
-            db_path=self.directory / f"{name}-qstash.sqlite3", token=DEV_TOKEN,
-            current_signing_key=DEV_CURRENT_SIGNING_KEY, next_signing_key=DEV_NEXT_SIGNING_KEY,
-            poll_interval_s=0.05,
-        ))
+        qstash = local_qstash(self.directory / f"{name}-qstash.sqlite3")
         self.running.append(qstash)
         sock = reserve_port()
         values: dict[str, Any] = {
