@@ -123,6 +123,7 @@ class Stack:
         self.base_env = base_env
         self.out = out
         self._stopping = threading.Event()
+        self._relays: list[threading.Thread] = []
 
     def start(self) -> None:
         busy = [s for s in self.services if not _port_free(s.port)]
@@ -136,19 +137,40 @@ class Stack:
             self._spawn(service)
             self._wait_ready(service)
 
+    def service(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to one service and wait until it is gone (fault injection; no cleanup runs on SIGKILL)."""
+        process = self.service(name).process
+        if process is not None and process.poll() is None:
+            process.send_signal(sig)
+            process.wait(30)
+
+    def restart(self, name: str) -> None:
+        """Start one service again (after it died or was killed) and wait until it answers."""
+        service = self.service(name)
+        if service.process is not None and service.process.poll() is None:
+            raise RuntimeError(f"{service.name} is still running (pid {service.process.pid})")
+        self._spawn(service)
+        self._wait_ready(service)
+
     def _spawn(self, service: Service) -> None:
         env = {**self.base_env, **service.env, "PYTHONUNBUFFERED": "1"}
         service.process = subprocess.Popen(
             service.command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1, start_new_session=True, preexec_fn=_die_with_parent,
         )
-        threading.Thread(target=self._relay, args=(service,), daemon=True).start()
+        relay = threading.Thread(target=self._relay, args=(service,), daemon=True)
+        relay.start()
+        self._relays.append(relay)
         self.out(f"[stack] starting {service.name} (pid {service.process.pid}) on {service.url}")
 
     def _relay(self, service: Service) -> None:
         assert service.process is not None and service.process.stdout is not None
-        for line in service.process.stdout:
-            self.out(f"[{service.name}] {line.rstrip()}")
+        with service.process.stdout:  # closed at EOF, when the process is gone
+            for line in service.process.stdout:
+                self.out(f"[{service.name}] {line.rstrip()}")
 
     def _wait_ready(self, service: Service) -> None:
         deadline = time.monotonic() + service.ready_timeout
@@ -192,6 +214,8 @@ class Stack:
                 self.out(f"[stack] {service.name} did not stop in 15 s; killing it")
                 process.kill()
                 process.wait(5)
+        for relay in self._relays:  # the last lines are relayed, the pipes closed
+            relay.join(5)
 
 
 def banner(services: list[Service], api_env: dict[str, str], token: str | None) -> str:
