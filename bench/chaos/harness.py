@@ -83,6 +83,9 @@ class ChaosStack:
             "EMBEDDING_PORT": str(free_port()),
             "VIDPIPE_STEP_PROVIDERS": steps,
             "VIDPIPE_PROJECTION_POLL_SECONDS": "0.05",
+            # retries measured in seconds, not the production minutes, so a scenario ends within minutes
+            "VIDEO_STEP_RETRY_BASE_SECONDS": "1",
+            "VIDEO_STEP_RETRY_MAX_SECONDS": "8",
             "LOG_LEVEL": "WARNING",
             **(env or {}),
         }
@@ -137,6 +140,21 @@ class ChaosStack:
         self.stack.restart(name)
         self.log(f"{name} is back")
         return time.monotonic() - started
+
+    def wait_models_ready(self, timeout: float = 180.0, names: Iterable[str] = ("whisper", "embeddings")) -> None:
+        """Wait until the named model servers say ``/health`` 200 (model loaded; no model request is spent)."""
+        deadline = time.monotonic() + timeout
+        for name in names:
+            url = self.stack.service(name).url + "/health"
+            while True:
+                try:
+                    if httpx.get(url, timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not load its model within {timeout:.0f}s")
+                time.sleep(0.3)
 
     def alive(self, name: str) -> bool:
         return self.pid(name) is not None
