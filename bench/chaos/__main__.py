@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.chaos import SCENARIOS
+from bench.chaos import SCENARIOS, scenario
 from bench.core import database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,8 +32,9 @@ def violations(row: dict[str, Any]) -> list[str]:
     return found + list(row.get("problems", []))
 
 
-def run_scenario(name: str, *, reduced: bool) -> dict[str, Any]:
-    module = SCENARIOS[name]
+def run_scenario(key: str, *, reduced: bool) -> dict[str, Any]:
+    """Run one scenario (a key of :data:`SCENARIOS`) on a fresh Postgres schema; returns its row."""
+    module = scenario(key)
     workdir = Path(tempfile.mkdtemp(prefix="vidpipe-chaos-"))
     try:
         if getattr(module, "OWN_DATABASE", False):  # e.g. the Postgres restart brings its own server
@@ -59,6 +60,7 @@ def main() -> int:
         except Exception as error:  # noqa: BLE001 - report it in the table and go on with the next scenario
             traceback.print_exc()
             row = {"scenario": name, "problems": [f"the scenario crashed: {error!r}"]}
+        row["key"] = name
         row["violations"] = violations(row)
         rows.append(row)
         console.print(f"  {name}: {'ok' if not row['violations'] else 'BROKEN: ' + '; '.join(row['violations'])}")
@@ -73,8 +75,8 @@ def main() -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     previous = {}
     if args.only and RESULTS.is_file():  # a partial run updates its rows and keeps the others
-        previous = {r["scenario"]: r for r in json.loads(RESULTS.read_text()).get("results", [])}
-    previous.update({r["scenario"]: r for r in rows})
+        previous = {r["key"]: r for r in json.loads(RESULTS.read_text()).get("results", []) if "key" in r}
+    previous.update({r["key"]: r for r in rows})
     ordered = [previous[n] for n in SCENARIOS if n in previous]
     RESULTS.write_text(json.dumps({
         "measured_at": datetime.now(timezone.utc).isoformat(), "python": sys.version.split()[0],
