@@ -32,8 +32,8 @@ bench: install ## benchmarks; results printed and written to bench/results/
 	$(PY) -m bench.api
 	$(PY) -m bench.steps
 
-chaos: install ## fault injection on Postgres (issue 7; so far: bad input at scale); table + bench/results/chaos.json
-	$(PY) -m bench.chaos
+chaos: install ## fault injection on Postgres: make chaos [ONLY=<scenario>] [REDUCED=1]; table + bench/results/chaos.json
+	$(PY) -m bench.chaos $(if $(ONLY),--only $(ONLY),) $(if $(REDUCED),--reduced,)
 
 replay: install ## print a queue's event timeline: make replay QUEUE=<id>
 	@test -n "$(QUEUE)" || { echo "usage: make replay QUEUE=<queue id>"; exit 2; }
