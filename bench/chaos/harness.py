@@ -31,7 +31,7 @@ from api.settings import Settings
 from api.token import mint
 from domain import VideoProcessing
 from handlers.storage.local import LocalStorage
-from local.stack import Stack, plan
+from local.stack import Service, Stack, plan
 from projections.database import DatabaseUrl
 from projections.follower import EventFollower
 from projections.queue_status import QueueStatusProjection, QueueStatusReader
@@ -58,6 +58,9 @@ class ChaosStack:
     runs them for real: ffmpeg, the reference Whisper and embedding servers,
     artifacts on local disk. ``env`` goes to every process; ``service_env``
     to one (``{"whisper": {"MODEL_SERVER_SLEEP_REQUESTS": "3"}}``).
+    ``extra_services`` (say a second embedding server playing E5) start
+    after the model servers and before the API, and can be killed and
+    restarted by name like the others.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class ChaosStack:
         steps: str = "simulated",
         env: dict[str, str] | None = None,
         service_env: dict[str, dict[str, str]] | None = None,
+        extra_services: Iterable[Service] = (),
     ) -> None:
         self.database_url = database_url
         self.workdir = workdir
@@ -93,6 +97,7 @@ class ChaosStack:
             base.setdefault("WHISPER_HG_VOICE_TO_TEXT_SERVER_API_URL", "http://127.0.0.1:9")
             base.setdefault("BGE_HG_EMBEDDING_SERVER_API_URL", "http://127.0.0.1:9")
         services, api_env = plan(base)
+        services[-1:-1] = extra_services  # the API (last) starts once they answer
         for service in services:
             service.env.update((service_env or {}).get(service.name, {}))
         self.api_env = api_env
