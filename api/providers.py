@@ -90,7 +90,14 @@ def build_step_providers(settings: Settings, storage: Storage, view: ReadModelVi
     """The four steps' providers named by ``VIDPIPE_STEP_PROVIDERS``."""
     if settings.step_providers == "simulated":
         return StepProviders(
-            {step: SimulatedProvider(seconds=settings.simulated_step_seconds) for step in STEPS}, []
+            {
+                step: SimulatedProvider(
+                    seconds=settings.simulated_step_seconds,
+                    failing_attempts=settings.simulated_transient_failures,
+                )
+                for step in STEPS
+            },
+            [],
         )
 
     whisper = WhisperClient(

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     simulated_step_seconds: float = Field(default=0.0, ge=0, alias="VIDPIPE_SIMULATED_STEP_SECONDS")
     """How long each simulated step takes."""
 
+    simulated_transient_failures: int = Field(default=0, ge=0, alias="VIDPIPE_SIMULATED_TRANSIENT_FAILURES")
+    """Attempts 1..N of every simulated step fail transiently (a 503), so step retries (delayed
+    QStash messages) happen without a real outage; keep it at most ``VIDEO_STEP_MAX_RETRIES``."""
+
     run_followers: bool = Field(default=True, alias="VIDPIPE_RUN_FOLLOWERS")
     """Run the projection runner and the dispatcher inside the API process (embedded default).
     In production run them as their own processes (``make project``) and set this to false."""

@@ -17,15 +17,19 @@ from handlers.steps import StepContext, StepJob, StepResult
 class SimulatedProvider:
     """Works ``seconds`` in ``ticks`` slices; fails as scripted.
 
-    ``transient_failures``: how many attempts fail transiently before one
-    succeeds (``-1``: never succeeds). ``permanent_failure``: fail at once
-    with this message. ``retry_after``: the hint sent with transient failures.
+    ``transient_failures``: how many calls of this provider fail transiently
+    before one succeeds (``-1``: never succeeds). ``failing_attempts``: attempts
+    1..N of every job fail transiently, whichever process runs them (decided by
+    the job's attempt number, not by this object's memory, so it holds across
+    restarts and replicas). ``permanent_failure``: fail at once with this
+    message. ``retry_after``: the hint sent with transient failures.
     """
 
     name: str = "simulated"
     seconds: float = 0.0
     ticks: int = 4
     transient_failures: int = 0
+    failing_attempts: int = 0
     permanent_failure: str | None = None
     retry_after: float | None = None
     calls: int = 0
@@ -43,6 +47,11 @@ class SimulatedProvider:
         if self.transient_failures < 0 or call <= self.transient_failures:
             raise TransientError(
                 f"{job.step} server answered 503 (simulated failure {call})",
+                retry_after=self.retry_after,
+            )
+        if job.attempt <= self.failing_attempts:
+            raise TransientError(
+                f"{job.step} server answered 503 (simulated failure of attempt {job.attempt})",
                 retry_after=self.retry_after,
             )
         return StepResult(
