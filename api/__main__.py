@@ -11,12 +11,14 @@ import uvicorn
 from api.app import create_app
 from api.settings import Settings
 from domain import VidpipeError
+from handlers.failpoints import armed as armed_failpoints
 from handlers.step_runner import StepRunner
 
 
 def main() -> int:
     try:
         settings = Settings()
+        armed_failpoints()  # a malformed VIDPIPE_FAILPOINTS stops the start, not a later request
     except VidpipeError as error:
         print(f"vidpipe: configuration error: {error}", file=sys.stderr)
         return 2

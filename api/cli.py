@@ -23,6 +23,7 @@ from rich.table import Table
 from api.settings import Settings
 from api.wiring import build_core, build_dispatcher, build_notification_followers
 from domain import VidpipeError
+from handlers.failpoints import armed as armed_failpoints
 
 logger = logging.getLogger("vidpipe.cli")
 
@@ -106,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console = Console(width=shutil.get_terminal_size((160, 24)).columns)
     try:
+        armed_failpoints()  # a malformed VIDPIPE_FAILPOINTS stops the start
         if args.command == "replay":
             return replay(settings, args.queue_id, console)
         if args.command == "rebuild-projections":

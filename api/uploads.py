@@ -32,6 +32,7 @@ import anyio.to_thread
 from api.errors import Conflict, PayloadTooLarge, UnsupportedMediaType
 from api.media import SNIFF_BYTES, container_of, extension_of
 from api.multipart import PART_END, Event, PartStart
+from handlers.failpoints import failpoint
 from handlers.storage import Storage, StoredObject
 from projections.views import ReadModelView
 
@@ -202,11 +203,16 @@ async def store_file(
     source = stream.chunks()
 
     def pulled() -> Iterator[bytes]:
+        written = 0
         while True:
             try:
-                yield anyio.from_thread.run(source.__anext__)
+                chunk = anyio.from_thread.run(source.__anext__)
             except StopAsyncIteration:
                 return
+            yield chunk
+            written += 1
+            if written == 1:
+                failpoint("upload.mid_upload")  # the first chunk is in storage, the rest still arriving
 
     stored: StoredObject = await anyio.to_thread.run_sync(storage.put_stream, key, pulled())
     return ReceivedFile(

@@ -27,6 +27,7 @@ from typing import Any
 
 from domain.queue import ProcessingQueue
 from handlers.bus import MessageBus
+from handlers.failpoints import failpoint
 from handlers.step_runner import StepMessage
 from projections.views import ReadModelView, SqlSession
 
@@ -97,6 +98,7 @@ class Dispatcher:
         key = (m.queue_id, m.step, m.attempt)
         if self._recorded(key):
             return
+        failpoint("dispatcher.before_publish")  # decided to publish, not published
         message_id = self.bus.publish(
             step_url(self.base_url, m.step),
             m.as_body(),
@@ -104,6 +106,7 @@ class Dispatcher:
             delay_seconds=publication.delay_seconds,
         )
         self._published[key] = (message_id, publication.delay_seconds)
+        failpoint("dispatcher.after_publish")  # published, not yet recorded in video_processing_messages
         logger.info(
             "queue %s: published %s attempt %d as %s (delay %.0fs)",
             m.queue_id, m.step, m.attempt, message_id, publication.delay_seconds,

@@ -29,6 +29,7 @@ from typing import Any
 
 from domain import STEPS, DomainError, QueueIsTerminal, QueueNotFound, VideoProcessing
 from domain.errors import StaleAttempt, StepNotRunning, StepOutOfOrder, VidpipeError
+from handlers.failpoints import failpoint
 from handlers.errors import PermanentError, ProviderError, StepCancelled, TransientError
 from handlers.storage import StorageError
 from handlers.retry import RetryPolicy
@@ -225,6 +226,7 @@ class StepRunner:
             )
         except DomainError as error:
             return ignored(str(error))
+        failpoint("step.after_completed")  # StepCompleted recorded, QStash not yet answered
         logger.info("queue %s: %s attempt %d completed in %.2fs", job.queue_id, job.step, job.attempt, duration)
         return Outcome(200, {"completed": job.step, "attempt": job.attempt})
 

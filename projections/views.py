@@ -29,6 +29,7 @@ from eventsourcing.sqlite import SQLiteFactory, SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Identifier
 
+from handlers.failpoints import failpoint  # a dependency-free leaf module (fault injection only)
 from projections.database import ConfigurationError, Dialect, ddl_statements, to_pyformat
 
 Row = dict[str, Any]
@@ -106,6 +107,7 @@ class ReadModelView(TrackingRecorder):
             for domain_event in events:
                 projection.apply(domain_event, session)
             self._insert_tracking(session.cursor, tracking)
+            failpoint("projection.in_transaction")  # rows and position written, not committed
 
     def forget_position(self, session: SqlSession, key: str) -> None:
         raise NotImplementedError  # pragma: no cover

@@ -31,6 +31,7 @@ from api.routes.queues import AUTH_RESPONSES, PREFIX
 from api.schemas import ErrorResponse, QueueAccepted
 from api.services import Services
 from api.uploads import FileStream, ReceivedFile, new_attachment_id, store_file
+from handlers.failpoints import failpoint
 from handlers.storage import upload_key
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ async def _start(services: Services, caller: Caller, request: Request) -> tuple[
         return await _start_queue(services, caller, attachment_id, {"source": key, "filename": attachment_id}), False
     if media_type == "multipart/form-data":
         received = await _receive_file(services, caller, request)
+        failpoint("upload.after_store")  # the video is stored, no queue started yet
         earlier = await run_in_threadpool(services.uploads.same_content, caller.owner_id, received.sha256)
         if earlier is not None:
             await run_in_threadpool(services.storage.delete, received.key)
