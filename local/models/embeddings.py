@@ -74,7 +74,7 @@ def embedding_router(slot: ModelSlot[Encoder], settings: EmbeddingSettings) -> A
     @router.post("/v1/embeddings")
     async def openai_embeddings(request: OpenAIEmbeddingRequest) -> dict[str, Any]:
         texts = _check_texts(request.input, "input", settings)
-        encoder = slot.acquire()
+        encoder = await slot.admit()
         if request.dimensions is not None and request.dimensions != encoder.dimension:
             raise InvalidParameter(
                 f"dimensions={request.dimensions} is not supported; {slot.name} gives {encoder.dimension}"
@@ -90,7 +90,7 @@ def embedding_router(slot: ModelSlot[Encoder], settings: EmbeddingSettings) -> A
     @router.post("/embed")
     async def tei_embed(request: TEIEmbedRequest) -> list[list[float]]:
         texts = _check_texts(request.inputs, "inputs", settings)
-        encoder = slot.acquire()
+        encoder = await slot.admit()
         vectors = await run_in_threadpool(encoder.encode, texts, normalize=request.normalize)
         return [vector.tolist() for vector in vectors]
 

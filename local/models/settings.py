@@ -30,6 +30,20 @@ class ModelServerSettings(BaseSettings):
     loading", like a sleeping Space.
     """
 
+    sleep_seconds: float = Field(0.0, ge=0)
+    """``MODEL_SERVER_SLEEP_SECONDS``: after loading, stay asleep (503 "is currently loading") until S seconds
+    after the first model request, as a Space woken by a request takes a while to come up. ``/health`` does not
+    start the clock; the announced ``estimated_time`` stays ``MODEL_SERVER_ESTIMATED_TIME``, as a Space's does.
+    """
+
+    slow_requests: int = Field(0, ge=0)
+    """``MODEL_SERVER_SLOW_REQUESTS``: hold the first N model requests the awake model serves for
+    ``MODEL_SERVER_SLOW_SECONDS`` before working on them (a server answering past its clients' timeout).
+    """
+
+    slow_seconds: float = Field(0.0, ge=0)
+    """``MODEL_SERVER_SLOW_SECONDS``: how long each of the ``MODEL_SERVER_SLOW_REQUESTS`` is held."""
+
     never_wake: bool = False
     """``MODEL_SERVER_NEVER_WAKE``: answer every model request with 503 forever (the model is not even loaded).
     """

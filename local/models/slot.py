@@ -3,12 +3,16 @@
 The server starts answering at once; until the model is ready every model
 request gets 503 with Hugging Face's "is currently loading" body. After
 loading, ``ModelServerSettings.sleep_requests`` more requests are turned
-away the same way, and ``never_wake`` turns all of them away: the behaviours
-of a Hugging Face Space that sleeps, for clients to be tested against.
+away the same way, requests during the ``sleep_seconds`` that follow the first
+model request are too, and ``never_wake`` turns all of them away: the
+behaviours of a Hugging Face Space that sleeps, for clients to be tested
+against. ``slow_requests`` requests the awake model serves are first held for
+``slow_seconds`` (a server slower than its clients' timeout).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -47,6 +51,9 @@ class ModelSlot(Generic[M]):
         self._model: M | None = None
         self._error: str | None = None
         self._sleeps_left = settings.sleep_requests
+        self._wakes_at: float | None = None
+        """When the ``sleep_seconds`` end: set by the first model request after loading."""
+        self._slow_left = settings.slow_requests
         self._started_at: float | None = None
         self._thread: threading.Thread | None = None
 
@@ -80,9 +87,13 @@ class ModelSlot(Generic[M]):
     def acquire(self) -> M:
         """The model for one request, or ``ModelLoading`` / ``ModelFailed``.
 
-        Each call after loading consumes one of the ``sleep_requests``.
+        Each call after loading consumes one of the ``sleep_requests``; the
+        first starts the ``sleep_seconds`` clock.
         """
         with self._lock:
+            if self._model is not None and self._settings.sleep_seconds and self._wakes_at is None:
+                self._wakes_at = time.monotonic() + self._settings.sleep_seconds
+                logger.info("Model %s asleep: waking in %.1f s", self.name, self._settings.sleep_seconds)
             status = self._status()
             if status.state == "ready" and self._model is not None:
                 return self._model
@@ -95,6 +106,19 @@ class ModelSlot(Generic[M]):
             )
         raise ModelLoading(self.name, status.estimated_time or self._settings.estimated_time)
 
+    async def admit(self) -> M:
+        """:meth:`acquire`, then hold the request while ``slow_requests`` remain (without blocking the server)."""
+        model = self.acquire()
+        with self._lock:
+            slow = self._slow_left > 0 and self._settings.slow_seconds > 0
+            if slow:
+                self._slow_left -= 1
+        if slow:
+            logger.info("Model %s slow: holding this request for %.1f s (%d more to hold)",
+                        self.name, self._settings.slow_seconds, self._slow_left)
+            await asyncio.sleep(self._settings.slow_seconds)
+        return model
+
     def status(self) -> SlotStatus:
         """The state the next request would meet; does not consume a sleep."""
         with self._lock:
@@ -103,11 +127,17 @@ class ModelSlot(Generic[M]):
     def _status(self) -> SlotStatus:
         if self._error is not None:
             return SlotStatus("failed", error=self._error)
-        if self._settings.never_wake or (self._model is not None and self._sleeps_left > 0):
+        if self._settings.never_wake or (self._model is not None and (self._sleeps_left > 0 or self._dozing())):
             return SlotStatus("asleep", estimated_time=self._settings.estimated_time)
         if self._model is None:
             return SlotStatus("loading", estimated_time=self._remaining_load_time())
         return SlotStatus("ready")
+
+    def _dozing(self) -> bool:
+        """Within ``sleep_seconds`` of the first model request (or before it)."""
+        if not self._settings.sleep_seconds:
+            return False
+        return self._wakes_at is None or time.monotonic() < self._wakes_at
 
     def _remaining_load_time(self) -> float:
         expected = self._settings.load_delay_seconds + self._settings.estimated_time

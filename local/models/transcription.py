@@ -74,7 +74,7 @@ def transcription_router(slot: ModelSlot[WhisperModel], settings: TranscriptionS
     ) -> StreamingResponse:
         granularities = _check_parameters(response_format, timestamp_granularities)
         _check_upload(file, settings.max_upload_bytes)
-        whisper = slot.acquire()
+        whisper = await slot.admit()
         language = _check_language(language, whisper, slot.name)
         audio = await run_in_threadpool(decode, file.file)
         with_words = response_format == "verbose_json" and "word" in granularities

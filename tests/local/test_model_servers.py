@@ -461,6 +461,45 @@ def test_never_wake_answers_503_forever(monkeypatch: pytest.MonkeyPatch) -> None
         assert client.get("/v1/models").status_code == 200
 
 
+def test_sleep_seconds_counts_from_the_first_model_request() -> None:
+    with served(embedding_app(sleep_seconds=1.5, estimated_time=1.0)) as client:
+        wait_for_state(client, {"asleep"})
+        time.sleep(1.6)  # no model request yet: health checks do not start the clock
+        assert client.get("/health").json()["status"] == "asleep"
+        first = time.monotonic()
+        assert_loading_503(client.post("/v1/embeddings", json={"input": "hello"}), MINILM)
+        response = client.post("/embed", json={"inputs": "hello"})
+        assert_loading_503(response, MINILM)
+        assert response.json()["estimated_time"] == 1.0  # the configured estimate, not the time left
+        wait_for_state(client, {"ready"}, timeout=5)
+        assert 1.3 <= time.monotonic() - first <= 3.0
+        assert len(embed(client, "hello")[0]) == 384
+
+
+def test_slow_requests_are_held_past_a_client_timeout_without_blocking_the_server() -> None:
+    with served(embedding_app(slow_requests=1, slow_seconds=2.0)) as client:
+        wait_for_state(client, {"ready"})
+        held: list[BaseException] = []
+
+        def slow_call() -> None:
+            try:
+                client.post("/v1/embeddings", json={"input": "hello"}, timeout=1.0)
+            except httpx.ReadTimeout as error:
+                held.append(error)
+
+        caller = threading.Thread(target=slow_call)
+        caller.start()
+        time.sleep(0.3)
+        began = time.monotonic()
+        assert client.get("/health").status_code == 200  # the held request does not block others
+        assert time.monotonic() - began < 0.5
+        caller.join()
+        assert len(held) == 1
+        began = time.monotonic()
+        assert len(embed(client, "hello")[0]) == 384  # only the first request was held
+        assert time.monotonic() - began < 1.5
+
+
 def test_model_endpoints_answer_503_while_loading() -> None:
     with served(embedding_app(load_delay_seconds=1.5, estimated_time=2.0)) as client:
         response = client.post("/v1/embeddings", json={"input": "hello"})
