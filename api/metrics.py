@@ -1,16 +1,22 @@
-"""``/metrics``: Prometheus text, computed from the read model at each scrape.
+"""``/metrics``: Prometheus text, computed from the read model at each scrape,
+plus what this process's step runner counted.
 
 - ``vidpipe_queues{status}``: queues by status;
 - ``vidpipe_step_duration_seconds{step}``: a summary (count, sum) of completed steps' durations;
 - ``vidpipe_step_retries_total{step}``: transient failures retried, by step;
 - ``vidpipe_notification_deliveries_total{channel,outcome}``: push attempts;
 - ``vidpipe_notifications_total{kind}``: in-app notifications;
-- ``vidpipe_follower_lag_events{follower}``: events a follower of the log has yet to apply.
+- ``vidpipe_follower_lag_events{follower}``: events a follower of the log has yet to apply;
+- ``vidpipe_step_deliveries_total{step,received}``: step deliveries this process received, by how
+  (:data:`handlers.step_runner.Received`: ``started``/``redelivered`` ran the work, the others
+  did not; ``completed`` is a delivery for a step already completed). Counted since the process
+  started, as Prometheus counters are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
@@ -18,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from api.wiring import Core
 from domain.queue import STEPS
+from handlers.step_runner import Received, StepRunner
 from projections.follower import EventFollower
 
 QUEUE_STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
@@ -74,9 +81,30 @@ class ReadModelCollector(Collector):
         yield lag
 
 
-def metrics_registry(core: Core, followers: Sequence[EventFollower]) -> CollectorRegistry:
+class StepDeliveryCollector(Collector):
+    """The step runner's count of deliveries, by step and how each was received."""
+
+    def __init__(self, runner: StepRunner) -> None:
+        self.runner = runner
+
+    def collect(self) -> Iterator[Metric]:
+        deliveries = CounterMetricFamily(
+            "vidpipe_step_deliveries", "Step deliveries received by this process, by how they were received",
+            labels=["step", "received"])
+        counts = dict(self.runner.deliveries)
+        for step in STEPS:
+            for how in get_args(Received):
+                deliveries.add_metric([step, how], counts.get((step, how), 0))
+        yield deliveries
+
+
+def metrics_registry(
+    core: Core, followers: Sequence[EventFollower], runner: StepRunner | None = None
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ReadModelCollector(core, followers))
+    if runner is not None:
+        registry.register(StepDeliveryCollector(runner))
     return registry
 
 

@@ -10,11 +10,17 @@ outcome is what QStash should hear:
 - 503 + ``Retry-After``: our database is unreachable; QStash redelivers later
   and the attempt runs again (handlers are idempotent).
 
-A redelivery of the message that started a running attempt (same
-``Upstash-Message-Id``: the process that ran it died and QStash retried)
-runs the work again: step work is idempotent, and the aggregate lets exactly
-one completion of the attempt through. A *different* message for a running
-attempt (a duplicate publish) is ignored.
+A delivery of an attempt that this process is already handling (QStash lost
+track of the first delivery: its own server restarted mid-delivery, or the
+connection dropped) waits for that handling and answers the same: the work is
+not done twice. A redelivery of the message that started a running attempt
+that no thread here handles (same ``Upstash-Message-Id``: the process that ran
+it died and QStash retried) runs the work again: step work is idempotent, and
+the aggregate lets exactly one completion of the attempt through. A
+*different* message for a running attempt (a duplicate publish) is ignored.
+
+:attr:`StepRunner.deliveries` counts the deliveries by step and how they were
+received (:data:`Received`); ``/metrics`` exports it.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from domain import STEPS, DomainError, QueueIsTerminal, QueueNotFound, VideoProcessing
 from domain.errors import StaleAttempt, StepNotRunning, StepOutOfOrder, VidpipeError
@@ -39,6 +46,14 @@ logger = logging.getLogger(__name__)
 
 NON_RETRYABLE = {"Upstash-NonRetryable-Error": "true"}
 SHUTDOWN_RETRY_AFTER_SECONDS = 5
+
+Received = Literal["started", "redelivered", "joined", "duplicate", "done", "completed", "terminal", "refused"]
+"""How a step delivery was received. The work ran for ``started`` (a new attempt) and
+``redelivered`` (the message of a running attempt no thread here handles: its worker died).
+It did not run for ``joined`` (the attempt was being handled here: the delivery waited
+for that answer), ``duplicate`` (another message for the running attempt), ``done`` (the
+attempt had ended), ``completed`` (the step had completed), ``terminal`` (the queue had
+finished) and ``refused`` (unknown queue, stale attempt, step out of order)."""
 
 
 class BadMessage(VidpipeError):
@@ -81,6 +96,14 @@ class Outcome:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class _Handling:
+    """An attempt being handled by a thread of this process; later deliveries of it wait for ``outcome``."""
+
+    finished: threading.Event = field(default_factory=threading.Event)
+    outcome: Outcome | None = None
+
+
 def storage_failure(error: StorageError) -> ProviderError:
     """A storage error as a provider error: transient when the storage says so (MEGA outage)."""
     if getattr(error, "transient", False):
@@ -114,8 +137,11 @@ class StepRunner:
         self.cancel_poll_seconds = cancel_poll_seconds
         self.progress_interval = progress_interval
         self._running: set[StepContext] = set()
+        self._handling: dict[tuple[str, str, int], _Handling] = {}
         self._lock = threading.Lock()
         self.shutting_down = threading.Event()
+        self.deliveries: Counter[tuple[str, Received]] = Counter()
+        """Deliveries received by this process, by ``(step, how)``."""
 
     def shutdown(self) -> None:
         """The process is stopping: stop every running step (killing its child processes).
@@ -139,27 +165,64 @@ class StepRunner:
                 close()
 
     def handle(self, message: StepMessage, message_id: str | None = None) -> Outcome:
+        """Handle one delivery; a delivery of an attempt already in hand here gets that handling's answer."""
+        key = (message.queue_id, message.step, message.attempt)
+        with self._lock:
+            handling = self._handling.get(key)
+            mine = handling is None
+            if handling is None:
+                handling = self._handling[key] = _Handling()
+        if not mine:
+            handling.finished.wait()
+            if handling.outcome is None:  # that handling raised (database unreachable): try on our own
+                return self.handle(message, message_id)
+            self._received(message, "joined")
+            return handling.outcome
+        outcome = None
+        try:
+            outcome = self._handle(message, message_id)
+            return outcome
+        finally:
+            with self._lock:
+                del self._handling[key]
+            handling.outcome = outcome
+            handling.finished.set()
+
+    def _handle(self, message: StepMessage, message_id: str | None) -> Outcome:
         try:
             job = self._start(message, message_id)
         except QueueNotFound as error:
+            self._received(message, "refused")
             return Outcome(489, {"error": str(error)}, NON_RETRYABLE)
-        except (QueueIsTerminal, StaleAttempt, StepOutOfOrder, StepNotRunning) as error:
+        except QueueIsTerminal as error:
+            self._received(message, "terminal")
+            return ignored(str(error))
+        except (StaleAttempt, StepOutOfOrder, StepNotRunning) as error:
+            self._received(message, "refused")
             return ignored(str(error))
         if isinstance(job, Outcome):
             return job
         return self._work(job)
 
+    def _received(self, message: StepMessage, how: Received) -> None:
+        with self._lock:
+            self.deliveries[(message.step, how)] += 1
+
     # ---------------------------------------------------------------- phases
     def _start(self, message: StepMessage, message_id: str | None) -> StepJob | Outcome:
         queue = self.app.get_queue(message.queue_id)
         if queue.is_terminal:
+            self._received(message, "terminal")
             return ignored(f"queue {message.queue_id} is already {queue.status}")
         step = queue.step(message.step)
-        if step.status == "completed" or (
-            step.status == "retrying" and message.attempt <= step.attempt
-        ):
+        if step.status == "completed":
+            self._received(message, "completed")
+            return ignored(f"attempt {message.attempt} of {message.step} is already done")
+        if step.status == "retrying" and message.attempt <= step.attempt:
+            self._received(message, "done")
             return ignored(f"attempt {message.attempt} of {message.step} is already done")
         started = self.app.start_step(queue.id, message.step, message.attempt, message_id)
+        self._received(message, started)
         if started == "duplicate":
             return ignored(f"attempt {message.attempt} of {message.step} is already running")
         if started == "done":

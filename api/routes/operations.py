@@ -17,12 +17,15 @@ from api.checks import check_database, check_qstash, check_storage
 from api.metrics import metrics_registry, render
 from api.schemas import Check, Health, Readiness
 from api.services import Services
+from handlers.step_runner import StepRunner
 from projections.follower import EventFollower
 
 
-def operations_router(services: Services, followers: Sequence[EventFollower]) -> APIRouter:
+def operations_router(
+    services: Services, followers: Sequence[EventFollower], runner: StepRunner | None = None
+) -> APIRouter:
     router = APIRouter(tags=["operations"])
-    registry = metrics_registry(services.core, followers)
+    registry = metrics_registry(services.core, followers, runner)
 
     @router.get("/healthz", response_model=Health)
     def healthz() -> Health:
@@ -52,7 +55,7 @@ def operations_router(services: Services, followers: Sequence[EventFollower]) ->
                          "content": {"text/plain": {"schema": {"type": "string"}}}}},
     )
     async def metrics() -> Response:
-        """Queues by status, step durations, retries, notification deliveries, follower lag."""
+        """Queues by status, step durations, retries, notification deliveries, follower lag, step deliveries."""
         return Response(await run_in_threadpool(render, registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
