@@ -15,6 +15,10 @@ loading answers in one of a few ways, all *transient*:
 Everything else is *permanent*: 401/403 (our credentials), 404 (a wrong URL),
 400/413/415/422 (the input), each with a message that names the server (its
 name and host) and says what to do.
+
+Transient messages say what happened and the server's own hint, never "will
+retry": the last one becomes the queue's failure reason, which the tutor
+reads once the retries are spent.
 """
 
 from __future__ import annotations
@@ -94,21 +98,19 @@ def error_for_response(response: httpx.Response, server: RemoteServer) -> Provid
         estimated = _number(body.get("estimated_time")) if isinstance(body, dict) else None
         wait = estimated if estimated is not None else hint
         return ServerSleeping(
-            f"{server} is loading its model ({_detail(response, body)}); "
-            f"{_retry_words(wait)}",
+            f"{server} is asleep or is loading its model ({_detail(response, body)}){_ready_words(wait)}",
             retry_after=wait,
         )
     if _is_html(response) and (sleeping := _sleeping_page(response, server, hint)):
         return sleeping
     if status >= 500:
         return TransientError(
-            f"{server} answered {status} {_reason(response)} ({_detail(response, body)}); "
-            f"{_retry_words(hint)}",
+            f"{server} answered {status} {_reason(response)} ({_detail(response, body)}){_hint_words(hint)}",
             retry_after=hint,
         )
     if status in TRANSIENT_4XX:
         return TransientError(
-            f"{server} {TRANSIENT_4XX[status]} ({status}: {_detail(response, body)}); {_retry_words(hint)}",
+            f"{server} {TRANSIENT_4XX[status]} ({status}: {_detail(response, body)}){_hint_words(hint)}",
             retry_after=hint,
         )
     return _permanent(response, server, _detail(response, body))
@@ -126,22 +128,22 @@ def error_for_exception(error: Exception, server: RemoteServer) -> ProviderError
     """What a failed call (no answer at all) means: almost always "try again later"."""
     if isinstance(error, httpx.TimeoutException):
         phase = "connect" if isinstance(error, httpx.ConnectTimeout) else "answer"
-        return TransientError(f"{server} did not {phase} in time ({type(error).__name__}); {_retry_words(None)}")
+        return TransientError(f"{server} did not {phase} in time ({type(error).__name__})")
     if isinstance(error, httpx.ConnectError):
         return TransientError(
             f"{server} could not be reached (connection refused or failed: {error or type(error).__name__}); "
-            "it may be asleep or restarting; will retry"
+            "it may be asleep or restarting"
         )
     if isinstance(error, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
         fix = f" (check {server.url_env})" if server.url_env else ""
         return PermanentError(f"{server} has an unusable URL {server.url!r}{fix}: {error}")
     if isinstance(error, httpx.TransportError):
         return TransientError(
-            f"{server} dropped the connection ({type(error).__name__}: {error or 'no detail'}); will retry"
+            f"{server} dropped the connection ({type(error).__name__}: {error or 'no detail'})"
         )
     if isinstance(error, ProviderError):
         return error
-    return TransientError(f"calling {server} failed unexpectedly ({type(error).__name__}: {error}); will retry")
+    return TransientError(f"calling {server} failed unexpectedly ({type(error).__name__}: {error})")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -180,7 +182,7 @@ def _sleeping_page(response: httpx.Response, server: RemoteServer, hint: float |
         return None
     return ServerSleeping(
         f"{server} is {match.group(1).lower()} (it answered {response.status_code} with a web page: "
-        f"{_clip(text)}); {_retry_words(hint)}",
+        f"{_clip(text)}){_hint_words(hint)}",
         retry_after=hint,
     )
 
@@ -253,5 +255,11 @@ def _number(value: Any) -> float | None:
     return max(0.0, float(value))
 
 
-def _retry_words(seconds: float | None) -> str:
-    return f"retry in about {seconds:.0f} s" if seconds is not None else "will retry"
+def _hint_words(seconds: float | None) -> str:
+    """The server's ``Retry-After``, in words (empty without one)."""
+    return f"; it asked to be called again in about {seconds:.0f} s" if seconds is not None else ""
+
+
+def _ready_words(seconds: float | None) -> str:
+    """A loading server's ``estimated_time``, in words (empty without one)."""
+    return f"; it expects to be ready in about {seconds:.0f} s" if seconds is not None else ""

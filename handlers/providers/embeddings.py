@@ -169,15 +169,15 @@ class EmbeddingClient(RemoteClient):
     def _embeddings(self, texts: Sequence[str], vectors: list[list[float]], model: str) -> Embeddings:
         if len(vectors) != len(texts) or not vectors:
             raise TransientError(
-                f"{self.server} answered {len(vectors)} vectors for {len(texts)} texts; will retry"
+                f"{self.server} answered {len(vectors)} vectors for {len(texts)} texts"
             )
         dimension = len(vectors[0])
         if dimension == 0 or any(len(v) != dimension for v in vectors):
-            raise TransientError(f"{self.server} answered vectors of differing or zero dimension; will retry")
+            raise TransientError(f"{self.server} answered vectors of differing or zero dimension")
         return Embeddings(vectors, model, dimension)
 
     def _malformed(self, error: Exception) -> TransientError:
-        return TransientError(f"{self.server} answered something that is not embeddings ({error!r}); will retry")
+        return TransientError(f"{self.server} answered something that is not embeddings ({error!r})")
 
 
 def _floats(vector: Any) -> list[float]:

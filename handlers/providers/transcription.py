@@ -129,13 +129,13 @@ class WhisperClient(RemoteClient):
         if not isinstance(body, dict) or not ("segments" in body or "text" in body):
             raise TransientError(
                 f"{self.server} answered {response.status_code} without a transcript "
-                f"({response.text[:120]!r}); will retry"
+                f"({response.text[:120]!r})"
             )
         model = body.get("model") or self.model_name()
         try:
             transcript = Transcript.from_dict({**body, "model": model})
         except (KeyError, TypeError, ValueError) as error:
-            raise TransientError(f"{self.server} answered a malformed transcript ({error!r}); will retry") from None
+            raise TransientError(f"{self.server} answered a malformed transcript ({error!r})") from None
         if not transcript.segments and str(body.get("text") or "").strip():
             # A server that ignores verbose_json: one segment over the whole piece.
             end = transcript.duration

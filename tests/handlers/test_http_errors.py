@@ -74,6 +74,26 @@ def test_503_loading_json_is_server_sleeping_with_estimated_time() -> None:
         raise_for_response(response(503, {"error": "x is currently loading", "estimated_time": 1}), SERVER)
 
 
+def test_transient_messages_say_what_happened_and_promise_no_retry() -> None:
+    """Regression (chaos, Whisper that never wakes): the last transient reason becomes the queue's failure
+    reason, which the tutor reads once the retries are spent: it said "retry in about 1 s" and never "asleep"."""
+    request = httpx.Request("POST", f"https://{HOST}/")
+    errors = [
+        classify(response(503, {"error": "Model tiny.en is currently loading", "estimated_time": 1.0})),
+        classify(response(502, text="Bad Gateway", headers={"Retry-After": "30"})),
+        classify(response(429, {"error": "slow down"}, headers={"Retry-After": "12"})),
+        error_for_exception(httpx.ReadTimeout("timed out", request=request), SERVER),
+        error_for_exception(httpx.ConnectError("refused", request=request), SERVER),
+        error_for_exception(httpx.ReadError("reset", request=request), SERVER),
+    ]
+    for error in errors:
+        assert "retry" not in str(error).lower(), str(error)
+    sleeping = str(errors[0])
+    assert sleeping.startswith(f"the Whisper server ({HOST}) is asleep or is loading its model"), sleeping
+    assert "Model tiny.en is currently loading" in sleeping and "ready in about 1 s" in sleeping
+    assert "in about 30 s" in str(errors[1]) and "in about 12 s" in str(errors[2])
+
+
 def test_503_loading_without_estimated_time_uses_retry_after() -> None:
     error = classify(response(503, {"error": "Model is currently loading"}, headers={"Retry-After": "45"}))
     assert isinstance(error, ServerSleeping)

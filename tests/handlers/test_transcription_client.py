@@ -369,7 +369,7 @@ FAILURES: dict[str, tuple[Callable[[Request, Seen], Any], type[Exception], str]]
     "html-sleeping": (lambda r, s: sleeping_page(503), ServerSleeping, "sleeping"),
     "html-sleeping-200": (lambda r, s: sleeping_page(200), ServerSleeping, "sleeping"),
     "502": (lambda r, s: plain(502, "Bad Gateway"), TransientError, "502"),
-    "504": (lambda r, s: plain(504, "Gateway Timeout", **{"Retry-After": "30"}), TransientError, "retry in about 30 s"),
+    "504": (lambda r, s: plain(504, "Gateway Timeout", **{"Retry-After": "30"}), TransientError, "in about 30 s"),
     "slow": (_slow, TransientError, "did not answer in time"),
     "401": (lambda r, s: error(401, "Invalid credentials in Authorization header"), PermanentError,
             "rejected our credentials (check WHISPER_API_KEY)"),
