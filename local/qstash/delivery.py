@@ -101,11 +101,28 @@ class DeliveryWorker:
         self._loop_task = asyncio.create_task(self._run(), name="qstash-delivery-loop")
 
     async def stop(self) -> None:
-        """Stop claiming, abandon attempts in flight (they stay due), close the client."""
-        tasks = [t for t in (self._loop_task, *self._in_flight) if t is not None]
-        for task in tasks:
+        """Stop claiming; let attempts in flight finish within ``settings.shutdown_grace_s``
+        and record their outcomes; abandon the rest (they stay due); close the client.
+
+        A clean stop (SIGTERM) so delivers nothing twice: an attempt cut off here
+        would be delivered again by the next process although its destination
+        may have done the work. Only what outlasts the grace period, or a crash,
+        is delivered again (at-least-once).
+        """
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        if self._in_flight:
+            log.info("stopping: waiting up to %g s for %d deliveries in flight",
+                     self._settings.shutdown_grace_s, len(self._in_flight))
+            await asyncio.wait(set(self._in_flight), timeout=self._settings.shutdown_grace_s)
+        abandoned = list(self._in_flight)
+        for task in abandoned:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*abandoned, return_exceptions=True)
+        if abandoned:
+            log.warning("stopping: abandoned %d deliveries in flight; they are delivered again after a restart",
+                        len(abandoned))
         self._store.recover_in_flight()
         if self._client is not None:
             await self._client.aclose()

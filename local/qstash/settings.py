@@ -87,3 +87,7 @@ class Settings(BaseSettings):
 
     poll_interval_s: float = Field(1.0, gt=0)
     """Longest the delivery worker sleeps before re-reading the store."""
+
+    shutdown_grace_s: float = Field(10.0, ge=0)
+    """On a clean stop, how long deliveries in flight may take to finish (and be recorded)
+    before they are abandoned and delivered again after the restart."""

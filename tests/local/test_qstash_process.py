@@ -43,3 +43,22 @@ def test_delivery_in_flight_when_killed_is_redelivered_after_restart(
     wait_until(delivered, 5, "the redelivery to be recorded")
     time.sleep(0.3)
     assert len(destination.requests_to("/in-flight")) == 2
+
+
+def test_a_clean_stop_lets_deliveries_in_flight_finish_so_none_is_delivered_again(
+    process_factory: Callable[..., ProcessServer],
+    sdk_factory: Callable[[ThreadedServer | str], QStash],
+    destination: Destination,
+) -> None:
+    """A SIGTERM (clean stop) waits for the deliveries in flight (within the grace period)
+    and records their outcome, so the next process on the same database does not deliver
+    them again; a destination whose work was done is not called twice."""
+    destination.script("/in-flight", Reply(200, delay=1.0))
+    first = process_factory()
+    sdk_factory(first.url).message.publish_json(url=destination.url("/in-flight"), body={"step": "embed"})
+    destination.wait_for("/in-flight", timeout=5)
+    first.terminate()
+
+    process_factory()
+    time.sleep(1.5)  # a redelivery would be claimed at once by the new process
+    assert len(destination.requests_to("/in-flight")) == 1
