@@ -10,8 +10,15 @@ remembers which queue each upload started and each request's
 ``Idempotency-Key``:
 
 - the same key from the same owner answers with the same queue (202); while
-  the first request with that key is still running, a second one gets 409;
-  a claim left by a crashed request expires after :data:`CLAIM_TTL`;
+  the first request with that key is still running, a second one gets 409
+  with ``Retry-After``. A running request renews its claim every
+  :data:`CLAIM_RENEW_SECONDS`; a claim left by a request whose process died
+  expires :data:`CLAIM_TTL` after its last renewal, so the client's retry
+  goes through within seconds, not minutes;
+- the queue a key starts has an id derived from owner and key
+  (:func:`queue_id_for`), so a retry of a request that died after creating
+  its queue (before it could answer or record it) finds that queue instead of
+  starting a second one;
 - the same bytes uploaded again by the same owner answer with the earlier
   queue when it is pending, processing or completed (its results are reused,
   the new copy is deleted); after a failed or cancelled queue a new queue
@@ -36,8 +43,13 @@ from handlers.failpoints import failpoint
 from handlers.storage import Storage, StoredObject
 from projections.views import ReadModelView
 
-CLAIM_TTL = timedelta(minutes=15)
-"""After this long, an Idempotency-Key whose request never finished can be used again."""
+CLAIM_TTL = timedelta(seconds=30)
+"""After this long without renewal, an Idempotency-Key whose request died can be used again."""
+
+CLAIM_RENEW_SECONDS = 5.0
+"""How often a running request renews its claim on its Idempotency-Key (well within :data:`CLAIM_TTL`)."""
+
+QUEUE_ID_NAMESPACE = uuid.UUID("6f1d4c2e-8a5b-4f0e-9c3d-2b7a1e5f9d08")
 
 
 @dataclass(frozen=True)
@@ -98,8 +110,18 @@ class UploadLedger:
                 return None, claim
         raise Conflict(
             f"a request with Idempotency-Key {key!r} is still being processed; "
-            "retry when it has answered"
+            "retry when it has answered",
+            headers={"Retry-After": str(int(CLAIM_RENEW_SECONDS))},
         )
+
+    def renew(self, owner_id: str, key: str, claim: str) -> None:
+        """Keep ``claim`` alive while its request runs (its ``created_at`` is the last renewal)."""
+        with self.view.session() as session:
+            session.execute(
+                "UPDATE video_processing_idempotency SET created_at = :at "
+                "WHERE owner_id = :owner AND idempotency_key = :key AND claim = :claim AND queue_id IS NULL",
+                {"owner": owner_id, "key": key, "claim": claim, "at": _now()},
+            )
 
     def settle(self, owner_id: str, key: str, claim: str, queue_id: str) -> None:
         with self.view.session() as session:
@@ -124,7 +146,7 @@ class UploadLedger:
             session.execute(
                 "INSERT INTO video_processing_uploads (queue_id, owner_id, attachment_id, sha256, "
                 "size_bytes, filename, created_at) VALUES (:queue, :owner, :attachment, :sha, :size, "
-                ":filename, :at)",
+                ":filename, :at) ON CONFLICT (queue_id) DO NOTHING",
                 {
                     "queue": queue_id, "owner": owner_id, "attachment": received.attachment_id,
                     "sha": received.sha256, "size": received.size, "filename": received.filename,
@@ -222,6 +244,11 @@ async def store_file(
         size=stream.size,
         sha256=stream.digest.hexdigest(),
     )
+
+
+def queue_id_for(owner_id: str, idempotency_key: str) -> uuid.UUID:
+    """The id of the queue an upload request with this key starts: the same for every retry."""
+    return uuid.uuid5(QUEUE_ID_NAMESPACE, f"{owner_id}\x00{idempotency_key}")
 
 
 def new_attachment_id(filename: str | None) -> str:

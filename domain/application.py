@@ -97,18 +97,34 @@ class VideoProcessing(Application[UUID]):
         *,
         steps: tuple[str, ...] = STEPS,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        queue_id: UUID | None = None,
     ) -> UUID:
-        """Create a queue for ``attachment_id`` owned by ``owner_id``; return its id."""
-        queue = ProcessingQueue(
-            owner_id=owner_id,
-            attachment_id=attachment_id,
-            steps=list(steps),
-            options=dict(options or {}),
-            max_retries=max_retries,
-        )
-        self.save(queue)
+        """Create a queue for ``attachment_id`` owned by ``owner_id``; return its id.
+
+        ``queue_id`` is an id the caller derived (from an upload's
+        Idempotency-Key): when a queue with that id exists already (a retry of a
+        request whose process died after creating it), it is returned unchanged,
+        so a retried request can never start a second queue.
+        """
+        fields = {"owner_id": owner_id, "attachment_id": attachment_id, "steps": list(steps),
+                  "options": dict(options or {}), "max_retries": max_retries}
+        if queue_id is None:
+            queue = ProcessingQueue(**fields)
+        else:  # the library's way to create an aggregate with a given id
+            queue = ProcessingQueue._create(ProcessingQueue.Created, id=queue_id, **fields)  # noqa: SLF001
+        try:
+            self.save(queue)
+        except IntegrityError:
+            if queue_id is None or not self.queue_exists(queue_id):
+                raise
+            logger.info("queue %s exists already (a retried request); not created again", queue_id)
+            return queue_id
         logger.info("queue %s created for owner %s", queue.id, owner_id)
         return queue.id
+
+    def queue_exists(self, queue_id: UUID) -> bool:
+        """Whether a queue with this id has been created."""
+        return bool(self.recorder.select_events(queue_id, limit=1))
 
     def start_step(
         self, queue_id: UUID | str, step: str, attempt: int, message_id: str | None = None

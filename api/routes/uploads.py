@@ -15,9 +15,13 @@ Either way the answer is ``202 {"queue_id", "status", "attachment_id", "reused"}
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
@@ -30,7 +34,15 @@ from api.multipart import PartStart, boundary_of, multipart_events
 from api.routes.queues import AUTH_RESPONSES, PREFIX
 from api.schemas import ErrorResponse, QueueAccepted
 from api.services import Services
-from api.uploads import FileStream, ReceivedFile, new_attachment_id, store_file
+from api.uploads import (
+    CLAIM_RENEW_SECONDS,
+    FileStream,
+    ReceivedFile,
+    UploadLedger,
+    new_attachment_id,
+    queue_id_for,
+    store_file,
+)
 from handlers.failpoints import failpoint
 from handlers.storage import upload_key
 
@@ -96,7 +108,9 @@ def uploads_router(services: Services) -> APIRouter:
             if earlier is not None:
                 return await _accepted(services, caller, earlier, reused=True)
         try:
-            queue_id, reused = await _start(services, caller, request)
+            async with _renewing(ledger, owner, idempotency_key, claim):
+                derived = None if idempotency_key is None else queue_id_for(owner, idempotency_key)
+                queue_id, reused = await _start(services, caller, request, derived)
         except BaseException:
             if claim:
                 await run_in_threadpool(ledger.release, owner, idempotency_key, claim)
@@ -108,15 +122,49 @@ def uploads_router(services: Services) -> APIRouter:
     return router
 
 
-async def _start(services: Services, caller: Caller, request: Request) -> tuple[str, bool]:
-    """Start (or find) the queue for this request's video: ``(queue_id, reused)``."""
+@asynccontextmanager
+async def _renewing(ledger: UploadLedger, owner: str, key: str | None, claim: str) -> AsyncIterator[None]:
+    """Renew the claim on ``key`` every few seconds while the request runs (nothing without a key)."""
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(CLAIM_RENEW_SECONDS)
+            try:
+                await run_in_threadpool(ledger.renew, owner, key, claim)
+            except Exception:  # noqa: BLE001 - the database may be restarting; the upload goes on
+                logger.warning("could not renew the claim on Idempotency-Key %r", key, exc_info=True)
+
+    task = asyncio.create_task(renew()) if key is not None and claim else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+
+async def _start(
+    services: Services, caller: Caller, request: Request, queue_id: UUID | None
+) -> tuple[str, bool]:
+    """Start (or find) the queue for this request's video: ``(queue_id, reused)``.
+
+    ``queue_id``, derived from the Idempotency-Key, is the id the new queue gets;
+    if a queue with it exists (an earlier try of this request died before it
+    could answer), that queue is the answer.
+    """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "application/json":
         attachment_id, key = await _existing_attachment(services, caller, request)
-        return await _start_queue(services, caller, attachment_id, {"source": key, "filename": attachment_id}), False
+        options = {"source": key, "filename": attachment_id}
+        return await _start_queue(services, caller, attachment_id, options, queue_id), False
     if media_type == "multipart/form-data":
         received = await _receive_file(services, caller, request)
         failpoint("upload.after_store")  # the video is stored, no queue started yet
+        if queue_id is not None and await run_in_threadpool(services.core.app.queue_exists, queue_id):
+            await run_in_threadpool(services.storage.delete, received.key)
+            logger.info("owner %s retried upload %s: its queue exists already", caller.owner_id, queue_id)
+            return str(queue_id), True
         earlier = await run_in_threadpool(services.uploads.same_content, caller.owner_id, received.sha256)
         if earlier is not None:
             await run_in_threadpool(services.storage.delete, received.key)
@@ -124,9 +172,9 @@ async def _start(services: Services, caller: Caller, request: Request) -> tuple[
             return earlier, True
         options = {"source": received.key, "filename": received.filename,
                    "size_bytes": received.size, "sha256": received.sha256}
-        queue_id = await _start_queue(services, caller, received.attachment_id, options)
-        await run_in_threadpool(services.uploads.record, caller.owner_id, queue_id, received)
-        return queue_id, False
+        started = await _start_queue(services, caller, received.attachment_id, options, queue_id)
+        await run_in_threadpool(services.uploads.record, caller.owner_id, started, received)
+        return started, False
     raise UnsupportedMediaType(
         f"send application/json with an attachment_id or multipart/form-data with a file, not {media_type or 'no Content-Type'!r}"
     )
@@ -179,13 +227,16 @@ async def _receive_file(services: Services, caller: Caller, request: Request) ->
     raise Unprocessable("the multipart body has no part named 'file'")
 
 
-async def _start_queue(services: Services, caller: Caller, attachment_id: str, options: dict[str, Any]) -> str:
+async def _start_queue(
+    services: Services, caller: Caller, attachment_id: str, options: dict[str, Any], queue_id: UUID | None
+) -> str:
     queue_id = await run_in_threadpool(
         services.core.app.start_processing,
         caller.owner_id,
         attachment_id,
         options,
         max_retries=services.settings.max_retries,
+        queue_id=queue_id,
     )
     logger.info("owner %s: queue %s started for %s", caller.owner_id, queue_id, attachment_id)
     return str(queue_id)

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+import pytest
+
+import api.routes.uploads
+import api.uploads
+from api.uploads import CLAIM_TTL, UploadLedger, queue_id_for
 
 from handlers.providers.simulated import SimulatedProvider
 from handlers.storage import upload_key
@@ -127,6 +136,62 @@ def test_the_same_idempotency_key_answers_with_the_same_queue(served: Served, cl
     assert refused.status_code == 415
     retried = tutor.upload(fake_video(seed=3), headers={"Idempotency-Key": "upload-43"})
     assert retried.status_code == 202 and retried.json()["reused"] is False  # a refused request frees its key
+
+
+def test_a_retry_after_the_process_died_mid_request_gets_its_one_queue(served: Served, clients: Clients) -> None:
+    """Regression (``make chaos``, process deaths): a request SIGKILLed after claiming its
+    Idempotency-Key left a claim that answered every retry 409 for 15 minutes, and one
+    killed after creating its queue but before recording it made the retry start a second."""
+    pipeline = served()
+    tutor = clients(pipeline, "tutor-a")
+    ledger = UploadLedger(pipeline.store.view)
+    _, claim = ledger.claim("tutor-a", "upload-7")  # the dead request: claimed, created its queue, never answered
+    queue_id = pipeline.store.app.start_processing("tutor-a", "lost.mp4", queue_id=queue_id_for("tutor-a", "upload-7"))
+    blocked = tutor.upload(fake_video(seed=5), headers={"Idempotency-Key": "upload-7"})
+    assert blocked.status_code == 409 and int(blocked.headers["Retry-After"]) > 0
+    with ledger.view.session() as session:  # nobody renews the dead request's claim: CLAIM_TTL passes
+        session.execute(
+            "UPDATE video_processing_idempotency SET created_at = :at WHERE claim = :claim",
+            {"at": (datetime.now(timezone.utc) - CLAIM_TTL * 1.1).isoformat(), "claim": claim},
+        )
+    retried = tutor.upload(fake_video(seed=5), headers={"Idempotency-Key": "upload-7"})
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["queue_id"] == str(queue_id) and retried.json()["reused"] is True
+    assert stored_uploads(pipeline, "tutor-a") == []  # the retry's copy is not kept
+    again = tutor.upload(fake_video(seed=5), headers={"Idempotency-Key": "upload-7"})
+    assert again.json()["queue_id"] == str(queue_id)
+    assert pipeline.store.app.start_processing("tutor-a", "x.mp4", queue_id=queue_id) == queue_id
+    assert [type(e).__name__ for e in pipeline.events(str(queue_id))].count("Created") == 1
+
+
+def test_a_slow_upload_keeps_its_key_claimed(
+    served: Served, clients: Clients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim of a running request is renewed, so it outlives CLAIM_TTL while the bytes arrive."""
+    monkeypatch.setattr(api.routes.uploads, "CLAIM_RENEW_SECONDS", 0.2)
+    monkeypatch.setattr(api.uploads, "CLAIM_TTL", timedelta(seconds=1))
+    pipeline = served()
+    tutor = clients(pipeline, "tutor-a")
+    key = {"Idempotency-Key": "slow-1"}
+    halfway = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="slow.mp4"\r\n\r\n' + VIDEO_HEAD
+        halfway.set()
+        time.sleep(2.5)  # over twice the TTL with no bytes
+        yield b"\x00" * 1000 + b"\r\n--b--\r\n"
+
+    answers: list[int] = []
+    slow = threading.Thread(target=lambda: answers.append(tutor.request(
+        "POST", UPLOAD, content=body(), headers={**key, "Content-Type": "multipart/form-data; boundary=b"},
+    ).status_code))
+    slow.start()
+    assert halfway.wait(10)
+    time.sleep(1.8)
+    meanwhile = tutor.upload(fake_video(seed=9), headers=key)
+    slow.join(30)
+    assert meanwhile.status_code == 409, meanwhile.text
+    assert answers == [202]
 
 
 def test_the_same_file_again_reuses_its_queue_until_that_queue_failed_or_was_cancelled(
