@@ -43,10 +43,10 @@ from handlers.failpoints import failpoint
 from handlers.storage import Storage, StoredObject
 from projections.views import ReadModelView
 
-CLAIM_TTL = timedelta(seconds=30)
+CLAIM_TTL = timedelta(seconds=15)
 """After this long without renewal, an Idempotency-Key whose request died can be used again."""
 
-CLAIM_RENEW_SECONDS = 5.0
+CLAIM_RENEW_SECONDS = 3.0
 """How often a running request renews its claim on its Idempotency-Key (well within :data:`CLAIM_TTL`)."""
 
 QUEUE_ID_NAMESPACE = uuid.UUID("6f1d4c2e-8a5b-4f0e-9c3d-2b7a1e5f9d08")

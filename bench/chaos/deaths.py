@@ -1,0 +1,303 @@
+"""Scenario *process deaths*: the API/handler process SIGKILLed at random moments.
+
+``queues`` tutors (30; reduced 5) each upload one distinct short lecture
+(:func:`~bench.chaos.harness.lecture_clips`) over HTTP through the real
+pipeline (ffmpeg, the reference Whisper and embedding servers, artifacts on
+disk) while the API process — the step webhooks, the dispatcher and the
+projection runners all live in it — keeps dying by ``SIGKILL``, which runs no
+cleanup, two ways:
+
+- **failpoints** (:mod:`handlers.failpoints`, ``VIDPIPE_FAILPOINTS``) kill it
+  at the moments that matter: mid-upload (first chunk stored), after the
+  upload is stored but before its queue exists, right after ``StepCompleted``
+  is recorded but before QStash hears 200, in the dispatcher just before and
+  just after publishing the next step (before the message is recorded), and
+  inside a projection transaction before it commits. The reduced form arms
+  each once (``name=@1``) and a restart leaves out those that have fired, so
+  every kind happens at least once, deterministically; the full form arms
+  them with probabilities, on every (re)start;
+- **a killer thread** SIGKILLs the API every 2–6 s of its uptime (uniform,
+  seeded :data:`SEED`): mid-step, mid-upload, wherever it happens to be. It
+  stops after :data:`KILLER_KILLS` kills, once every upload has its queue id.
+
+A supervisor thread restarts the API whenever it is dead, as a container
+platform would, and tells the cause of each death: the killer's own pid
+record, or the line a failpoint writes to stderr just before the kill (an
+unexplained death is a problem). Once the killing phase is over, restarts
+come without failpoints. Each tutor retries its upload with the *same*
+``Idempotency-Key`` on connection errors, 503 and 409 ("a request with this
+key is still running": the earlier request may have died with the process;
+its claim on the key expires :data:`~api.uploads.CLAIM_TTL` after it stopped
+renewing it), waiting any ``Retry-After``, until it gets a queue id, as the
+progress page does; the retries are counted. For each killer kill the
+details say what it interrupted (an upload in flight, ffmpeg running under
+the API).
+QStash redelivers every step whose handler died (the stack sets 20 quick
+redeliveries).
+
+Besides the shared invariants (no step completed twice, every queue terminal,
+projections equal to a rebuild, no artifact missing, no orphan ffmpeg — ffmpeg
+dies with its parent), the scenario checks: exactly one queue per upload,
+every tutor got the queue id their upload created, every queue completed (no
+failure is expected: a death is not the video's fault).
+
+``recovery_seconds``: from the last death (kill or failpoint) to the moment
+every queue is terminal in the event log — how long the service takes to
+finish everything once it is left alone.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.chaos.harness import ChaosStack, lecture_clips
+from handlers.failpoints import ENV_VAR, NAMES
+
+NAME = "process deaths: API SIGKILLed mid-upload, mid-step, around publish, in projections"
+SEED = 7
+KILL_INTERVAL_SECONDS = (2.0, 6.0)
+KILLER_KILLS = {True: 2, False: 10}  # reduced: full
+PROBABILITIES = {
+    "upload.mid_upload": 0.15,
+    "upload.after_store": 0.15,
+    "step.after_completed": 0.1,
+    "dispatcher.before_publish": 0.03,
+    "dispatcher.after_publish": 0.03,
+    "projection.in_transaction": 0.005,  # passed on every batch of every follower
+}
+FIRED = re.compile(r"vidpipe failpoint (\S+) fired: SIGKILL pid (\d+)")
+UPLOAD_RETRY_PAUSE_SECONDS = 0.5
+
+
+@dataclass
+class Deaths:
+    """What the killer and the supervisor saw: every death of the API, by cause."""
+
+    stack: ChaosStack
+    reduced: bool
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    by_cause: Counter[str] = field(default_factory=Counter)
+    killed_pids: set[int] = field(default_factory=set)
+    fired_pids: dict[int, str] = field(default_factory=dict)
+    restarts: int = 0
+    restart_seconds: list[float] = field(default_factory=list)
+    last_death: float = 0.0
+    unexplained: list[int] = field(default_factory=list)
+    interrupted: Counter[str] = field(default_factory=Counter)
+    uploads_in_flight: Callable[[], bool] = lambda: False
+    killing_over: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def _what_runs(self, pid: int) -> list[str]:
+        """What a kill of ``pid`` interrupts: uploads in flight, ffmpeg (a step) running under it."""
+        found = ["an upload"] if self.uploads_in_flight() else []
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        try:
+            names = [Path(f"/proc/{c}/comm").read_text().strip() for c in children.read_text().split()]
+        except OSError:
+            names = []
+        if "ffmpeg" in names:
+            found.append("ffmpeg")
+        return found or ["nothing visible (a model request, a publish, a projection, or idle)"]
+
+    @property
+    def killer_kills(self) -> int:
+        return self.by_cause["killer"]
+
+    def failpoints_env(self) -> str:
+        """``VIDPIPE_FAILPOINTS`` for the next start of the API."""
+        if self.killing_over.is_set():
+            return ""
+        if self.reduced:  # each kind once: those that fired already are left out
+            return ",".join(f"{name}=@1" for name in sorted(NAMES) if not self.by_cause[name])
+        return ",".join(f"{name}={p}" for name, p in PROBABILITIES.items())
+
+    def relay(self, line: str, out: Any) -> None:
+        """The stack's log relay, watching for the failpoints' last words."""
+        found = FIRED.search(line)
+        if found:
+            with self.lock:
+                self.fired_pids[int(found.group(2))] = found.group(1)
+        out(line)
+
+    def cause_of(self, pid: int) -> str | None:
+        """Why ``pid`` died: ``killer``, a failpoint's name, or None (the relay may lag a moment)."""
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            with self.lock:
+                if pid in self.killed_pids:
+                    return "killer"
+                if pid in self.fired_pids:
+                    return self.fired_pids[pid]
+            time.sleep(0.05)
+        return None
+
+    # ------------------------------------------------------------ threads
+    def supervise(self) -> None:
+        """Restart the API whenever it is dead (also when it dies while starting)."""
+        api = self.stack.stack.service("api")
+        while not self.stop.is_set():
+            process = api.process
+            if process is None or process.poll() is None:
+                self.stop.wait(0.1)
+                continue
+            with self.lock:
+                self.last_death = time.monotonic()
+            cause = self.cause_of(process.pid)
+            with self.lock:
+                if cause is None:
+                    self.unexplained.append(process.pid)
+                    self.stack.log(f"api pid {process.pid} died unexplained (exit {process.returncode})")
+                self.by_cause[cause or "unexplained"] += 1
+                api.env[ENV_VAR] = self.failpoints_env()
+                self.restarts += 1
+            try:
+                self.restart_seconds.append(self.stack.restart("api"))
+            except RuntimeError as error:  # it died again while starting (a failpoint): next round
+                self.stack.log(f"api restart failed: {error}")
+
+    def kill_at_random(self, uploads_done: threading.Event) -> None:
+        """SIGKILL the API after 2–6 s of uptime each time, until enough kills and every upload is in."""
+        rng = random.Random(SEED)
+        wanted = KILLER_KILLS[self.reduced]
+        while not self.stop.is_set():
+            if self.killer_kills >= wanted and uploads_done.is_set():
+                break
+            pause = rng.uniform(*KILL_INTERVAL_SECONDS)
+            while not self.stop.is_set() and not self.stack.alive("api"):
+                self.stop.wait(0.1)
+            if self.stop.wait(pause):
+                return
+            with self.lock:
+                pid = self.stack.pid("api")
+                if pid is None:
+                    continue
+                self.killed_pids.add(pid)
+                self.interrupted.update(self._what_runs(pid))
+            self.stack.kill("api")
+        self.killing_over.set()
+        self.stack.log("killing phase over: restarts come without failpoints")
+
+
+@dataclass
+class Tutor:
+    """One tutor's upload, retried with the same Idempotency-Key until it has a queue id."""
+
+    user: str
+    video: Path
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    queue_id: str | None = None
+    retries: int = 0
+    in_flight: bool = False
+    answers: Counter[str] = field(default_factory=Counter)
+
+    def upload(self, stack: ChaosStack, deadline: float) -> None:
+        """Upload until a 202; after 409/503 wait the answer's ``Retry-After``, after a dropped connection a moment."""
+        with httpx.Client(timeout=30) as client:
+            while time.monotonic() < deadline:
+                pause = UPLOAD_RETRY_PAUSE_SECONDS
+                self.in_flight = True
+                try:
+                    response = stack.upload(client, self.user, self.video, key=self.key)
+                except httpx.TransportError as error:  # the process died under the request
+                    self.answers[type(error).__name__] += 1
+                else:
+                    self.answers[str(response.status_code)] += 1
+                    if response.status_code == 202:
+                        self.queue_id = response.json()["queue_id"]
+                        return
+                    if response.status_code not in (409, 503):
+                        return  # anything else is final for a client; reported as a problem
+                    pause = float(response.headers.get("Retry-After", pause))
+                finally:
+                    self.in_flight = False
+                self.retries += 1
+                time.sleep(pause)
+
+
+def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
+    count = 5 if reduced else 30
+    clips = lecture_clips(workdir / "clips", count)
+    started = time.time()
+    stack = ChaosStack(url, workdir, steps="pipeline")
+    deaths = Deaths(stack, reduced)
+    stack.stack.service("api").env[ENV_VAR] = deaths.failpoints_env()
+    out = stack.stack.out
+    stack.stack.out = lambda line: deaths.relay(line, out)
+    tutors = [Tutor(f"tutor-{i}", clip) for i, clip in enumerate(clips)]
+    deaths.uploads_in_flight = lambda: any(t.in_flight for t in tutors)
+    problems: list[str] = []
+    with stack:
+        stack.wait_models_ready()
+        uploads_done = threading.Event()
+        threads = [
+            threading.Thread(target=deaths.supervise, name="supervisor", daemon=True),
+            threading.Thread(target=deaths.kill_at_random, args=(uploads_done,), name="killer", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        first_upload = time.monotonic()
+        with ThreadPoolExecutor(len(tutors)) as pool:
+            list(pool.map(lambda t: t.upload(stack, first_upload + (240 if reduced else 900)), tutors))
+        uploads_done.set()
+        uploaded = [t.queue_id for t in tutors if t.queue_id]
+        deaths.killing_over.wait(120)
+        finished = stack.wait_terminal(uploaded, timeout=240 if reduced else 900)
+        all_terminal = time.monotonic()
+        deaths.stop.set()
+        for thread in threads:
+            thread.join(30)
+        if not deaths.killing_over.is_set():
+            problems.append("the killer did not finish its kills within 120 s of the last upload")
+        if not finished:
+            problems.append("not every queue ended within the time limit (a queue is stuck)")
+        peak = stack.peak_rss_mib()
+    row = stack.check(started)
+    for tutor in tutors:
+        if tutor.queue_id is None:
+            problems.append(f"{tutor.user} got no queue id for their upload: answers {dict(tutor.answers)}")
+    if len(set(uploaded)) != len(uploaded):
+        problems.append("two uploads were answered with the same queue id")
+    if row["queues"] != len(tutors):
+        problems.append(f"{row['queues']} queues for {len(tutors)} uploads")
+    if row["completed"] != row["queues"]:
+        problems.append(f"only {row['completed']} of {row['queues']} queues completed")
+    if deaths.unexplained:
+        problems.append(f"{len(deaths.unexplained)} deaths of the API with no known cause")
+    server_errors = sum(n for t in tutors for code, n in t.answers.items() if code.isdigit() and int(code) >= 500
+                        and code != "503")
+    answers: Counter[str] = Counter()
+    for tutor in tutors:
+        answers.update(tutor.answers)
+    row.update(
+        scenario=NAME,
+        server_errors=server_errors,
+        recovery_seconds=round(all_terminal - deaths.last_death, 2) if deaths.last_death else None,
+        details={
+            "seed": SEED,
+            "deaths_by_cause": dict(sorted(deaths.by_cause.items())),
+            "deaths": sum(deaths.by_cause.values()),
+            "killer_kills_interrupted": dict(sorted(deaths.interrupted.items())),
+            "restarts": deaths.restarts,
+            "restart_seconds_max": round(max(deaths.restart_seconds, default=0.0), 2),
+            "upload_retries": sum(t.retries for t in tutors),
+            "upload_answers": dict(sorted(answers.items())),
+            "seconds_to_finish": round(all_terminal - first_upload, 2),
+            "failpoints": "each once (@1), left out once fired" if reduced else PROBABILITIES,
+            "peak_rss_mib": peak,
+        },
+        problems=problems,
+    )
+    return row
