@@ -30,8 +30,8 @@ key is still running": the earlier request may have died with the process;
 its claim on the key expires :data:`~api.uploads.CLAIM_TTL` after it stopped
 renewing it), waiting any ``Retry-After``, until it gets a queue id, as the
 progress page does; the retries are counted. For each killer kill the
-details say what it interrupted (an upload in flight, ffmpeg running under
-the API).
+details say what it interrupted: an upload in flight, a step running (by the
+read model), ffmpeg running under the API.
 QStash redelivers every step whose handler died (the stack sets 20 quick
 redeliveries).
 
@@ -43,7 +43,13 @@ failure is expected: a death is not the video's fault).
 
 ``recovery_seconds``: from the last death (kill or failpoint) to the moment
 every queue is terminal in the event log — how long the service takes to
-finish everything once it is left alone.
+finish everything once it is left alone (near 0 when every queue had ended
+before the killing stopped).
+
+Not an invariant but reported: ``storage_left_by_dead_requests``, the upload
+files that requests dying mid-way left in storage (partial ``.incoming-*``
+files, complete uploads whose queue was never started). They are garbage,
+not lost data: no queue refers to them.
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ import httpx
 
 from bench.chaos.harness import ChaosStack, lecture_clips
 from handlers.failpoints import ENV_VAR, NAMES
+from projections.database import DatabaseUrl
+from projections.views import open_view
 
 NAME = "process deaths: API SIGKILLed mid-upload, mid-step, around publish, in projections"
 SEED = 7
@@ -97,20 +105,25 @@ class Deaths:
     unexplained: list[int] = field(default_factory=list)
     interrupted: Counter[str] = field(default_factory=Counter)
     uploads_in_flight: Callable[[], bool] = lambda: False
+    steps_running: Callable[[], bool] = lambda: False
     killing_over: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def _what_runs(self, pid: int) -> list[str]:
-        """What a kill of ``pid`` interrupts: uploads in flight, ffmpeg (a step) running under it."""
+        """What a kill of ``pid`` interrupts: an upload in flight, a step running (by the read
+        model), ffmpeg running under the API (started by any of its threads)."""
         found = ["an upload"] if self.uploads_in_flight() else []
-        children = Path(f"/proc/{pid}/task/{pid}/children")
-        try:
-            names = [Path(f"/proc/{c}/comm").read_text().strip() for c in children.read_text().split()]
-        except OSError:
-            names = []
+        if self.steps_running():
+            found.append("a step")
+        names = []
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            try:
+                names += [Path(f"/proc/{c}/comm").read_text().strip() for c in children.read_text().split()]
+            except OSError:
+                continue
         if "ffmpeg" in names:
             found.append("ffmpeg")
-        return found or ["nothing visible (a model request, a publish, a projection, or idle)"]
+        return found or ["nothing of these (a publish, a projection, or idle)"]
 
     @property
     def killer_kills(self) -> int:
@@ -227,6 +240,20 @@ class Tutor:
                 time.sleep(pause)
 
 
+def storage_left_by_dead_requests(stack: ChaosStack, queue_ids: list[str]) -> dict[str, int]:
+    """Uploaded files no queue uses: partial ones (``.incoming-*``, a request died while the
+    bytes arrived) and complete ones whose request died before its queue was started."""
+    app = stack.open_app()
+    try:
+        sources = {app.get_queue(q).options.get("source") for q in queue_ids}
+    finally:
+        app.close()
+    files = [p for p in stack.storage_dir.glob("*/uploads/*") if p.is_file()]
+    partial = [p for p in files if p.name.startswith(".incoming-")]
+    unused = [p for p in files if p not in partial and p.relative_to(stack.storage_dir).as_posix() not in sources]
+    return {"partial_files": len(partial), "unreferenced_uploads": len(unused)}
+
+
 def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
     count = 5 if reduced else 30
     clips = lecture_clips(workdir / "clips", count)
@@ -238,6 +265,9 @@ def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
     stack.stack.out = lambda line: deaths.relay(line, out)
     tutors = [Tutor(f"tutor-{i}", clip) for i, clip in enumerate(clips)]
     deaths.uploads_in_flight = lambda: any(t.in_flight for t in tutors)
+    view = open_view(DatabaseUrl.parse(url).event_store_env())
+    deaths.steps_running = lambda: view.fetchone(
+        "SELECT 1 AS found FROM video_processing_steps WHERE status = 'running' LIMIT 1") is not None
     problems: list[str] = []
     with stack:
         stack.wait_models_ready()
@@ -264,7 +294,9 @@ def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
         if not finished:
             problems.append("not every queue ended within the time limit (a queue is stuck)")
         peak = stack.peak_rss_mib()
+    view.close()
     row = stack.check(started)
+    left_over = storage_left_by_dead_requests(stack, uploaded)
     for tutor in tutors:
         if tutor.queue_id is None:
             problems.append(f"{tutor.user} got no queue id for their upload: answers {dict(tutor.answers)}")
@@ -295,6 +327,7 @@ def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
             "upload_retries": sum(t.retries for t in tutors),
             "upload_answers": dict(sorted(answers.items())),
             "seconds_to_finish": round(all_terminal - first_upload, 2),
+            "storage_left_by_dead_requests": left_over,
             "failpoints": "each once (@1), left out once fired" if reduced else PROBABILITIES,
             "peak_rss_mib": peak,
         },
