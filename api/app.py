@@ -115,7 +115,9 @@ def create_app(
     app.include_router(uploads_router(services))
     app.include_router(queues_router(services))
     app.include_router(notifications_router(services))
-    app.include_router(steps_router(runner, receiver, settings.public_base_url))
+    app.include_router(steps_router(
+        runner, receiver, settings.public_base_url, max_concurrent_steps=settings.max_concurrent_steps
+    ))
     app.include_router(operations_router(services, followers, runner))
     app.include_router(web_router(settings))
     return app

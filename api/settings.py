@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     cancel_poll_seconds: float = Field(default=1.0, gt=0, alias="VIDPIPE_CANCEL_POLL_SECONDS")
     """How often a running step checks whether its queue was cancelled."""
 
+    max_concurrent_steps: int = Field(default=8, ge=1, alias="VIDPIPE_MAX_CONCURRENT_STEPS")
+    """Steps one process runs at once. Further deliveries wait for a free slot without holding a
+    thread, so a burst of QStash deliveries neither starts a hundred ffmpeg processes nor takes
+    the threads that answer the public API."""
+
     step_providers: Literal["pipeline", "simulated"] = Field(default="pipeline", alias="VIDPIPE_STEP_PROVIDERS")
     """Who does the steps' work. ``pipeline``: the real providers (Cloudinary or ffmpeg, the
     Whisper and embedding servers). ``simulated``: timed no-op work, for exercising the pipeline."""

@@ -4,6 +4,14 @@ Authenticated by ``Upstash-Signature`` only (never a user's JWT): the JWT is
 verified with ``qstash.Receiver`` against the current and next signing keys,
 the exact public URL QStash was asked to call, and the raw body. Anything
 else is 401 and nothing is recorded.
+
+At most ``max_concurrent_steps`` deliveries run their step at once in this
+process; the others wait for a slot as coroutines, holding no thread. Steps
+run in threads of their own limiter, never in the pool that serves the public
+API's synchronous endpoints: however many deliveries QStash sends at once, the
+work (and its ffmpeg processes, memory and CPU) stays bounded and a tutor's
+status request does not queue behind a hundred running steps. Waiting spends
+none of QStash's retries (a 503 would).
 """
 
 from __future__ import annotations
@@ -11,9 +19,10 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
+import anyio.to_thread
+from anyio import CapacityLimiter
 from eventsourcing.persistence import PersistenceError
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from qstash import Receiver
@@ -41,8 +50,11 @@ class StepResponse(BaseModel):
     error: str | None = None
 
 
-def steps_router(runner: StepRunner, receiver: Receiver, public_base_url: str) -> APIRouter:
+def steps_router(
+    runner: StepRunner, receiver: Receiver, public_base_url: str, *, max_concurrent_steps: int = 8
+) -> APIRouter:
     router = APIRouter(tags=["step webhooks (QStash only)"])
+    slots = CapacityLimiter(max_concurrent_steps)
 
     @router.post(
         "/api/video-processing/steps/{step}",
@@ -77,7 +89,7 @@ def steps_router(runner: StepRunner, receiver: Receiver, public_base_url: str) -
             return JSONResponse({"error": str(error)}, status_code=489, headers=NON_RETRYABLE)
         message_id = request.headers.get("upstash-message-id")
         try:
-            outcome = await run_in_threadpool(runner.handle, message, message_id)
+            outcome = await anyio.to_thread.run_sync(runner.handle, message, message_id, limiter=slots)
         except PersistenceError as error:
             logger.warning("database unreachable while handling %s: %s", step, error)
             return JSONResponse(
