@@ -137,7 +137,7 @@ class Deaths:
             return ",".join(f"{name}=@1" for name in sorted(NAMES) if not self.by_cause[name])
         return ",".join(f"{name}={p}" for name, p in PROBABILITIES.items())
 
-    def relay(self, line: str, out: Any) -> None:
+    def relay(self, line: str, out: Callable[[str], None]) -> None:
         """The stack's log relay, watching for the failpoints' last words."""
         found = FIRED.search(line)
         if found:
