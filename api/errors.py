@@ -4,12 +4,23 @@ Route code raises an :class:`ApiError` subclass (or lets a domain error
 through); the handlers installed by :func:`install_error_handlers` turn each
 into a JSON body with a message a tutor or a frontend developer can act on.
 Bad input is always a 4xx, never a 5xx.
+
+A database that cannot be reached (restarting, failing over, a SQLite file
+locked past its busy timeout) is not a bug of the request: every route then
+answers 503 with ``Retry-After`` and a message saying to retry, logged once per
+outage at WARNING (:class:`OutageLog`), not as a stack trace per request.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -20,6 +31,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from domain import QueueNotFound, VidpipeError
 
 logger = logging.getLogger(__name__)
+
+DATABASE_RETRY_AFTER_SECONDS = 5
+"""What a 503 during a database outage tells the client to wait (a restart takes a few seconds)."""
+DATABASE_UNAVAILABLE = "the database is unavailable right now (it may be restarting); retry in a few seconds"
+SQLITE_UNAVAILABLE = ("database is locked", "database is busy", "unable to open database file")
 
 
 class ApiError(VidpipeError):
@@ -86,7 +102,82 @@ def describe_validation_error(error: RequestValidationError) -> str:
     return "; ".join(parts) or "the request is not valid"
 
 
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and what it was raised from (``__cause__``, else ``__context__``), innermost last."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` means the database cannot be reached now, rather than a bug.
+
+    Postgres: any connection-level error (refused, terminated by a restart,
+    the pool's wait for a connection timed out), raised by psycopg or wrapped
+    by the eventsourcing library. SQLite: only a locked, busy or unopenable
+    file; its other ``OperationalError`` s (no such table, syntax) are bugs.
+    """
+    chain = list(_causes(error))
+    for cause in chain:
+        if isinstance(cause, sqlite3.OperationalError):
+            return any(text in str(cause).lower() for text in SQLITE_UNAVAILABLE)
+    return any(
+        isinstance(cause, (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError))
+        for cause in chain
+    )
+
+
+class OutageLog:
+    """Logs a database outage once (WARNING, no traceback), then at most every ``quiet_seconds``.
+
+    During a restart every request fails the same way; a stack trace per
+    request would bury the one line an operator needs.
+    """
+
+    def __init__(self, quiet_seconds: float = 30.0) -> None:
+        self.quiet_seconds = quiet_seconds
+        self._last = -float("inf")
+        self._suppressed = 0
+        self._lock = threading.Lock()
+
+    def warn(self, where: str, error: BaseException, consequence: str) -> None:
+        """Log that ``where`` (say ``GET /api/...``) met the outage ``error``, unless logged recently."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self.quiet_seconds:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed, self._last = self._suppressed, 0, now
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        logger.warning(
+            "database unavailable (%s: %s) on %s; %s%s",
+            type(error).__name__, first_line, where, consequence,
+            f" ({suppressed} more since the last warning)" if suppressed else "",
+        )
+
+
+def unavailable_response() -> JSONResponse:
+    return error_response(503, DATABASE_UNAVAILABLE, {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    outages = OutageLog()
+
+    async def _database_error(request: Request, error: Exception) -> JSONResponse:
+        if database_unavailable(error):
+            outages.warn(f"{request.method} {request.url.path}", error,
+                         f"answering 503 with Retry-After: {DATABASE_RETRY_AFTER_SECONDS} until it is back")
+            return unavailable_response()
+        logger.error("database error on %s %s", request.method, request.url.path, exc_info=error)
+        return error_response(500, "internal error; the operator can find it in the logs")
+
+    # registered per class (not under Exception) so Starlette answers without re-raising
+    for error_class in (PersistenceError, psycopg.Error, sqlite3.Error):
+        app.add_exception_handler(error_class, _database_error)
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, error: ApiError) -> JSONResponse:
         return error_response(error.status, error.message, error.headers)

@@ -5,6 +5,8 @@ streams: 800 queries a second). A :class:`QueueWatcher` keeps one poller per
 watched queue, however many streams follow it: it reads the status view every
 ``poll`` seconds and, when the version grows, the audit trail once, and wakes
 every stream waiting for news. Owner checks happen when a stream opens.
+While the database is unreachable the poller keeps trying (open streams stay
+open and resume with the next change), logging the outage once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 
+from api.errors import OutageLog, database_unavailable
 from domain import TimelineEntry, VideoProcessing
 from projections.queue_status import QueueStatusReader
 
@@ -63,6 +66,7 @@ class QueueWatcher:
         self.poll = poll
         self.closing = closing
         self._watches: dict[str, Watch] = {}
+        self.outages = OutageLog()
 
     @contextlib.asynccontextmanager
     async def watch(self, queue_id: str) -> AsyncIterator[Watch]:
@@ -87,6 +91,9 @@ class QueueWatcher:
                 if row is not None and row["version"] > watch.version:
                     entries = await run_in_threadpool(self.app.timeline, queue_id)
                     watch.publish(row, entries)
-            except Exception:  # the database may be restarting: keep the streams open
-                logger.warning("watching queue %s failed; trying again", queue_id, exc_info=True)
+            except Exception as error:  # the database may be restarting: keep the streams open
+                if database_unavailable(error):
+                    self.outages.warn(f"the stream of queue {queue_id}", error, "open streams wait for it")
+                else:
+                    logger.warning("watching queue %s failed; trying again", queue_id, exc_info=True)
             await asyncio.sleep(self.poll)

@@ -1,0 +1,131 @@
+"""A database outage is a 503 with ``Retry-After``, never a 500, and the service recovers on its own.
+
+The served app runs on a private Postgres cluster (restarting the shared test
+server would break the other tests), which the test stops with ``-m
+immediate`` (a crash) while the app keeps running, then starts again: the
+public routes must answer 503 + ``Retry-After`` + ``{"error"}`` meanwhile,
+``/readyz`` must say not ready, and afterwards the same process (its pools,
+followers and dispatcher) must serve and process again without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import psycopg
+import psycopg_pool
+import pytest
+from eventsourcing.persistence import IntegrityError, OperationalError, ProgrammingError
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from api.errors import DATABASE_RETRY_AFTER_SECONDS, database_unavailable, install_error_handlers
+from bench.chaos.private_postgres import PrivatePostgres
+from tests.api.conftest import Client, fake_video
+from tests.handlers.conftest import Pipeline
+from tests.support import wait_until
+
+
+def wrapped(cause: BaseException, wrapper: type[Exception] = OperationalError) -> Exception:
+    """``cause`` wrapped the way the eventsourcing library wraps driver errors."""
+    try:
+        raise wrapper(str(cause)) from cause
+    except Exception as error:  # noqa: BLE001 - returned for the test
+        return error
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (wrapped(psycopg_pool.PoolTimeout("couldn't get a connection after 5.00 sec")), True),
+        (wrapped(psycopg.OperationalError("server closed the connection unexpectedly")), True),
+        (psycopg.OperationalError("connection refused"), True),
+        (OperationalError("terminating connection due to administrator command"), True),
+        (wrapped(sqlite3.OperationalError("database is locked")), True),
+        (wrapped(sqlite3.OperationalError("no such table: video_processing_queue")), False),
+        (wrapped(psycopg.errors.UndefinedTable("relation does not exist"), ProgrammingError), False),
+        (IntegrityError("duplicate key value violates unique constraint"), False),
+        (ValueError("not a database error"), False),
+    ],
+)
+def test_database_unavailable_tells_outages_from_bugs(error: BaseException, unavailable: bool) -> None:
+    assert database_unavailable(error) is unavailable
+
+
+def test_outage_answers_503_with_retry_after_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/down")
+    def down() -> None:
+        raise wrapped(psycopg_pool.PoolTimeout("couldn't get a connection after 5.00 sec"))
+
+    @app.get("/bug")
+    def bug() -> None:
+        raise wrapped(psycopg.errors.UndefinedTable("relation does not exist"), ProgrammingError)
+
+    with TestClient(app, raise_server_exceptions=False) as client, caplog.at_level(logging.WARNING, "api.errors"):
+        answers = [client.get("/down") for _ in range(3)]
+        bug_answer = client.get("/bug")
+    for answer in answers:
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == str(DATABASE_RETRY_AFTER_SECONDS)
+        assert "database is unavailable" in answer.json()["error"]
+    assert bug_answer.status_code == 500
+    outage_lines = [r for r in caplog.records if "database unavailable" in r.getMessage()]
+    assert len(outage_lines) == 1 and outage_lines[0].levelno == logging.WARNING
+    assert outage_lines[0].exc_info is None  # one line, not a stack trace per request
+
+
+@pytest.fixture
+def private_postgres(postgres_available: None) -> Iterator[PrivatePostgres]:
+    with PrivatePostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def database_url(private_postgres: PrivatePostgres) -> str:
+    """The served pipeline's database: the private cluster this test may stop."""
+    return private_postgres.url
+
+
+@pytest.mark.postgres
+def test_public_api_answers_503_during_a_postgres_outage_and_recovers_without_a_restart(
+    private_postgres: PrivatePostgres,
+    served: Callable[..., Pipeline],
+    clients: Callable[..., Client],
+) -> None:
+    pipeline = served()
+    tutor = clients(pipeline, "tutor-outage")
+    before = tutor.upload(fake_video(seed=1))
+    assert before.status_code == 202, before.text
+    queue_id = before.json()["queue_id"]
+    tutor.wait_for(queue_id, ("completed",))
+
+    private_postgres.stop("immediate")
+    requests: list[Callable[[], httpx.Response]] = [
+        lambda: tutor.get(f"/api/video-processing/status/{queue_id}"),
+        lambda: tutor.get("/api/video-processing/queue"),
+        lambda: tutor.upload(fake_video(seed=2)),
+        lambda: tutor.http.get("/readyz"),
+    ]
+    with ThreadPoolExecutor(len(requests)) as pool:  # each waits for the pool's connection timeout
+        status, listing, upload, ready = pool.map(lambda request: request(), requests)
+    for answer in (status, listing, upload):
+        assert answer.status_code == 503, answer.text
+        assert int(answer.headers["Retry-After"]) > 0
+        assert answer.json()["error"].startswith("the database is unavailable")
+    assert ready.status_code == 503 and ready.json()["failed"] == ["database"]
+
+    private_postgres.start()
+    wait_until(lambda: tutor.get(f"/api/video-processing/status/{queue_id}").status_code == 200,
+               30, "the status endpoint to answer 200 again")
+    assert tutor.http.get("/readyz").status_code == 200
+    after = tutor.upload(fake_video(seed=3))
+    assert after.status_code == 202, after.text
+    # the dispatcher, the step webhooks and the status projection all work again in the same process
+    assert tutor.wait_for(after.json()["queue_id"], ("completed",), timeout=60)["progress_percentage"] == 100
