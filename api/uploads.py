@@ -22,7 +22,10 @@ remembers which queue each upload started and each request's
 - the same bytes uploaded again by the same owner answer with the earlier
   queue when it is pending, processing or completed (its results are reused,
   the new copy is deleted); after a failed or cancelled queue a new queue
-  starts. Two identical uploads racing each other may both start a queue.
+  starts. The upload's row is written before its queue is started, so if the
+  process dies in between, the same bytes uploaded again start that queue
+  (with the first copy) instead of a second one. Two identical uploads racing
+  each other may both start a queue.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from api.errors import Conflict, PayloadTooLarge, UnsupportedMediaType
 from api.media import SNIFF_BYTES, container_of, extension_of
 from api.multipart import PART_END, Event, PartStart
 from handlers.failpoints import failpoint
-from handlers.storage import Storage, StoredObject
+from handlers.storage import Storage, StoredObject, upload_key
 from projections.views import ReadModelView
 
 CLAIM_TTL = timedelta(seconds=15)
@@ -154,17 +157,26 @@ class UploadLedger:
                 },
             )
 
-    def same_content(self, owner_id: str, sha256: str) -> str | None:
-        """The newest queue of ``owner_id`` for these bytes that did not fail or get cancelled."""
+    def same_content(self, owner_id: str, sha256: str) -> tuple[str, ReceivedFile] | None:
+        """The newest upload of ``owner_id`` with these bytes whose queue did not fail or get
+        cancelled: its queue id and its stored file. The queue may not exist yet (its row is
+        written first) or not be projected yet."""
         row = self.view.fetchone(
-            "SELECT u.queue_id FROM video_processing_uploads AS u "
+            "SELECT u.queue_id, u.attachment_id, u.sha256, u.size_bytes, u.filename "
+            "FROM video_processing_uploads AS u "
             "LEFT JOIN video_processing_queue AS q ON q.id = u.queue_id "
             "WHERE u.owner_id = :owner AND u.sha256 = :sha "
             "AND (q.status IS NULL OR q.status NOT IN ('failed', 'cancelled')) "
             "ORDER BY u.created_at DESC LIMIT 1",
             {"owner": owner_id, "sha": sha256},
         )
-        return None if row is None else str(row["queue_id"])
+        if row is None:
+            return None
+        stored = ReceivedFile(
+            attachment_id=row["attachment_id"], key=upload_key(owner_id, row["attachment_id"]),
+            filename=row["filename"] or row["attachment_id"], size=int(row["size_bytes"] or 0), sha256=row["sha256"],
+        )
+        return str(row["queue_id"]), stored
 
 
 # ------------------------------------------------------------------ streaming

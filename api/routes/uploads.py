@@ -21,7 +21,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
@@ -167,17 +167,27 @@ async def _start(
             return str(queue_id), True
         earlier = await run_in_threadpool(services.uploads.same_content, caller.owner_id, received.sha256)
         if earlier is not None:
+            earlier_id, earlier_file = earlier
             await run_in_threadpool(services.storage.delete, received.key)
-            logger.info("owner %s uploaded %s again: reusing queue %s", caller.owner_id, received.filename, earlier)
-            return earlier, True
-        options = {"source": received.key, "filename": received.filename,
-                   "size_bytes": received.size, "sha256": received.sha256}
-        started = await _start_queue(services, caller, received.attachment_id, options, queue_id)
-        await run_in_threadpool(services.uploads.record, caller.owner_id, started, received)
+            if not await run_in_threadpool(services.core.app.queue_exists, UUID(earlier_id)):
+                # the request that recorded it died before starting its queue: start it now
+                logger.info("owner %s: starting queue %s a dead request recorded", caller.owner_id, earlier_id)
+                await _start_queue(services, caller, earlier_file.attachment_id, _options(earlier_file), UUID(earlier_id))
+            logger.info("owner %s uploaded %s again: reusing queue %s", caller.owner_id, received.filename, earlier_id)
+            return earlier_id, True
+        new_id = queue_id or uuid4()
+        # recorded first: a retry after a death between the two finds this upload and starts its queue
+        await run_in_threadpool(services.uploads.record, caller.owner_id, str(new_id), received)
+        started = await _start_queue(services, caller, received.attachment_id, _options(received), new_id)
         return started, False
     raise UnsupportedMediaType(
         f"send application/json with an attachment_id or multipart/form-data with a file, not {media_type or 'no Content-Type'!r}"
     )
+
+
+def _options(received: ReceivedFile) -> dict[str, Any]:
+    """The queue options of an uploaded file."""
+    return {"source": received.key, "filename": received.filename, "size_bytes": received.size, "sha256": received.sha256}
 
 
 async def _existing_attachment(services: Services, caller: Caller, request: Request) -> tuple[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import tracemalloc
@@ -13,7 +14,7 @@ import pytest
 
 import api.routes.uploads
 import api.uploads
-from api.uploads import CLAIM_TTL, UploadLedger, queue_id_for
+from api.uploads import CLAIM_TTL, ReceivedFile, UploadLedger, queue_id_for
 
 from handlers.providers.simulated import SimulatedProvider
 from handlers.storage import upload_key
@@ -162,6 +163,30 @@ def test_a_retry_after_the_process_died_mid_request_gets_its_one_queue(served: S
     assert again.json()["queue_id"] == str(queue_id)
     assert pipeline.store.app.start_processing("tutor-a", "x.mp4", queue_id=queue_id) == queue_id
     assert [type(e).__name__ for e in pipeline.events(str(queue_id))].count("Created") == 1
+
+
+def test_the_same_bytes_after_a_death_between_record_and_queue_start_that_queue(
+    served: Served, clients: Clients
+) -> None:
+    """Regression: the upload's row is written before its queue is started, so a process death
+    in between leaves a row whose queue the next upload of the same bytes starts (with the first
+    copy), not a second queue (before, the queue came first and a death left no trace of it)."""
+    pipeline = served()
+    tutor = clients(pipeline, "tutor-a")
+    video = fake_video(seed=11)
+    first_key = upload_key("tutor-a", "first.mp4")
+    (Path(pipeline.settings.storage_dir) / first_key).parent.mkdir(parents=True)
+    (Path(pipeline.settings.storage_dir) / first_key).write_bytes(video)
+    queue_id = "5b0e7c1e-1111-4222-8333-444455556666"
+    UploadLedger(pipeline.store.view).record("tutor-a", queue_id, ReceivedFile(
+        "first.mp4", first_key, "week 1.mp4", len(video), hashlib.sha256(video).hexdigest()))
+    again = tutor.upload(video)
+    assert again.status_code == 202, again.text
+    assert again.json()["queue_id"] == queue_id and again.json()["reused"] is True
+    assert created_options(pipeline, queue_id)["source"] == first_key
+    assert stored_uploads(pipeline, "tutor-a") == ["first.mp4"]
+    assert tutor.wait_for(queue_id)["status"] == "completed"
+    assert [q["queue_id"] for q in tutor.get("/api/video-processing/queue").json()["items"]] == [queue_id]
 
 
 def test_a_slow_upload_keeps_its_key_claimed(
