@@ -14,8 +14,9 @@ cleanup, two ways:
   just after publishing the next step (before the message is recorded), and
   inside a projection transaction before it commits. The reduced form arms
   each once (``name=@1``) and a restart leaves out those that have fired, so
-  every kind happens at least once, deterministically; the full form arms
-  them with probabilities, on every (re)start;
+  every kind happens exactly once, deterministically (also after the killing
+  phase); the full form arms them with probabilities, on every (re)start
+  until the killing phase is over;
 - **a killer thread** SIGKILLs the API every 2–6 s of its uptime (uniform,
   seeded :data:`SEED`): mid-step, mid-upload, wherever it happens to be. It
   stops after :data:`KILLER_KILLS` kills, once every upload has its queue id.
@@ -23,8 +24,7 @@ cleanup, two ways:
 A supervisor thread restarts the API whenever it is dead, as a container
 platform would, and tells the cause of each death: the killer's own pid
 record, or the line a failpoint writes to stderr just before the kill (an
-unexplained death is a problem). Once the killing phase is over, restarts
-come without failpoints. Each tutor retries its upload with the *same*
+unexplained death is a problem). Each tutor retries its upload with the *same*
 ``Idempotency-Key`` on connection errors, 503 and 409 ("a request with this
 key is still running": the earlier request may have died with the process;
 its claim on the key expires :data:`~api.uploads.CLAIM_TTL` after it stopped
@@ -131,10 +131,10 @@ class Deaths:
 
     def failpoints_env(self) -> str:
         """``VIDPIPE_FAILPOINTS`` for the next start of the API."""
+        if self.reduced:  # each kind once, also after the killing phase: those that fired are left out
+            return ",".join(f"{name}=@1" for name in sorted(NAMES) if not self.by_cause[name])
         if self.killing_over.is_set():
             return ""
-        if self.reduced:  # each kind once: those that fired already are left out
-            return ",".join(f"{name}=@1" for name in sorted(NAMES) if not self.by_cause[name])
         return ",".join(f"{name}={p}" for name, p in PROBABILITIES.items())
 
     def relay(self, line: str, out: Callable[[str], None]) -> None:
@@ -201,7 +201,7 @@ class Deaths:
                 self.interrupted.update(self._what_runs(pid))
             self.stack.kill("api")
         self.killing_over.set()
-        self.stack.log("killing phase over: restarts come without failpoints")
+        self.stack.log("killing phase over")
 
 
 @dataclass
