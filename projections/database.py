@@ -21,9 +21,15 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import psycopg_pool.pool
+from psycopg_pool.base import AttemptWithBackoff
+
 from domain.errors import VidpipeError
 
 Dialect = Literal["sqlite", "postgres", "memory"]
+
+RECONNECT_MAX_DELAY_SECONDS = 1.0
+"""Longest pause between a connection pool's attempts to reach a Postgres that went away."""
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
@@ -94,6 +100,7 @@ class DatabaseUrl:
                 "SQLITE_DBNAME": self.path,
                 "SQLITE_LOCK_TIMEOUT": "30",
             }
+        cap_reconnect_backoff()
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": self.dbname,
@@ -114,6 +121,28 @@ class DatabaseUrl:
             f"host={self.host} port={self.port} dbname={self.dbname} "
             f"user={self.user} password={self.password}"
         )
+
+
+class _CappedBackoff(AttemptWithBackoff):
+    """psycopg_pool's reconnection attempts, at most :data:`RECONNECT_MAX_DELAY_SECONDS` apart."""
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, RECONNECT_MAX_DELAY_SECONDS)
+
+
+def cap_reconnect_backoff() -> None:
+    """Make the Postgres connection pools notice a returning server within a second.
+
+    When the server goes away, psycopg_pool retries connecting with
+    exponential backoff (1, 2, 4, ... s, for up to 5 minutes) and requests
+    wait for those attempts: after a 20 s restart the API kept answering 503
+    for 5 s more, after a minute's outage it could be a minute more. The
+    eventsourcing library builds its pools itself and offers no setting, so
+    the pool module's backoff class is replaced, once, for the process; a
+    connection attempt a second per pool is nothing to a server that is up.
+    """
+    psycopg_pool.pool.AttemptWithBackoff = _CappedBackoff  # type: ignore[misc]
 
 
 def _redacted(url: str) -> str:

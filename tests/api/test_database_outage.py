@@ -11,7 +11,9 @@ followers and dispatcher) must serve and process again without a restart.
 from __future__ import annotations
 
 import logging
+import socket
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,6 +27,7 @@ from fastapi.testclient import TestClient
 
 from api.errors import DATABASE_RETRY_AFTER_SECONDS, database_unavailable, install_error_handlers
 from bench.chaos.private_postgres import PrivatePostgres
+from projections.database import DatabaseUrl
 from tests.api.conftest import Client, fake_video
 from tests.handlers.conftest import Pipeline
 from tests.support import wait_until
@@ -79,6 +82,24 @@ def test_outage_answers_503_with_retry_after_and_logs_once(caplog: pytest.LogCap
     outage_lines = [r for r in caplog.records if "database unavailable" in r.getMessage()]
     assert len(outage_lines) == 1 and outage_lines[0].levelno == logging.WARNING
     assert outage_lines[0].exc_info is None  # one line, not a stack trace per request
+
+
+def test_postgres_pools_look_for_a_lost_server_every_second(caplog: pytest.LogCaptureFixture) -> None:
+    """Without the cap psycopg_pool waits 1, 2, 4, 8 ... s between attempts, so the API would keep
+    answering 503 long after a restarted server is back (0, 1, 3 s: three attempts in 6 s)."""
+    DatabaseUrl.parse("postgresql://postgres@127.0.0.1/vidpipe").event_store_env()  # what every Postgres user calls
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with caplog.at_level(logging.WARNING, "psycopg.pool"):
+        pool = psycopg_pool.ConnectionPool(f"host=127.0.0.1 port={port} connect_timeout=1", min_size=1, open=False)
+        pool.open(wait=False)
+        try:
+            time.sleep(6)
+        finally:
+            pool.close(timeout=1)
+    attempts = [r for r in caplog.records if r.getMessage().startswith("error connecting")]
+    assert len(attempts) >= 5, [r.getMessage() for r in attempts]
 
 
 @pytest.fixture
