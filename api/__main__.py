@@ -14,6 +14,8 @@ from domain import VidpipeError
 from handlers.failpoints import armed as armed_failpoints
 from handlers.step_runner import StepRunner
 
+KEEP_ALIVE_SECONDS = 75
+
 
 def main() -> int:
     try:
@@ -32,6 +34,9 @@ def main() -> int:
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=10,
+        # uvicorn's default (5 s) closes idle connections while a busy client is about to reuse them
+        # ("server disconnected"); load balancers keep connections idle for 60 s, so stay above that
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     StoppingServer(config, app.state.step_runner).run()
     return 0
