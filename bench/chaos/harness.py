@@ -292,21 +292,29 @@ def check_invariants(url: str, storage_dir: Path, started_after: float) -> dict[
         "artifacts_checked": checked,
         "lost_artifacts": lost,
         "projection_mismatches": mismatches,
-        "orphan_ffmpeg": len(ffmpeg_started_after(started_after)),
+        "orphan_ffmpeg": len(ffmpeg_left_by(storage_dir, started_after)),
     }
 
 
-def ffmpeg_started_after(moment: float) -> list[int]:
+def ffmpeg_left_by(storage_dir: Path, moment: float) -> list[int]:
+    """ffmpeg processes still alive that this stack's API started (after ``moment``).
+
+    An ffmpeg inherits the API's environment, so its ``VIDPIPE_STORAGE_DIR``
+    names the stack it belongs to; ffmpeg of other stacks on the machine (a
+    parallel run, a developer's ``make run``) are not counted.
+    """
     found = subprocess.run(["pgrep", "-x", "ffmpeg"], capture_output=True, text=True).stdout.split()
     boot = time.time() - float(Path("/proc/uptime").read_text().split()[0])
     ticks = os.sysconf("SC_CLK_TCK")
+    marker = f"VIDPIPE_STORAGE_DIR={storage_dir}".encode()
     pids = []
     for pid in found:
         try:
             start = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks + boot
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except (OSError, IndexError, ValueError):
             continue
-        if start >= moment:
+        if start >= moment and marker in environment:
             pids.append(int(pid))
     return pids
 
