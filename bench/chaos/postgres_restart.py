@@ -389,7 +389,7 @@ def run(database_url: str | None, workdir: Path, *, reduced: bool) -> dict[str, 
             "rounds": rounds,
             "answers": {kind: dict(sorted(Counter(str(a.status) for a in answers if a.kind == kind).items()))
                         for kind in sorted({a.kind for a in answers})},
-            "answers_during_outages": dict(sorted(Counter(f"{a.kind} {a.status}" for a in in_outage).items())),
+            "answers_from_outage_until_10s_after": dict(sorted(Counter(f"{a.kind} {a.status}" for a in in_outage).items())),
             "unavailable_with_retry_after": sum(1 for a in answers if a.status == 503 and a.retry_after and a.error),
             "readyz_503_during_outages": sum(1 for a in in_outage if a.kind == "readyz" and a.status == 503),
             "streams": dict(clients.streams),
@@ -403,7 +403,7 @@ def run(database_url: str | None, workdir: Path, *, reduced: bool) -> dict[str, 
 
 
 def during(answer: Answer, outages: list[tuple[float, float]], grace: float = 10.0) -> bool:
-    """Whether an answer came while the database was down (or within ``grace`` s of coming back)."""
+    """Whether an answer came while the database was down or within ``grace`` s of coming back."""
     return any(down <= answer.at <= back + grace for down, back in outages)
 
 

@@ -3,7 +3,7 @@
 Restarting the machine's own cluster would break every other test running
 against it, so the Postgres-restart scenario (and its regression tests) bring
 their own: :class:`PrivatePostgres` creates a cluster with Debian's
-``pg_createcluster`` (trust authentication, listening on 127.0.0.1 only, a
+``pg_createcluster`` (trust authentication, listening on localhost only, a
 free port, a random name ``vidpipe_chaos_<hex>``), creates one database,
 restarts or stops it on request with ``pg_ctlcluster``, and always drops it
 (``pg_dropcluster --stop``) when the ``with`` block ends, even on failure.
