@@ -270,7 +270,9 @@ class ProcessingQueue(Aggregate):
         if self._running(step, attempt, "retry") is None:
             return "unchanged"
         if state["retries"] >= self.max_retries:
-            self._fail(step, attempt, reason, retries_exhausted=True)
+            retries = state["retries"]
+            given_up = f"{reason} (gave up after {retries} {'retry' if retries == 1 else 'retries'})"
+            self._fail(step, attempt, given_up, retries_exhausted=True)
             return "failed"
         self.trigger_event(
             self.StepRetried,

@@ -75,7 +75,7 @@ def test_transient_failures_retry_then_fail_with_the_last_reason(memory_app: Vid
     assert memory_app.retry_step(qid, "compress", 3, "timed out after 30s", 240) == "failed"
     queue = memory_app.get_queue(qid)
     assert queue.status == "failed"
-    assert queue.error == "timed out after 30s"
+    assert queue.error == "timed out after 30s (gave up after 2 retries)"
     assert queue.step("compress").retries == 2
     names = event_names(memory_app, qid)
     assert names.count("StepRetried") == 2

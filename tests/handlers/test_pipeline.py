@@ -81,7 +81,7 @@ def test_a_server_that_never_wakes_fails_the_queue_with_the_last_reason(pipeline
     qid = pipeline.start()
     row = pipeline.wait_for_status(qid, timeout=40)
     assert row["status"] == "failed"
-    assert row["error"] == "audio-convert server answered 503 (simulated failure 3)"
+    assert row["error"] == "audio-convert server answered 503 (simulated failure 3) (gave up after 2 retries)"
     names = pipeline.event_names(qid)
     assert names.count("StepRetried") == 2 and names[-2:] == ["StepFailed", "Failed"]
     assert "transcribe" not in completions(pipeline, qid)
