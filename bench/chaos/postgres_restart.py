@@ -12,8 +12,8 @@ runs only a held crash (:data:`HELD_OUTAGE_SECONDS`), so the outage is certain
 to be seen.
 
 All the while public clients keep going: uploaders (multipart, each with an
-``Idempotency-Key`` they reuse when they retry a 503), pollers of the status
-and list endpoints, server-sent-event streams, and a ``/readyz`` probe. Every
+``Idempotency-Key`` they reuse when they retry a 503), pollers of the status,
+list and audit-trail endpoints (the last reads the event store, not the read model), server-sent-event streams, and a ``/readyz`` probe. Every
 answer is recorded. The promises checked:
 
 - during the outage the public API answers 503 with ``Retry-After`` and a JSON
@@ -67,6 +67,7 @@ ROUND_TIMEOUT_SECONDS = 120.0
 STEP_SECONDS = "1"
 LIST_PATH = "/api/video-processing/queue"
 STREAM_PATH = STATUS_PATH + "/stream"
+EVENTS_PATH = STATUS_PATH + "/events"
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,8 @@ class PublicClients:
                     self.send("status", client, "GET", self.stack.api + STATUS_PATH.format(queue_id=queue_id),
                               headers=self.auth(owner))
                     self.send("list", client, "GET", self.stack.api + LIST_PATH, headers=self.auth(owner))
+                    self.send("events", client, "GET", self.stack.api + EVENTS_PATH.format(queue_id=queue_id),
+                              headers=self.auth(owner))
                 self.stop.wait(0.1)
 
     def _streamer(self) -> None:
@@ -286,10 +289,14 @@ class PublicClients:
             thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def finish(self) -> None:
+        """Stop every client and wait for its request in flight (an upload may still start a queue)."""
         self.stop.set()
         for thread in self._threads:
             thread.join(timeout=CLIENT_TIMEOUT_SECONDS + 5)
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish()
 
 
 def wait_status_ok(stack: ChaosStack, clients: PublicClients, queue_id: str, owner: str, timeout: float) -> float | None:
@@ -371,7 +378,7 @@ def run(database_url: str | None, workdir: Path, *, reduced: bool) -> dict[str, 
                     "first_status_200_seconds": None if first_ok is None else round(first_ok, 2),
                     "all_terminal_seconds": None if all_terminal is None else round(all_terminal, 2),
                 })
-            clients.stop.set()
+            clients.finish()
             final_ok, stuck = wait_all_terminal_in_log(stack, ROUND_TIMEOUT_SECONDS)
             if not final_ok:
                 problems.append(f"{len(stuck)} queues in the event log never ended, e.g. {stuck[:3]}")
