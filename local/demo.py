@@ -79,19 +79,24 @@ def demo_video(directory: Path = DEMO_DIR) -> Path:
     try:
         subprocess.run(["espeak-ng", "-m", "-s", "150", "-w", str(speech), markup],
                        check=True, capture_output=True, timeout=60)
-        subprocess.run([
-            "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=10", "-i", str(speech),
-            "-map", "0:v", "-map", "1:a", "-shortest",
-            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
-            "-f", "mp4", str(partial),
-        ], check=True, capture_output=True, timeout=120)
+        speech_over_test_pattern(speech, partial)
     except subprocess.CalledProcessError as error:
         raise DemoError(f"making the demo clip failed: {error.stderr.decode(errors='replace').strip()}") from None
     finally:
         speech.unlink(missing_ok=True)
     os.replace(partial, target)
     return target
+
+
+def speech_over_test_pattern(speech: Path, target: Path, *, size: str = "640x360", audio_bitrate: str = "64k") -> None:
+    """Write an MP4 (H.264 test pattern + AAC) as long as the ``speech`` recording; raises CalledProcessError."""
+    subprocess.run([
+        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=10", "-i", str(speech),
+        "-map", "0:v", "-map", "1:a", "-shortest",
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", audio_bitrate,
+        "-f", "mp4", str(target),
+    ], check=True, capture_output=True, timeout=120)
 
 
 # ------------------------------------------------------------------ the API

@@ -31,6 +31,7 @@ from api.settings import Settings
 from api.token import mint
 from domain import VideoProcessing
 from handlers.storage.local import LocalStorage
+from local.demo import speech_over_test_pattern
 from local.stack import Service, Stack, plan
 from projections.database import DatabaseUrl
 from projections.follower import EventFollower
@@ -334,13 +335,7 @@ def lecture_clips(directory: Path, count: int) -> list[Path]:
         text = f"Lecture {i + 1}. Today we study {topics[i % len(topics)]}."
         subprocess.run(["espeak-ng", "-s", "170", "-w", str(speech), text], check=True, capture_output=True, timeout=60)
         partial = directory / f".lecture-{i:03d}.partial.mp4"
-        subprocess.run([
-            "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=10", "-i", str(speech),
-            "-map", "0:v", "-map", "1:a", "-shortest",
-            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "48k",
-            "-f", "mp4", str(partial),
-        ], check=True, capture_output=True, timeout=120)
+        speech_over_test_pattern(speech, partial, size="320x240", audio_bitrate="48k")
         speech.unlink()
         os.replace(partial, target)
     return clips
