@@ -9,6 +9,7 @@ from types import FrameType
 import uvicorn
 
 from api.app import create_app
+from api.limits import HTTP_PARSER_HEADER_BYTES
 from api.settings import Settings
 from domain import VidpipeError
 from handlers.failpoints import armed as armed_failpoints
@@ -37,6 +38,7 @@ def main() -> int:
         # uvicorn's default (5 s) closes idle connections while a busy client is about to reuse them
         # ("server disconnected"); load balancers keep connections idle for 60 s, so stay above that
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        h11_max_incomplete_event_size=HTTP_PARSER_HEADER_BYTES,
     )
     StoppingServer(config, app.state.step_runner).run()
     return 0
