@@ -147,19 +147,29 @@ class ChaosStack:
         self.log(f"{name} is back")
         return time.monotonic() - started
 
-    def wait_models_ready(self, timeout: float = 180.0, names: Iterable[str] = ("whisper", "embeddings")) -> None:
-        """Wait until the named model servers say ``/health`` 200 (model loaded; no model request is spent)."""
+    def wait_models_ready(
+        self,
+        timeout: float = 180.0,
+        names: Iterable[str] = ("whisper", "embeddings"),
+        states: Iterable[str] = ("ready",),
+    ) -> None:
+        """Wait until each named model server's ``/health`` reports one of ``states``.
+
+        ``ready``: the model is loaded and the next request succeeds; ``asleep``:
+        loaded, not awake yet (a sleep knob is set). ``/health`` spends no model request.
+        """
+        wanted = set(states)
         deadline = time.monotonic() + timeout
         for name in names:
             url = self.stack.service(name).url + "/health"
             while True:
                 try:
-                    if httpx.get(url, timeout=2).status_code == 200:
+                    if httpx.get(url, timeout=2).json().get("status") in wanted:
                         break
-                except httpx.HTTPError:
+                except (httpx.HTTPError, ValueError):
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not load its model within {timeout:.0f}s")
+                    raise RuntimeError(f"{name} did not become {'/'.join(sorted(wanted))} within {timeout:.0f}s")
                 time.sleep(0.3)
 
     def alive(self, name: str) -> bool:

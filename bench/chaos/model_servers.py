@@ -103,19 +103,6 @@ def upload_all(stack: ChaosStack, clips: list[Path], case: str) -> Uploaded:
     return uploaded
 
 
-def wait_health(url: str, states: set[str], timeout: float = 180.0) -> None:
-    """Wait until a model server's ``/health`` says one of ``states`` (``asleep``: loaded, not yet awake)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=2).json().get("status") in states:
-                return
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not become {'/'.join(sorted(states))} within {timeout:.0f} s")
-
-
 class WakeWatch:
     """Polls a server's ``/health`` (which never counts as a model request) for the moment it turns 200."""
 
@@ -219,7 +206,7 @@ def run_case(
 
 def whisper_wakes_late(url: str, workdir: Path, clips: list[Path]) -> CaseRun:
     def ready(stack: ChaosStack) -> None:
-        wait_health(stack.stack.service("whisper").url, {"asleep"})  # loaded; the sleep starts at the first request
+        stack.wait_models_ready(names=("whisper",), states=("asleep",))  # loaded; the sleep starts at the first request
         stack.wait_models_ready(names=("embeddings",))
 
     def judge(stack: ChaosStack, uploaded: Uploaded, events: dict[str, list[Any]], run: CaseRun) -> None:
