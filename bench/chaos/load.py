@@ -57,6 +57,7 @@ import httpx
 
 from bench.chaos.harness import STATUS_PATH, TERMINAL, ChaosStack, lecture_clips
 from domain import STEPS
+from local.demo import server_sent_events
 
 NAME = "load: tutors uploading while clients poll and stream"
 VIDEOS_PER_TUTOR = 2
@@ -214,29 +215,22 @@ def follow_stream(stack: ChaosStack, user: str, queue: Future[str], deadline: fl
     result = StreamResult(queue.result())
     url = stack.api + STATUS_PATH.format(queue_id=result.queue_id) + "/stream"
     headers = {"Authorization": f"Bearer {stack.token(user)}", "Accept": "text/event-stream"}
-    event, data = "message", ""
     try:
         with httpx.Client(timeout=CLIENT_TIMEOUT_SECONDS) as client, client.stream("GET", url, headers=headers) as response:
             if response.status_code != 200:
                 result.error = f"stream answered {response.status_code}"
                 return result
-            for line in response.iter_lines():
+            for event, data, _ in server_sent_events(response.iter_lines()):
                 if time.monotonic() > deadline:
                     result.error = "the stream had not ended by the deadline"
                     return result
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    data += line[5:].strip()
-                elif not line and data:
-                    payload = json.loads(data)
-                    if event == "timeline":
-                        result.timeline.append((payload["event"], payload.get("step")))
-                    elif event == "status":
-                        result.statuses += 1
-                        if payload["status"] in TERMINAL:
-                            result.terminal = payload["status"]
-                    event, data = "message", ""
+                payload = json.loads(data)
+                if event == "timeline":
+                    result.timeline.append((payload["event"], payload.get("step")))
+                elif event == "status":
+                    result.statuses += 1
+                    if payload["status"] in TERMINAL:
+                        result.terminal = payload["status"]
     except httpx.HTTPError as error:
         result.error = f"{type(error).__name__}: {error}"
     return result

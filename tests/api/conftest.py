@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from api.token import mint
+from local.demo import server_sent_events
 from tests.handlers.conftest import Pipeline, pipeline_factory  # noqa: F401 - the fixture is used here
 from tests.support import wait_until
 
@@ -82,14 +83,8 @@ class Client:
         with self.http.stream("GET", f"/api/video-processing/status/{queue_id}/stream",
                               headers=self.headers(**headers), timeout=60) as response:
             assert response.status_code == 200, response.read()
-            event = "message"
-            for line in response.iter_lines():
-                if line.startswith("event:"):
-                    event = line.split(":", 1)[1].strip()
-                elif line.startswith("data:"):
-                    received.append((event, json.loads(line.split(":", 1)[1])))
-                elif not line:
-                    event = "message"
+            for event, data, _ in server_sent_events(response.iter_lines()):
+                received.append((event, json.loads(data)))
         return received
 
     def close(self) -> None:
