@@ -26,8 +26,9 @@ from starlette.routing import Route
 
 from local.qstash.delivery import DeliveryWorker
 from local.qstash.errors import ApiError
-from local.qstash.message import State, dead_letter_json, message_json, new_id
+from local.qstash.message import DeadLetter, State, dead_letter_json, message_json, new_id
 from local.qstash.publication import PublishError, parse_publication
+from local.qstash.selection import DLQ_FILTERS, MESSAGE_FILTERS, Selection, parse_selection
 from local.qstash.settings import Settings
 from local.qstash.store import MessageStore
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v2/messages", cancel_messages, methods=["DELETE"]),
             Route("/v2/dlq", list_dead_letters, methods=["GET"]),
             Route("/v2/dlq", delete_dead_letters, methods=["DELETE"]),
+            Route("/v2/dlq/retry", retry_dead_letters, methods=["POST"]),
             Route("/v2/dlq/retry/{dlq_id}", retry_dead_letter, methods=["POST"]),
             Route("/v2/dlq/{dlq_id}", get_dead_letter, methods=["GET"]),
             Route("/v2/dlq/{dlq_id}", delete_dead_letter, methods=["DELETE"]),
@@ -173,19 +175,38 @@ async def get_message(request: Request) -> Response:
 
 
 async def cancel_message(request: Request) -> Response:
-    """``DELETE /v2/messages/{id}``: cancel; 404 when nothing is left to cancel."""
+    """``DELETE /v2/messages/{id}``: cancel; ``{"cancelled": 1}`` (the TS SDK parses it), or 404."""
     authorize(request)
     if _store(request).cancel([request.path_params["message_id"]]) == 0:
         raise ApiError(404, "message not found or no longer cancellable")
-    return Response(status_code=200)
+    return JSONResponse({"cancelled": 1})
 
 
 async def cancel_messages(request: Request) -> Response:
-    """``DELETE /v2/messages``: ``{"messageIds": [...]}`` or no body for all; ``{"cancelled": n}``."""
+    """``DELETE /v2/messages``: cancel by ids or filters (query or JSON body); neither: all.
+
+    ``?messageIds=A&messageIds=B`` (TS SDK) and ``{"messageIds": [...]}`` (Python
+    SDK) cancel exactly those; filters cancel their matches; only a request with
+    neither cancels every message, as QStash does. ``{"cancelled": n}``.
+    """
     authorize(request)
-    payload = await _json_body(request)
-    ids = _string_list(payload, "messageIds") if payload else None
-    return JSONResponse({"cancelled": _store(request).cancel(ids)})
+    selection = parse_selection(
+        request.query_params.multi_items(),
+        await _json_body(request),
+        ids_key="messageIds",
+        filters=MESSAGE_FILTERS,
+    )
+    cancelled = _store(request).cancel_selected(selection)
+    log.info("bulk cancel (%s): %d cancelled", _describe(selection, "messageIds"), cancelled)
+    return JSONResponse({"cancelled": cancelled})
+
+
+def _describe(selection: Selection, ids_key: str) -> str:
+    if selection.ids is not None:
+        return f"{len(selection.ids)} {ids_key}"
+    if selection.filters:
+        return "filters " + ", ".join(sorted(selection.filters))
+    return "all" + (f", count {selection.count}" if selection.count else "")
 
 
 async def list_dead_letters(request: Request) -> Response:
@@ -227,38 +248,75 @@ async def delete_dead_letter(request: Request) -> Response:
 
 
 async def delete_dead_letters(request: Request) -> Response:
-    """``DELETE /v2/dlq`` with ``{"dlqIds": [...]}``: ``{"deleted": n}``."""
+    """``DELETE /v2/dlq``: by ``dlqIds`` (query or JSON body) or filters; neither: the
+    whole DLQ, ``count`` (default 100) at a time. ``{"deleted": n, "cursor"?}``."""
     authorize(request)
-    ids = _string_list(await _json_body(request), "dlqIds")
-    return JSONResponse({"deleted": _store(request).delete_dead_letters(ids)})
+    store = _store(request)
+    letters, cursor = store.select_dead_letters(await _dlq_selection(request), MAX_PAGE)
+    deleted = store.delete_dead_letters([letter.dlq_id for letter in letters])
+    data: dict[str, Any] = {"deleted": deleted}
+    if cursor is not None:
+        data["cursor"] = str(cursor)
+    return JSONResponse(data)
+
+
+async def retry_dead_letters(request: Request) -> Response:
+    """``POST /v2/dlq/retry``: publish the selected dead letters again (same selection rules
+    as ``DELETE /v2/dlq``); ``{"responses": [{"messageId"}, ...], "cursor"?}``."""
+    authorize(request)
+    store = _store(request)
+    letters, cursor = store.select_dead_letters(await _dlq_selection(request), MAX_PAGE)
+    responses = [
+        {"messageId": message_id}
+        for letter in letters
+        if (message_id := _requeue(request, letter)) is not None
+    ]
+    data: dict[str, Any] = {"responses": responses}
+    if cursor is not None:
+        data["cursor"] = str(cursor)
+    return JSONResponse(data)
 
 
 async def retry_dead_letter(request: Request) -> Response:
     """``POST /v2/dlq/retry/{dlqId}``: publish the dead message again; 201 ``{"messageId"}``."""
     authorize(request)
-    store = _store(request)
-    dlq_id = request.path_params["dlq_id"]
-    letter = store.dead_letter(dlq_id)
+    letter = _store(request).dead_letter(request.path_params["dlq_id"])
+    message_id = None if letter is None else _requeue(request, letter)
+    if message_id is None:
+        raise ApiError(404, "dead letter not found")
+    return JSONResponse({"messageId": message_id, "deduplicated": False}, status_code=201)
+
+
+def _requeue(request: Request, letter: DeadLetter) -> str | None:
+    """Move ``letter`` back to the pending messages as a fresh message; its new id."""
     now = time.time()
-    if letter is not None:
-        fresh = dataclasses.replace(
-            letter.message,
-            id=new_id("msg"),
-            state=State.PENDING,
-            retried=0,
-            created_at=now,
-            not_before=now,
-            next_attempt_at=now,
-        )
-        if store.requeue_dead_letter(dlq_id, fresh):
-            log.info("retrying dead letter %s as %s", dlq_id, fresh.id)
-            request.app.state.worker.wake()
-            return JSONResponse({"messageId": fresh.id, "deduplicated": False}, status_code=201)
-    raise ApiError(404, "dead letter not found")
+    fresh = dataclasses.replace(
+        letter.message,
+        id=new_id("msg"),
+        state=State.PENDING,
+        retried=0,
+        created_at=now,
+        not_before=now,
+        next_attempt_at=now,
+    )
+    if not _store(request).requeue_dead_letter(letter.dlq_id, fresh):
+        return None
+    log.info("retrying dead letter %s as %s", letter.dlq_id, fresh.id)
+    request.app.state.worker.wake()
+    return fresh.id
+
+
+async def _dlq_selection(request: Request) -> Selection:
+    return parse_selection(
+        request.query_params.multi_items(),
+        await _json_body(request),
+        ids_key="dlqIds",
+        filters=DLQ_FILTERS,
+    )
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await request.body()
+    raw = await read_body(request, _settings(request).max_message_bytes)
     if not raw.strip():
         return None
     try:
@@ -267,8 +325,3 @@ async def _json_body(request: Request) -> Any:
         raise ApiError(400, "request body must be JSON") from None
 
 
-def _string_list(payload: Any, key: str) -> list[str]:
-    values = payload.get(key) if isinstance(payload, dict) else None
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise ApiError(400, f'expected JSON {{"{key}": ["...", ...]}}')
-    return values

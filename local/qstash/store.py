@@ -20,6 +20,7 @@ from typing import Any
 
 from local.qstash.message import DeadLetter, Kind, Message, State
 from local.qstash.publication import Publication
+from local.qstash.selection import Selection
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -208,23 +209,26 @@ class MessageStore:
             ).fetchone()
         return None if row is None else _message(row)
 
-    def cancel(self, message_ids: Sequence[str] | None) -> int:
-        """Cancel the given active messages (all of them for ``None``); how many were."""
+    def cancel(self, message_ids: Sequence[str]) -> int:
+        """Cancel exactly the given active messages; how many were."""
         with self._transaction() as db:
-            if message_ids is None:
-                cursor = db.execute(
-                    "UPDATE messages SET state = ? WHERE state IN (?, ?)",
-                    (State.CANCELLED.value, *_ACTIVE),
-                )
-                return cursor.rowcount
-            count = 0
-            for message_id in dict.fromkeys(message_ids):
-                cursor = db.execute(
-                    "UPDATE messages SET state = ? WHERE id = ? AND state IN (?, ?)",
-                    (State.CANCELLED.value, message_id, *_ACTIVE),
-                )
-                count += cursor.rowcount
-            return count
+            return _cancel_ids(db, message_ids)
+
+    def cancel_selected(self, selection: Selection) -> int:
+        """Cancel what a bulk request targets (ids, filter matches, or all); how many were.
+
+        Only ``selection.everything`` (no ids, no filters) reaches every active
+        message, as in QStash; ``selection.count`` caps how many are cancelled.
+        """
+        with self._transaction() as db:
+            if selection.ids is not None:
+                return _cancel_ids(db, selection.ids)
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE state IN (?, ?) ORDER BY created_at, id",
+                _ACTIVE,
+            ).fetchall()
+            chosen = [row[0] for row in rows if selection.matches(_message(row))]
+            return _cancel_ids(db, chosen[: selection.count] if selection.count else chosen)
 
     def dead_letters(
         self, *, after: int, count: int, filters: dict[str, Any]
@@ -260,6 +264,31 @@ class MessageStore:
                 for dlq_id in dict.fromkeys(dlq_ids)
             )
 
+    def select_dead_letters(self, selection: Selection, default_count: int) -> tuple[list[DeadLetter], int | None]:
+        """The dead letters a bulk request targets, oldest first, and the next page's cursor.
+
+        Ids select exactly those (no paging); otherwise filter matches (all of the
+        DLQ without filters) after ``selection.cursor``, at most ``count`` of them.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT d.seq, {_DEAD_COLUMNS} FROM dead_letters d JOIN messages m"
+                " ON m.id = d.message_id WHERE d.seq > ? ORDER BY d.seq",
+                (0 if selection.ids is not None else selection.cursor,),
+            ).fetchall()
+        if selection.ids is not None:
+            wanted = set(selection.ids)
+            return [_dead_letter(row[1:]) for row in rows if row[1] in wanted], None
+        matches = [
+            (int(row[0]), letter)
+            for row in rows
+            if selection.matches((letter := _dead_letter(row[1:])).message, letter.response_status)
+        ]
+        count = selection.count or default_count
+        page = matches[:count]
+        cursor = page[-1][0] if len(matches) > count else None
+        return [letter for _, letter in page], cursor
+
     def requeue_dead_letter(self, dlq_id: str, message: Message) -> bool:
         """Remove a dead letter and store ``message`` (its fresh copy) in one step."""
         with self._transaction() as db:
@@ -274,6 +303,16 @@ _DEAD_COLUMNS = (
     "d.dlq_id, d.response_status, d.response_headers, d.response_body, d.created_at, "
     + ", ".join(f"m.{column.strip()}" for column in _COLUMNS.split(","))
 )
+
+
+def _cancel_ids(db: sqlite3.Connection, message_ids: Sequence[str]) -> int:
+    return sum(
+        db.execute(
+            "UPDATE messages SET state = ? WHERE id = ? AND state IN (?, ?)",
+            (State.CANCELLED.value, message_id, *_ACTIVE),
+        ).rowcount
+        for message_id in dict.fromkeys(message_ids)
+    )
 
 
 def _finish(db: sqlite3.Connection, message_id: str, state: State, retried: int | None = None) -> bool:

@@ -243,7 +243,8 @@ def test_cancel_single_message(sdk: QStash, destination: Destination) -> None:
 
 
 def test_cancel_many_and_all(sdk: QStash, destination: Destination) -> None:
-    """Protocol: DELETE /v2/messages {"messageIds": [...]} → {"cancelled": n}; no body: all."""
+    """Protocol: DELETE /v2/messages {"messageIds": [...]} (Python SDK) → {"cancelled": n};
+    no body and no query: all (QStash's definition of cancel-all)."""
     ids = [sdk.message.publish_json(url=destination.url(f"/many{i}"), body={}, delay="1s").message_id for i in range(3)]
     assert sdk.message.cancel_many([ids[0], ids[1], "msg_unknown"]) == 2
     destination.wait_for("/many2", timeout=5)
@@ -252,6 +253,96 @@ def test_cancel_many_and_all(sdk: QStash, destination: Destination) -> None:
         sdk.message.publish_json(url=destination.url(f"/all{i}"), body={}, delay="1h")
     assert sdk.message.cancel_all() == 2
     assert sdk.message.cancel_all() == 0
+
+
+def _vidpipe_step_messages(sdk: QStash, destination: Destination) -> list[str]:
+    """Pending messages shaped like vidpipe's step messages (delayed so they stay pending)."""
+    return [
+        sdk.message.publish_json(
+            url=destination.url(f"/api/video-processing/steps/{step}"),
+            body={"queue_id": "q-1", "step": step, "attempt": 0},
+            delay="1h",
+            deduplication_id=f"q-1:{step}:0",
+        ).message_id
+        for step in ("compress", "transcribe")
+    ]
+
+
+def _still_pending(sdk: QStash, message_ids: list[str]) -> list[str]:
+    return [sdk.message.get(message_id).message_id for message_id in message_ids]
+
+
+def test_cancelling_an_unknown_id_leaves_other_messages_alone(sdk: QStash, destination: Destination) -> None:
+    """Regression (issue 15, item 4): bulk cancel of a nonexistent id through the Python SDK
+    (JSON body) cancels nothing; vidpipe's pending step messages stay pending."""
+    steps = _vidpipe_step_messages(sdk, destination)
+    assert sdk.message.cancel_many(["msg_does_not_exist"]) == 0
+    assert _still_pending(sdk, steps) == steps
+
+
+def test_bulk_cancel_by_query_ids_cancels_exactly_those(sdk: QStash, http: httpx.Client, destination: Destination) -> None:
+    """Regression (issue 15, item 4): the TypeScript SDK 2.x sends the ids in the query,
+    ``DELETE /v2/messages?messageIds=A&messageIds=B``; exactly those are cancelled, an
+    unknown one counts 0, nothing else is touched."""
+    steps = _vidpipe_step_messages(sdk, destination)
+    doomed = sdk.message.publish_json(url=destination.url("/doomed"), body={}, delay="1h").message_id
+    response = http.delete("/v2/messages", params=[("messageIds", "msg_does_not_exist")])
+    assert response.status_code == 200 and response.json() == {"cancelled": 0}
+    response = http.delete("/v2/messages", params=[("messageIds", doomed), ("messageIds", "msg_does_not_exist")])
+    assert response.json() == {"cancelled": 1}
+    assert _still_pending(sdk, steps) == steps
+    with pytest.raises(QStashError, match="404"):
+        sdk.message.get(doomed)
+
+
+@pytest.mark.parametrize(
+    ("params", "content", "status", "mentions"),
+    [
+        ([("messageIds", "")], None, 400, "empty messageIds"),
+        ([], b'{"messageIds": []}', 400, "empty messageIds"),
+        ([("messageId", "msg_x")], None, 400, "unknown parameter"),
+        ([("topicName", "group")], None, 501, "URL groups"),
+        ([("scheduleId", "scd_1")], None, 501, "schedules"),
+        ([("count", "many")], None, 400, "count"),
+        ([("messageIds", "msg_x"), ("label", "l")], None, 400, "not both"),
+        ([], b"not json", 400, "JSON"),
+        ([], b'["msg_x"]', 400, "JSON object"),
+    ],
+)
+def test_a_bulk_cancel_the_server_does_not_understand_cancels_nothing(
+    sdk: QStash,
+    http: httpx.Client,
+    destination: Destination,
+    params: list[tuple[str, str]],
+    content: bytes | None,
+    status: int,
+    mentions: str,
+) -> None:
+    """Protocol: a bulk cancel that is neither ids, nor known filters, nor the bare cancel-all
+    request is refused (400, or 501 for a filter on a feature this server lacks) and cancels
+    nothing."""
+    steps = _vidpipe_step_messages(sdk, destination)
+    response = http.request("DELETE", "/v2/messages", params=params, content=content)
+    assert response.status_code == status
+    assert mentions in response.json()["error"]
+    assert _still_pending(sdk, steps) == steps
+
+
+def test_bulk_cancel_by_filter_and_count(sdk: QStash, http: httpx.Client, destination: Destination) -> None:
+    """Protocol: DELETE /v2/messages?label=...|url=...|path=... cancels the matches only;
+    ?count=N (TS SDK ``cancel({all: true, count})``) cancels at most N."""
+    labelled = sdk.message.publish_json(url=destination.url("/a"), body={}, delay="1h", label="batch-7").message_id
+    other = sdk.message.publish_json(url=destination.url("/b"), body={}, delay="1h", label="batch-8").message_id
+    assert http.delete("/v2/messages", params={"label": "batch-7"}).json() == {"cancelled": 1}
+    assert _still_pending(sdk, [other]) == [other]
+    with pytest.raises(QStashError, match="404"):
+        sdk.message.get(labelled)
+    assert http.delete("/v2/messages", params={"path": "/nowhere"}).json() == {"cancelled": 0}
+    assert http.delete("/v2/messages", params={"url": destination.url("/b")}).json() == {"cancelled": 1}
+    for i in range(3):
+        sdk.message.publish_json(url=destination.url(f"/c{i}"), body={}, delay="1h")
+    assert http.delete("/v2/messages", params={"count": "2"}).json() == {"cancelled": 2}
+    assert http.delete("/v2/messages", params={"count": "2"}).json() == {"cancelled": 1}
 
 
 def test_dlq_list_get_delete_and_retry(sdk: QStash, http: httpx.Client, destination: Destination) -> None:
