@@ -1,9 +1,11 @@
 """The QStash-compatible REST API: ``create_app(settings)`` builds the ASGI app.
 
-Routes (QStash v2): ``POST /v2/publish/{destination}``; ``GET``/``DELETE
-/v2/messages/{id}``, ``DELETE /v2/messages``; ``GET``/``DELETE /v2/dlq``,
-``GET``/``DELETE /v2/dlq/{dlqId}``, ``POST /v2/dlq/retry/{dlqId}``. Every
-route needs ``Authorization: Bearer <token>`` or ``?qstash_token=<token>``.
+Routes (QStash v2): ``POST /v2/publish/{destination}``, ``POST /v2/batch``;
+``GET``/``DELETE /v2/messages/{id}``, ``DELETE /v2/messages`` (bulk);
+``GET``/``DELETE /v2/dlq``, ``GET``/``DELETE /v2/dlq/{dlqId}``, ``POST
+/v2/dlq/retry`` (bulk) and ``/v2/dlq/retry/{dlqId}``; every other official SDK
+route answers 501 (``local.qstash.unsupported``). Every route needs
+``Authorization: Bearer <token>`` or ``?qstash_token=<token>``.
 The app's lifespan opens the store and runs the delivery worker.
 """
 
@@ -11,9 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,13 +24,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from local.qstash.context import authorize, json_body, read_body, settings_of, store_of
 from local.qstash.delivery import DeliveryWorker
 from local.qstash.errors import ApiError
 from local.qstash.message import DeadLetter, State, dead_letter_json, message_json, new_id
-from local.qstash.publication import PublishError, parse_publication
+from local.qstash.publication import Publication, PublishError, parse_publication
 from local.qstash.selection import DLQ_FILTERS, MESSAGE_FILTERS, Selection, parse_selection
 from local.qstash.settings import Settings
 from local.qstash.store import MessageStore
+from local.qstash.unsupported import unsupported_routes
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v2/publish/{destination:path}", publish, methods=["POST"]),
+            Route("/v2/batch", batch, methods=["POST"]),
             Route("/v2/messages/{message_id}", get_message, methods=["GET"]),
             Route("/v2/messages/{message_id}", cancel_message, methods=["DELETE"]),
             Route("/v2/messages", cancel_messages, methods=["DELETE"]),
@@ -72,6 +75,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v2/dlq/retry/{dlq_id}", retry_dead_letter, methods=["POST"]),
             Route("/v2/dlq/{dlq_id}", get_dead_letter, methods=["GET"]),
             Route("/v2/dlq/{dlq_id}", delete_dead_letter, methods=["DELETE"]),
+            *unsupported_routes(),
         ],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
         lifespan=lifespan,
@@ -90,27 +94,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def _store(request: Request) -> MessageStore:
-    store: MessageStore = request.app.state.store
-    return store
-
-
-def authorize(request: Request) -> None:
-    """Bearer token or ``?qstash_token=``; 401 otherwise."""
-    expected = _settings(request).token.get_secret_value()
-    header = request.headers.get("authorization", "")
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer":
-        presented = request.query_params.get("qstash_token", "")
-    if not presented or not secrets.compare_digest(presented.strip(), expected):
-        raise ApiError(401, "unauthorized: send 'Authorization: Bearer <QSTASH_TOKEN>'")
-
-
 def destination_of(request: Request) -> str:
     """The destination URL: the path after ``/v2/publish/`` plus the query (minus our token)."""
     destination = str(request.path_params["destination"])
@@ -122,23 +105,10 @@ def destination_of(request: Request) -> str:
     return f"{destination}?{query}" if query else destination
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing (413) anything over ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"message of {declared} bytes exceeds the maximum of {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise ApiError(413, f"message exceeds the maximum of {limit} bytes")
-    return bytes(body)
-
-
 async def publish(request: Request) -> Response:
     """``POST /v2/publish/{destination}``: 200 new, 202 deduplicated, 400 bad header."""
     authorize(request)
-    settings = _settings(request)
+    settings = settings_of(request)
     body = await read_body(request, settings.max_message_bytes)
     now = time.time()
     try:
@@ -153,7 +123,7 @@ async def publish(request: Request) -> Response:
         )
     except PublishError as error:
         raise ApiError(error.status, error.message) from None
-    message_id, deduplicated = _store(request).publish(publication, now, settings.dedup_window_s)
+    message_id, deduplicated = store_of(request).publish(publication, now, settings.dedup_window_s)
     if deduplicated:
         log.info("deduplicated publish to %s: %s", publication.message.url, message_id)
     else:
@@ -165,10 +135,59 @@ async def publish(request: Request) -> Response:
     )
 
 
+async def batch(request: Request) -> Response:
+    """``POST /v2/batch``: a JSON list of ``{"destination", "headers", "body"}``, each
+    validated like a publish; all stored in one transaction or none (400 naming the
+    entry). Answers the list of ``{"messageId", "deduplicated"}`` in the same order."""
+    authorize(request)
+    settings = settings_of(request)
+    entries = await json_body(request, settings.max_batch_bytes)
+    if not isinstance(entries, list) or not entries:
+        raise ApiError(400, 'expected a non-empty JSON list of {"destination", "headers", "body"}')
+    if len(entries) > settings.max_batch_messages:
+        raise ApiError(400, f"a batch holds at most {settings.max_batch_messages} messages, got {len(entries)}")
+    now = time.time()
+    publications = [_batch_entry(request, index, entry, now) for index, entry in enumerate(entries)]
+    results = store_of(request).publish_many(publications, now, settings.dedup_window_s)
+    log.info("published a batch of %d messages", len(results))
+    request.app.state.worker.wake()
+    return JSONResponse([{"messageId": mid, "deduplicated": dup} for mid, dup in results])
+
+
+def _batch_entry(request: Request, index: int, entry: Any, now: float) -> Publication:
+    settings = settings_of(request)
+    where = f"batch entry {index}"
+    if not isinstance(entry, dict) or not isinstance(entry.get("destination"), str):
+        raise ApiError(400, f'{where}: expected {{"destination": "<url>", "headers": {{...}}, "body": "..."}}')
+    headers = entry.get("headers") or {}
+    body = entry.get("body")
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ApiError(400, f"{where}: headers must be an object of strings")
+    if body is not None and not isinstance(body, str):
+        raise ApiError(400, f"{where}: body must be a string")
+    if entry.get("queue") is not None:
+        raise ApiError(501, f"{where}: queues (batch entry 'queue') are not supported by the local QStash server")
+    raw = (body or "").encode("utf-8")
+    if len(raw) > settings.max_message_bytes:
+        raise ApiError(413, f"{where}: message of {len(raw)} bytes exceeds the maximum of {settings.max_message_bytes} bytes")
+    try:
+        return parse_publication(
+            destination=entry["destination"],
+            headers={str(name).lower(): value for name, value in headers.items()},
+            body=raw,
+            caller_ip=request.client.host if request.client else None,
+            settings=settings,
+            now=now,
+            message_id=new_id("msg"),
+        )
+    except PublishError as error:
+        raise ApiError(error.status, f"{where}: {error.message}") from None
+
+
 async def get_message(request: Request) -> Response:
     """``GET /v2/messages/{id}``: a message not yet delivered; 404 otherwise."""
     authorize(request)
-    message = _store(request).get_active(request.path_params["message_id"])
+    message = store_of(request).get_active(request.path_params["message_id"])
     if message is None:
         raise ApiError(404, "message not found (it was delivered, cancelled, dead-lettered or never existed)")
     return JSONResponse(message_json(message))
@@ -177,7 +196,7 @@ async def get_message(request: Request) -> Response:
 async def cancel_message(request: Request) -> Response:
     """``DELETE /v2/messages/{id}``: cancel; ``{"cancelled": 1}`` (the TS SDK parses it), or 404."""
     authorize(request)
-    if _store(request).cancel([request.path_params["message_id"]]) == 0:
+    if store_of(request).cancel([request.path_params["message_id"]]) == 0:
         raise ApiError(404, "message not found or no longer cancellable")
     return JSONResponse({"cancelled": 1})
 
@@ -192,11 +211,11 @@ async def cancel_messages(request: Request) -> Response:
     authorize(request)
     selection = parse_selection(
         request.query_params.multi_items(),
-        await _json_body(request),
+        await json_body(request),
         ids_key="messageIds",
         filters=MESSAGE_FILTERS,
     )
-    cancelled = _store(request).cancel_selected(selection)
+    cancelled = store_of(request).cancel_selected(selection)
     log.info("bulk cancel (%s): %d cancelled", _describe(selection, "messageIds"), cancelled)
     return JSONResponse({"cancelled": cancelled})
 
@@ -223,7 +242,7 @@ async def list_dead_letters(request: Request) -> Response:
         }
     except ValueError:
         raise ApiError(400, "cursor, count and responseStatus must be integers") from None
-    letters, cursor = _store(request).dead_letters(after=after, count=max(count, 1), filters=filters)
+    letters, cursor = store_of(request).dead_letters(after=after, count=max(count, 1), filters=filters)
     data: dict[str, Any] = {"messages": [dead_letter_json(letter) for letter in letters]}
     if cursor is not None:
         data["cursor"] = str(cursor)
@@ -233,7 +252,7 @@ async def list_dead_letters(request: Request) -> Response:
 async def get_dead_letter(request: Request) -> Response:
     """``GET /v2/dlq/{dlqId}``."""
     authorize(request)
-    letter = _store(request).dead_letter(request.path_params["dlq_id"])
+    letter = store_of(request).dead_letter(request.path_params["dlq_id"])
     if letter is None:
         raise ApiError(404, "dead letter not found")
     return JSONResponse(dead_letter_json(letter))
@@ -242,7 +261,7 @@ async def get_dead_letter(request: Request) -> Response:
 async def delete_dead_letter(request: Request) -> Response:
     """``DELETE /v2/dlq/{dlqId}``."""
     authorize(request)
-    if _store(request).delete_dead_letters([request.path_params["dlq_id"]]) == 0:
+    if store_of(request).delete_dead_letters([request.path_params["dlq_id"]]) == 0:
         raise ApiError(404, "dead letter not found")
     return Response(status_code=200)
 
@@ -251,7 +270,7 @@ async def delete_dead_letters(request: Request) -> Response:
     """``DELETE /v2/dlq``: by ``dlqIds`` (query or JSON body) or filters; neither: the
     whole DLQ, ``count`` (default 100) at a time. ``{"deleted": n, "cursor"?}``."""
     authorize(request)
-    store = _store(request)
+    store = store_of(request)
     letters, cursor = store.select_dead_letters(await _dlq_selection(request), MAX_PAGE)
     deleted = store.delete_dead_letters([letter.dlq_id for letter in letters])
     data: dict[str, Any] = {"deleted": deleted}
@@ -264,7 +283,7 @@ async def retry_dead_letters(request: Request) -> Response:
     """``POST /v2/dlq/retry``: publish the selected dead letters again (same selection rules
     as ``DELETE /v2/dlq``); ``{"responses": [{"messageId"}, ...], "cursor"?}``."""
     authorize(request)
-    store = _store(request)
+    store = store_of(request)
     letters, cursor = store.select_dead_letters(await _dlq_selection(request), MAX_PAGE)
     responses = [
         {"messageId": message_id}
@@ -280,7 +299,7 @@ async def retry_dead_letters(request: Request) -> Response:
 async def retry_dead_letter(request: Request) -> Response:
     """``POST /v2/dlq/retry/{dlqId}``: publish the dead message again; 201 ``{"messageId"}``."""
     authorize(request)
-    letter = _store(request).dead_letter(request.path_params["dlq_id"])
+    letter = store_of(request).dead_letter(request.path_params["dlq_id"])
     message_id = None if letter is None else _requeue(request, letter)
     if message_id is None:
         raise ApiError(404, "dead letter not found")
@@ -299,7 +318,7 @@ def _requeue(request: Request, letter: DeadLetter) -> str | None:
         not_before=now,
         next_attempt_at=now,
     )
-    if not _store(request).requeue_dead_letter(letter.dlq_id, fresh):
+    if not store_of(request).requeue_dead_letter(letter.dlq_id, fresh):
         return None
     log.info("retrying dead letter %s as %s", letter.dlq_id, fresh.id)
     request.app.state.worker.wake()
@@ -309,19 +328,7 @@ def _requeue(request: Request, letter: DeadLetter) -> str | None:
 async def _dlq_selection(request: Request) -> Selection:
     return parse_selection(
         request.query_params.multi_items(),
-        await _json_body(request),
+        await json_body(request),
         ids_key="dlqIds",
         filters=DLQ_FILTERS,
     )
-
-
-async def _json_body(request: Request) -> Any:
-    raw = await read_body(request, _settings(request).max_message_bytes)
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise ApiError(400, "request body must be JSON") from None
-
-

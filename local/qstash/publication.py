@@ -22,6 +22,12 @@ METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH"})
 FORWARD_PREFIX = "upstash-forward-"
 CALLBACK_FORWARD_PREFIX = "upstash-callback-forward-"
 FAILURE_CALLBACK_FORWARD_PREFIX = "upstash-failure-callback-forward-"
+UNSUPPORTED_HEADERS = {
+    "upstash-flow-control-key": "flow control (Upstash-Flow-Control-Key)",
+    "upstash-flow-control-value": "flow control (Upstash-Flow-Control-Value)",
+    "upstash-redact-fields": "redaction (Upstash-Redact-Fields)",
+}
+"""Publish headers of features this server lacks: 501 rather than silently ignored."""
 
 
 class PublishError(Exception):
@@ -76,6 +82,15 @@ def parse_publication(
     message_id: str,
 ) -> Publication:
     """Validate a publish request (``headers`` keyed lower-case) into a ``Publication``."""
+    if "://" not in destination:
+        raise PublishError(
+            f"publishing to a URL group or API ({destination[:64]!r}) is not supported by the"
+            " local QStash server; publish to a full http(s) URL",
+            status=501,
+        )
+    for name, feature in UNSUPPORTED_HEADERS.items():
+        if name in headers:
+            raise PublishError(f"{feature} is not supported by the local QStash server", status=501)
     url = validate_url(destination, "destination")
     items = list(headers.items())
     forward = forwarded(items, FORWARD_PREFIX)

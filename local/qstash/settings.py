@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(1_000_000, ge=1)
     """Largest body accepted by publish (free plan: 1 MB); larger is 413."""
 
+    max_batch_messages: int = Field(100, ge=1)
+    """Most messages one ``POST /v2/batch`` may hold."""
+
+    max_batch_bytes: int = Field(10_000_000, ge=1)
+    """Largest ``POST /v2/batch`` body accepted; larger is 413."""
+
     max_delay_s: float = Field(7 * 86400.0, gt=0)
     """Furthest ``Upstash-Delay`` / ``Upstash-Not-Before`` in the future (free plan: 7 days)."""
 

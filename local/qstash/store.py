@@ -101,21 +101,15 @@ class MessageStore:
 
     def publish(self, publication: Publication, now: float, window_s: float) -> tuple[str, bool]:
         """Store a new message unless its dedup key is live: ``(message id, deduplicated)``."""
-        key = publication.dedup_key
         with self._transaction() as db:
-            if key is not None:
-                db.execute("DELETE FROM dedup_keys WHERE expires_at <= ?", (now,))
-                row = db.execute(
-                    "SELECT message_id FROM dedup_keys WHERE key = ?", (key,)
-                ).fetchone()
-                if row is not None:
-                    return str(row[0]), True
-                db.execute(
-                    "INSERT INTO dedup_keys (key, message_id, expires_at) VALUES (?, ?, ?)",
-                    (key, publication.message.id, now + window_s),
-                )
-            _insert(db, publication.message)
-        return publication.message.id, False
+            return _publish(db, publication, now, window_s)
+
+    def publish_many(
+        self, publications: Sequence[Publication], now: float, window_s: float
+    ) -> list[tuple[str, bool]]:
+        """``publish`` for each of a batch, in one transaction (all stored or none)."""
+        with self._transaction() as db:
+            return [_publish(db, publication, now, window_s) for publication in publications]
 
     def insert(self, message: Message) -> None:
         """Store a message built by the server itself (a DLQ retry)."""
@@ -303,6 +297,23 @@ _DEAD_COLUMNS = (
     "d.dlq_id, d.response_status, d.response_headers, d.response_body, d.created_at, "
     + ", ".join(f"m.{column.strip()}" for column in _COLUMNS.split(","))
 )
+
+
+def _publish(
+    db: sqlite3.Connection, publication: Publication, now: float, window_s: float
+) -> tuple[str, bool]:
+    key = publication.dedup_key
+    if key is not None:
+        db.execute("DELETE FROM dedup_keys WHERE expires_at <= ?", (now,))
+        row = db.execute("SELECT message_id FROM dedup_keys WHERE key = ?", (key,)).fetchone()
+        if row is not None:
+            return str(row[0]), True
+        db.execute(
+            "INSERT INTO dedup_keys (key, message_id, expires_at) VALUES (?, ?, ?)",
+            (key, publication.message.id, now + window_s),
+        )
+    _insert(db, publication.message)
+    return publication.message.id, False
 
 
 def _cancel_ids(db: sqlite3.Connection, message_ids: Sequence[str]) -> int:

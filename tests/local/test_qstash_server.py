@@ -415,12 +415,20 @@ def test_bad_header_is_400(http: httpx.Client, destination: Destination, headers
     assert mentions in response.json()["error"]
 
 
-@pytest.mark.parametrize("target", ["not-a-url", "ftp://example.com/x", "http://"])
+@pytest.mark.parametrize("target", ["ftp://example.com/x", "http://"])
 def test_bad_destination_is_400(http: httpx.Client, target: str) -> None:
     """Protocol: 400 for a bad destination."""
     response = http.post(f"/v2/publish/{target}", content=b"{}")
     assert response.status_code == 400
     assert "destination" in response.json()["error"]
+
+
+def test_publishing_to_a_url_group_name_is_501(http: httpx.Client) -> None:
+    """Protocol: a destination that is not a URL names a URL group (or an API) in QStash;
+    this server has none, so 501 naming the feature, never a delivery elsewhere."""
+    response = http.post("/v2/publish/not-a-url", content=b"{}")
+    assert response.status_code == 501
+    assert "URL group" in response.json()["error"]
 
 
 def test_oversized_message_is_413(qstash_factory: Callable[..., ThreadedServer], sdk_factory: SDK, destination: Destination) -> None:
@@ -475,3 +483,84 @@ def test_restart_keeps_delayed_messages_and_delivers_once(
     qstash_factory()
     time.sleep(0.4)
     assert len(destination.requests_to("/persist")) == 1
+
+
+def test_batch_json(sdk: QStash, destination: Destination) -> None:
+    """Protocol: POST /v2/batch (Python SDK ``batch_json``): one message per entry with its own
+    headers (method, delay, dedup id, forwarded), answered in order; each delivery signed."""
+    results = sdk.message.batch_json(
+        [
+            {"url": destination.url("/b1"), "body": {"n": 1}, "headers": {"X-Step": "compress"}},
+            {"url": destination.url("/b2"), "body": {"n": 2}, "method": "PUT", "deduplication_id": "b-2"},
+            {"url": destination.url("/b2"), "body": {"n": 3}, "deduplication_id": "b-2"},
+        ]
+    )
+    assert [result.deduplicated for result in results] == [False, False, True]  # type: ignore[union-attr]
+    assert results[2].message_id == results[1].message_id  # type: ignore[union-attr]
+    [first] = destination.wait_for("/b1")
+    [second] = destination.wait_for("/b2")
+    assert first.signature_error is None and second.signature_error is None
+    assert json.loads(first.body) == {"n": 1} and first.headers["x-step"] == "compress"
+    assert second.method == "PUT" and json.loads(second.body) == {"n": 2}
+    assert first.headers["upstash-message-id"] == results[0].message_id  # type: ignore[union-attr]
+
+
+def test_a_batch_with_one_bad_entry_stores_nothing(http: httpx.Client, destination: Destination) -> None:
+    """Protocol: a batch is validated whole; a bad entry is 400 naming it and nothing is published."""
+    entries = [
+        {"destination": destination.url("/fine"), "headers": {}, "body": "{}"},
+        {"destination": destination.url("/bad"), "headers": {"Upstash-Delay": "soon"}, "body": "{}"},
+    ]
+    response = http.post("/v2/batch", json=entries)
+    assert response.status_code == 400
+    assert "batch entry 1" in response.json()["error"] and "Upstash-Delay" in response.json()["error"]
+    time.sleep(0.3)
+    assert destination.requests_to("/fine") == []
+
+
+def test_dlq_bulk_delete_and_retry(sdk: QStash, http: httpx.Client, destination: Destination) -> None:
+    """Protocol: DELETE /v2/dlq with {"dlqIds"} (Python SDK ``delete_many``) or ?dlqIds= (TS SDK),
+    ?count=N pages through the whole DLQ with a cursor; POST /v2/dlq/retry?dlqIds= republishes."""
+    destination.script("/gone", *[Reply(500)] * 4)
+    for i in range(4):
+        sdk.message.publish_json(url=destination.url("/gone"), body={"i": i}, retries=0)
+    letters = wait_until(lambda: len(sdk.dlq.list().messages) == 4 and sdk.dlq.list().messages, 5, "four dead letters")
+    ids = [letter.dlq_id for letter in letters]
+    assert sdk.dlq.delete_many([ids[0], "dlq_unknown"]) == 1
+    assert http.delete("/v2/dlq", params=[("dlqIds", ids[1])]).json() == {"deleted": 1}
+    retried = http.post("/v2/dlq/retry", params=[("dlqIds", ids[2]), ("dlqIds", "dlq_unknown")]).json()
+    [response] = retried["responses"]
+    redelivered = destination.wait_for("/gone", 5)[4]
+    assert redelivered.headers["upstash-message-id"] == response["messageId"]
+    assert [letter.dlq_id for letter in sdk.dlq.list().messages] == [ids[3]]
+    first_page = http.delete("/v2/dlq", params={"count": "1"}).json()
+    assert first_page == {"deleted": 1}
+    assert sdk.dlq.list().messages == []
+
+
+@pytest.mark.parametrize(
+    ("call", "feature"),
+    [
+        (lambda sdk: sdk.queue.upsert("q", parallelism=1), "queues"),
+        (lambda sdk: sdk.message.enqueue_json(queue="q", url="http://127.0.0.1:9/x", body={}), "queues"),
+        (lambda sdk: sdk.schedule.create(destination="http://127.0.0.1:9/x", cron="* * * * *"), "schedules"),
+        (lambda sdk: sdk.url_group.list(), "URL groups"),
+        (lambda sdk: sdk.log.list(), "events log"),
+        (lambda sdk: sdk.signing_key.get(), "signing key"),
+        (lambda sdk: sdk.flow_control.get("k"), "flow control"),
+        (
+            lambda sdk: sdk.message.publish_json(
+                url="http://127.0.0.1:9/x", body={}, flow_control={"key": "k", "parallelism": 1}
+            ),
+            "flow control",
+        ),
+    ],
+)
+def test_official_sdk_calls_without_an_implementation_answer_501(
+    sdk: QStash, call: Callable[[QStash], object], feature: str
+) -> None:
+    """Protocol: an official SDK call this server does not implement answers 501 naming the
+    feature (never 404/405, never another effect)."""
+    with pytest.raises(QStashError, match="501") as raised:
+        call(sdk)
+    assert feature in str(raised.value) and "not supported by the local QStash server" in str(raised.value)
