@@ -10,7 +10,10 @@ STAMP := $(VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
 
-install: $(STAMP) ## create .venv with every dependency (idempotent)
+QSTASH_JS := tests/local/qstash_js
+NODE_STAMP := $(QSTASH_JS)/node_modules/.package-lock.json
+
+install: $(STAMP) $(NODE_STAMP) ## create .venv with every dependency, and the node packages of the TS SDK tests (idempotent)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +22,10 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# the official TypeScript QStash client for the local QStash contract tests, from the lockfile
+$(NODE_STAMP): $(QSTASH_JS)/package-lock.json
+	cd $(QSTASH_JS) && npm ci --no-audit --no-fund
 
 test: install ## run the whole test suite (SQLite and Postgres); what CI runs
 	$(PY) -m pytest -q -p no:cacheprovider
