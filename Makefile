@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run demo test test-fast bench chaos replay rebuild-projections project dispatch qstash api token doctor onesignal clean
+.PHONY: help install run demo test test-fast bench chaos replay search rebuild-projections project dispatch qstash api token doctor onesignal clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
@@ -45,6 +45,10 @@ chaos: install ## fault injection on Postgres: make chaos [ONLY=<scenario>] [RED
 replay: install ## print a queue's event timeline: make replay QUEUE=<id>
 	@test -n "$(QUEUE)" || { echo "usage: make replay QUEUE=<queue id>"; exit 2; }
 	$(PY) -m api.cli replay $(QUEUE)
+
+search: install ## print the top moments of a tutor's lectures: make search Q="<question>" [TUTOR=<id>] [QUEUE=<id>]
+	@test -n "$(Q)" || { echo 'usage: make search Q="<question>" [TUTOR=<owner id>] [QUEUE=<queue id>]'; exit 2; }
+	@$(PY) -m api.cli search "$(Q)" --user $(or $(TUTOR),dev-tutor) $(if $(QUEUE),--queue $(QUEUE),)
 
 rebuild-projections: install ## drop the read model and replay the event log from event 0
 	$(PY) -m api.cli rebuild-projections

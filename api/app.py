@@ -23,9 +23,11 @@ from api.queues import QueueAccess
 from api.routes.notifications import notifications_router
 from api.routes.operations import operations_router
 from api.routes.queues import queues_router
+from api.routes.search import search_router
 from api.routes.uploads import uploads_router
 from api.services import Services
 from api.limits import HeaderSizeLimit
+from api.media_links import MediaSigner
 from api.settings import Settings
 from api.uploads import UploadLedger
 from api.web import web_router
@@ -35,6 +37,7 @@ from api.wiring import (
     build_dispatcher,
     build_notification_followers,
     build_providers,
+    build_search_index,
     build_storage,
 )
 from handlers.retry import RetryPolicy
@@ -64,8 +67,12 @@ def create_app(
         policy,
         cancel_poll_seconds=settings.cancel_poll_seconds,
     )
+    search_index = build_search_index(settings, core)
     followers = (
-        [core.queue_status, build_dispatcher(settings, core), *build_notification_followers(settings, core)]
+        [
+            core.queue_status, build_dispatcher(settings, core), *build_notification_followers(settings, core),
+            search_index.follower,
+        ]
         if settings.run_followers
         else []
     )
@@ -95,6 +102,7 @@ def create_app(
             for follower in followers:
                 follower.stop()
             runner.close()
+            search_index.close()
             core.close()
 
     app = FastAPI(
@@ -115,6 +123,9 @@ def create_app(
     app.include_router(uploads_router(services))
     app.include_router(queues_router(services))
     app.include_router(notifications_router(services))
+    app.include_router(search_router(
+        services, search_index.search, MediaSigner(settings.media_key, ttl_seconds=settings.media_link_seconds)
+    ))
     app.include_router(steps_router(
         runner, receiver, settings.public_base_url, max_concurrent_steps=settings.max_concurrent_steps
     ))

@@ -4,6 +4,7 @@
     rebuild-projections        drop the read model and replay the log from event 0
     project                    run the projection runners in the foreground
     dispatch                   run the dispatcher (publishes step messages) in the foreground
+    search QUESTION --user ID  print the top moments of a tutor's lectures for a question
 """
 
 from __future__ import annotations
@@ -19,9 +20,15 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from api.settings import Settings
-from api.wiring import build_core, build_dispatcher, build_notification_followers
+from api.wiring import (
+    build_core,
+    build_dispatcher,
+    build_notification_followers,
+    build_search_index,
+)
 from domain import VidpipeError
 from handlers.failpoints import armed as armed_failpoints
 
@@ -52,23 +59,61 @@ def replay(settings: Settings, queue_id: str, console: Console) -> int:
 
 
 def rebuild_projections(settings: Settings, console: Console) -> int:
+    """Replay the log from event 0 into each projection (not the push notifier: it would push again)."""
     core = build_core(settings)
+    index = build_search_index(settings, core)
+    notifications = build_notification_followers(settings, core)[0]
     try:
-        with Progress(
-            TextColumn("rebuilding queue_status"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bar:
-            task = bar.add_task("rebuild", total=core.app.recorder.max_notification_id() or 0)
-            replayed = core.queue_status.rebuild(
-                progress=lambda done, total: bar.update(task, completed=done, total=total)
-            )
-        console.print(f"rebuilt queue_status from {replayed} events")
+        for follower in (core.queue_status, notifications, index.follower):
+            with Progress(
+                TextColumn(f"rebuilding {follower.projection.name:<14}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as bar:
+                task = bar.add_task("rebuild", total=core.app.recorder.max_notification_id() or 0)
+                replayed = follower.rebuild(
+                    progress=lambda done, total: bar.update(task, completed=done, total=total)
+                )
+            console.print(f"rebuilt {follower.projection.name} from {replayed} events")
     finally:
+        index.close()
         core.close()
     return 0
+
+
+def search(settings: Settings, console: Console, question: str, owner_id: str, limit: int,
+           queue_id: str | None) -> int:
+    """Print the top moments of ``owner_id``'s lectures for ``question``."""
+    core = build_core(settings)
+    index = build_search_index(settings, core)
+    try:
+        index.follower.catch_up()
+        result = index.search.search(owner_id, question, limit=limit, queue_id=queue_id)
+    finally:
+        index.close()
+        core.close()
+    table = Table(title=f"{question!r} in {owner_id}'s lectures ({result.mode})", title_justify="left")
+    for column in ("#", "lecture", "at", "found by", "what is said"):
+        table.add_column(column, overflow="fold")
+    for number, moment in enumerate(result.moments, start=1):
+        said = Text(moment.text)
+        for start, end in moment.highlights:
+            said.stylize("bold yellow", start, end)
+        table.add_row(str(number), moment.filename or moment.queue_id, _clock(moment.start_seconds),
+                      moment.retriever, said)
+    console.print(table)
+    if result.notice:
+        console.print(f"[yellow]note:[/yellow] {result.notice}")
+    if not result.moments:
+        console.print("no moment of a completed lecture matches")
+    return 0
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
 
 def follow(settings: Settings, console: Console, *, dispatcher: bool) -> int:
@@ -77,7 +122,8 @@ def follow(settings: Settings, console: Console, *, dispatcher: bool) -> int:
     followers = (
         [build_dispatcher(settings, core)]
         if dispatcher
-        else [core.queue_status, *build_notification_followers(settings, core)]
+        else [core.queue_status, *build_notification_followers(settings, core),
+              build_search_index(settings, core).follower]
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -101,6 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("rebuild-projections", help="replay the log into a fresh read model")
     commands.add_parser("project", help="run the projection runners")
     commands.add_parser("dispatch", help="run the dispatcher that publishes step messages")
+    search_parser = commands.add_parser("search", help="print the top moments of a tutor's lectures")
+    search_parser.add_argument("question")
+    search_parser.add_argument("--user", default="dev-tutor", help="the tutor (owner id) whose lectures to search")
+    search_parser.add_argument("--limit", type=int, default=5)
+    search_parser.add_argument("--queue", default=None, help="search only this lecture (queue id)")
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -112,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return replay(settings, args.queue_id, console)
         if args.command == "rebuild-projections":
             return rebuild_projections(settings, console)
+        if args.command == "search":
+            return search(settings, console, args.question, args.user, args.limit, args.queue)
         return follow(settings, console, dispatcher=args.command == "dispatch")
     except VidpipeError as error:
         console.print(f"[red]error:[/red] {error}")

@@ -44,6 +44,7 @@ def status_from_aggregate(queue: ProcessingQueue) -> dict[str, Any]:
         "error": queue.error, "retries": sum(s["retries"] for s in steps), "version": queue.version,
         "created_at": _iso(queue.created_on), "started_at": None, "finished_at": None,
         "updated_at": _iso(queue.modified_on), "steps": steps,
+        "filename": (queue.options or {}).get("filename"),
     }
 
 

@@ -52,6 +52,8 @@ class QueueStatus(BaseModel):
     finished_at: datetime | None = None
     updated_at: datetime
     steps: list[StepStatus]
+    filename: str | None = None
+    """The uploaded video's original file name (None for an attachment id without one)."""
 
 
 class QueueAccepted(BaseModel):
@@ -126,3 +128,43 @@ class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     checks: dict[str, Check]
     failed: list[str] = Field(default_factory=list)
+
+
+class SearchMoment(BaseModel):
+    """One moment of a lecture that answers the question."""
+
+    queue_id: str
+    filename: str | None = Field(description="the lecture's original file name")
+    chunk_index: int
+    start_seconds: float = Field(ge=0, description="where to start playing")
+    end_seconds: float = Field(ge=0)
+    text: str = Field(description="what is said in this moment (the transcript)")
+    highlights: list[tuple[int, int]] = Field(
+        description="character spans [start, end) of `text` whose words match the question's"
+    )
+    marked: str = Field(description="`text` as escaped HTML with the matched words in <mark>")
+    score: float = Field(description="reciprocal-rank-fusion score; higher is better")
+    retriever: Literal["keyword", "semantic", "both"] = Field(description="which retrieval found it")
+
+
+class SearchAnswer(BaseModel):
+    """The moments that answer a question, best first."""
+
+    query: str
+    mode: Literal["hybrid", "keyword", "semantic"] = Field(
+        description="what the answer was built from; `keyword` when the embedding servers could not answer"
+    )
+    notice: str | None = Field(default=None, description="why the answer is not what was asked for, if it is not")
+    unavailable: dict[str, str] = Field(
+        default_factory=dict, description="embedding servers that could not embed the question, and why"
+    )
+    moments: list[SearchMoment]
+
+
+class MediaLinks(BaseModel):
+    """Signed links a <video> element can use (it cannot send a bearer token)."""
+
+    queue_id: str
+    video_url: str = Field(description="the compressed video; answers HTTP Range requests")
+    captions_url: str | None = Field(default=None, description="the VTT transcript, for a <track>")
+    expires_at: datetime

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from api.media_links import derive_key
 from projections.database import ConfigurationError, DatabaseUrl
 
 # The official QStash dev server's test user: the embedded default's local server uses it too.
@@ -196,6 +197,28 @@ class Settings(BaseSettings):
     onesignal_attempts: int = Field(default=2, ge=1, le=10, alias="VIDPIPE_ONESIGNAL_ATTEMPTS")
     """Tries per push when OneSignal is unreachable or answers 5xx/429; each try is recorded."""
 
+    search_embed_timeout_seconds: float = Field(default=0.8, gt=0, le=10, alias="VIDPIPE_SEARCH_EMBED_TIMEOUT_SECONDS")
+    """Longest a search waits for an embedding server to embed the question; after that (or when
+    the server is asleep) the search answers from keywords and says so."""
+
+    search_server_backoff_seconds: float = Field(default=30.0, ge=0, alias="VIDPIPE_SEARCH_SERVER_BACKOFF_SECONDS")
+    """After an embedding server failed a search, searches skip it (keywords only) this long while
+    it is woken in the background."""
+
+    search_max_query_chars: int = Field(default=500, ge=10, le=10_000, alias="VIDPIPE_SEARCH_MAX_QUERY_CHARS")
+    """Longest question accepted by ``GET /api/search`` (422 beyond)."""
+
+    search_vector_index: Literal["auto", "exact"] = Field(default="auto", alias="VIDPIPE_SEARCH_VECTOR_INDEX")
+    """``auto``: pgvector's HNSW index where Postgres has the ``vector`` extension, else exact search;
+    ``exact``: always compare the question with every vector of the lectures searched."""
+
+    media_signing_key: SecretStr | None = Field(default=None, alias="VIDPIPE_MEDIA_SIGNING_KEY")
+    """Key of the signed media links (``/media/...``) that let a ``<video>`` element play a lecture;
+    unset: derived from ``VIDPIPE_JWT_SECRET``. Changing it invalidates every link handed out."""
+
+    media_link_seconds: int = Field(default=3600, ge=10, le=86_400, alias="VIDPIPE_MEDIA_LINK_SECONDS")
+    """How long a signed media link stays valid."""
+
     @model_validator(mode="after")
     def _api_secrets_are_usable(self) -> Settings:
         if self.onesignal_rest_api_key is not None and not self.onesignal_app_id:
@@ -212,7 +235,23 @@ class Settings(BaseSettings):
                 "VIDPIPE_ENV=production but VIDPIPE_JWT_SECRET holds the development default; "
                 "set it to the secret your auth provider signs tokens with (or set VIDPIPE_JWT_JWKS_URL)"
             )
+        if (
+            self.environment == "production"
+            and self.media_signing_key is None
+            and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+        ):
+            raise ConfigurationError(
+                "VIDPIPE_ENV=production with VIDPIPE_JWT_JWKS_URL needs VIDPIPE_MEDIA_SIGNING_KEY "
+                "(at least 16 random characters): it signs the links that play lecture videos"
+            )
         return self
+
+    @property
+    def media_key(self) -> bytes:
+        """The key that signs media links (see :mod:`api.media_links`)."""
+        if self.media_signing_key is not None:
+            return self.media_signing_key.get_secret_value().encode()
+        return derive_key(self.jwt_secret.get_secret_value())
 
     @property
     def push_enabled(self) -> bool:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from api import providers
+from api.search import LectureSearch, QueryEmbedder
 from api.settings import Settings
+from handlers.providers.embeddings import EmbeddingClient
 from domain import VideoProcessing
 from handlers.bus import QStashBus
 from handlers.dispatcher import Dispatcher
@@ -14,6 +16,7 @@ from handlers.notifiers.push import PushNotifier
 from handlers.steps import StepProvider
 from handlers.storage import Storage
 from projections.follower import EventFollower
+from projections.moments import MomentsProjection, MomentsReader, enable_pgvector
 from projections.notifications import NotificationsProjection
 from projections.queue_status import QueueStatusProjection, QueueStatusReader
 from projections.views import ReadModelView, open_view
@@ -84,3 +87,37 @@ def build_notification_followers(settings: Settings, core: Core) -> list[EventFo
         )
         followers.append(EventFollower(core.app, core.view, pusher, poll_interval=poll))
     return followers
+
+
+@dataclass
+class SearchIndex:
+    """The moments projection's follower and the search over it."""
+
+    follower: EventFollower
+    search: LectureSearch
+    embedder: QueryEmbedder
+
+    def close(self) -> None:
+        self.follower.stop()
+        self.embedder.close()
+
+
+def build_search_index(settings: Settings, core: Core) -> SearchIndex:
+    """The search index (a projection; pgvector's HNSW where available) and the hybrid search."""
+    pgvector = settings.search_vector_index == "auto" and enable_pgvector(core.view)
+    follower = EventFollower(
+        core.app, core.view, MomentsProjection(pgvector=pgvector), poll_interval=settings.projection_poll_seconds
+    )
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    timeout = settings.search_embed_timeout_seconds
+    clients = {
+        "bge": EmbeddingClient(settings.bge_url, label="bge", name="BGE embedding server", api_key=token,
+                               timeout=timeout, connect_timeout=timeout, url_env="BGE_HG_EMBEDDING_SERVER_API_URL"),
+    }
+    if settings.e5_url:
+        clients["e5"] = EmbeddingClient(settings.e5_url, label="e5", name="E5 embedding server", api_key=token,
+                                        timeout=timeout, connect_timeout=timeout,
+                                        url_env="E5_HG_EMBEDDING_SERVER_API_URL")
+    embedder = QueryEmbedder(clients, deadline=timeout, backoff=settings.search_server_backoff_seconds)
+    search = LectureSearch(MomentsReader(core.view, pgvector=pgvector), embedder)
+    return SearchIndex(follower=follower, search=search, embedder=embedder)

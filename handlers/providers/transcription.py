@@ -198,7 +198,7 @@ class WhisperTranscriber:
         workdir = self.cache_dir / job.queue_id
         try:
             transcript = self._transcribe(job, context, workdir)
-            outputs = self._store(job, transcript)
+            outputs = store_transcript(self.storage, job, transcript)
         except TransientError:
             raise  # keep the finished pieces for the next attempt
         except (ProviderError, StepCancelled):
@@ -253,19 +253,21 @@ class WhisperTranscriber:
         os.replace(temp, cached)
         return transcript
 
-    def _store(self, job: StepJob, transcript: Transcript) -> dict[str, Any]:
-        outputs: dict[str, Any] = {}
-        for fmt, writer in WRITERS.items():
-            name = f"transcript_{fmt}"
-            key = artifact_key(job.owner_id, job.queue_id, name)
-            self.storage.put_stream(key, encoded(writer(transcript)))
-            outputs[name] = key
-        outputs.update(
-            language=transcript.language,
-            duration_seconds=round(transcript.duration, 3),
-            segments=len(transcript.segments),
-        )
-        return outputs
+
+def store_transcript(storage: Storage, job: StepJob, transcript: Transcript) -> dict[str, Any]:
+    """Write ``transcript`` in every format under the queue's artifact keys; the step's outputs."""
+    outputs: dict[str, Any] = {}
+    for fmt, writer in WRITERS.items():
+        name = f"transcript_{fmt}"
+        key = artifact_key(job.owner_id, job.queue_id, name)
+        storage.put_stream(key, encoded(writer(transcript)))
+        outputs[name] = key
+    outputs.update(
+        language=transcript.language,
+        duration_seconds=round(transcript.duration, 3),
+        segments=len(transcript.segments),
+    )
+    return outputs
 
 
 def wake_in_background(wake: Callable[[], object] | None) -> None:

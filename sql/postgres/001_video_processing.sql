@@ -77,5 +77,6 @@ SELECT
         ) ORDER BY s.position)
         FROM video_processing_steps AS s
         WHERE s.queue_id = q.id
-    ), '[]'::json) AS steps
+    ), '[]'::json) AS steps,
+    q.options->>'filename' AS filename
 FROM video_processing_queue AS q;

@@ -44,7 +44,10 @@ CREATE TABLE IF NOT EXISTS video_processing_steps (
     PRIMARY KEY (queue_id, step)
 );
 
-CREATE VIEW IF NOT EXISTS video_processing_queue_status AS
+-- Dropped and created again, so a database made before a column was added gets it.
+DROP VIEW IF EXISTS video_processing_queue_status;
+
+CREATE VIEW video_processing_queue_status AS
 SELECT
     q.id AS queue_id,
     q.owner_id,
@@ -76,5 +79,6 @@ SELECT
             'completed_at', s.completed_at
         ))
         FROM (SELECT * FROM video_processing_steps WHERE queue_id = q.id ORDER BY position) AS s
-    ) AS steps
+    ) AS steps,
+    json_extract(q.options, '$.filename') AS filename
 FROM video_processing_queue AS q;

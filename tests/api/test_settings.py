@@ -57,9 +57,22 @@ def test_production_refuses_the_development_jwt_secret_unless_jwks() -> None:
         Settings(VIDPIPE_ENV="production", NEXTAUTH_URL="https://x.example", **real)
     jwks = Settings(
         VIDPIPE_ENV="production", NEXTAUTH_URL="https://x.example",
-        VIDPIPE_JWT_JWKS_URL="https://auth.example/.well-known/jwks.json", **real,
+        VIDPIPE_JWT_JWKS_URL="https://auth.example/.well-known/jwks.json",
+        VIDPIPE_MEDIA_SIGNING_KEY="a media key of the deployment", **real,
     )
     assert jwks.jwt_jwks_url is not None
+    assert jwks.media_key == b"a media key of the deployment"
+
+
+def test_production_with_jwks_needs_a_media_signing_key() -> None:
+    """With JWKS the JWT secret is the public development default: media links must not derive from it."""
+    real = {k: v for k, v in REAL.items() if k != "VIDPIPE_JWT_SECRET"}
+    with pytest.raises(ConfigurationError, match="VIDPIPE_MEDIA_SIGNING_KEY"):
+        Settings(
+            VIDPIPE_ENV="production", NEXTAUTH_URL="https://x.example",
+            VIDPIPE_JWT_JWKS_URL="https://auth.example/.well-known/jwks.json", **real,
+        )
+    assert Settings(**REAL).media_key != Settings().media_key  # derived from each JWT secret
 
 
 def test_onesignal_needs_both_the_key_and_the_app_id() -> None:
