@@ -123,7 +123,10 @@ def build_step_providers(settings: Settings, storage: Storage, view: ReadModelVi
     transcriber = WhisperTranscriber(
         whisper, storage, splitter, work / "transcripts", wake_next=lambda: _wake(bge),
     )
-    embedder = Embedder(bge, storage, EmbeddingStore(view), fallback=e5)
+    embedder = Embedder(
+        bge, storage, EmbeddingStore(view), fallback=e5,
+        max_chars=settings.chunk_max_chars, overlap_segments=settings.chunk_overlap_segments,
+    )
 
     if settings.cloudinary_url:
         from handlers.providers.cloudinary import CloudinaryAudioConverter, CloudinaryCompressor, CloudinaryConfig

@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     thread, so a burst of QStash deliveries neither starts a hundred ffmpeg processes nor takes
     the threads that answer the public API."""
 
+    max_step_body_bytes: int = Field(default=1024 * 1024, ge=1024, alias="VIDPIPE_MAX_STEP_BODY_BYTES")
+    """Largest body a step webhook reads (413 beyond). QStash caps message bodies at 1 MB and a
+    step message is about a hundred bytes; a larger declared ``Content-Length`` is refused before
+    the body is read, and a body sent without one is cut off at this size, so no request can make
+    the process buffer more."""
+
     step_providers: Literal["pipeline", "simulated"] = Field(default="pipeline", alias="VIDPIPE_STEP_PROVIDERS")
     """Who does the steps' work. ``pipeline``: the real providers (Cloudinary or ffmpeg, the
     Whisper and embedding servers). ``simulated``: timed no-op work, for exercising the pipeline."""
@@ -279,6 +285,13 @@ class Settings(BaseSettings):
 
     transcribe_piece_seconds: float = Field(default=600.0, gt=0, alias="VIDPIPE_TRANSCRIBE_PIECE_SECONDS")
     """Longest piece of audio sent to the Whisper server in one request (cut at silences)."""
+
+    chunk_max_chars: int = Field(default=400, ge=50, le=8000, alias="VIDPIPE_CHUNK_MAX_CHARS")
+    """Longest transcript chunk embedded (and searched) as one moment, in characters; chunks end at
+    segment boundaries (about 15 characters a second of speech)."""
+
+    chunk_overlap_segments: int = Field(default=1, ge=0, le=10, alias="VIDPIPE_CHUNK_OVERLAP_SEGMENTS")
+    """Segments a chunk repeats from the one before, so a sentence cut by a border is whole in one."""
 
     cloudinary_url: SecretStr | None = Field(default=None, alias="CLOUDINARY_URL")
     """``cloudinary://key:secret@cloud``: compress and audio-convert on Cloudinary; unset: ffmpeg locally."""
