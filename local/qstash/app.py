@@ -28,6 +28,7 @@ from local.qstash.context import authorize, json_body, read_body, settings_of, s
 from local.qstash.delivery import DeliveryWorker
 from local.qstash.errors import ApiError
 from local.qstash.message import DeadLetter, State, dead_letter_json, message_json, new_id
+from local.qstash.queue_api import queue_name, queue_routes
 from local.qstash.publication import Publication, PublishError, parse_publication
 from local.qstash.selection import DLQ_FILTERS, MESSAGE_FILTERS, Selection, parse_selection
 from local.qstash.settings import Settings
@@ -42,6 +43,8 @@ _DLQ_FILTERS = {
     "url": "m.url",
     "label": "m.label",
     "responseStatus": "d.response_status",
+    "queueName": "m.queue",
+    "flowControlKey": "m.flow_control_key",
 }
 
 
@@ -66,6 +69,8 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/v2/publish/{destination:path}", publish, methods=["POST"]),
             Route("/v2/batch", batch, methods=["POST"]),
+            Route("/v2/enqueue/{queue}/{destination:path}", enqueue, methods=["POST"]),
+            *queue_routes(),
             Route("/v2/messages/{message_id}", get_message, methods=["GET"]),
             Route("/v2/messages/{message_id}", cancel_message, methods=["DELETE"]),
             Route("/v2/messages", cancel_messages, methods=["DELETE"]),
@@ -107,6 +112,16 @@ def destination_of(request: Request) -> str:
 
 async def publish(request: Request) -> Response:
     """``POST /v2/publish/{destination}``: 200 new, 202 deduplicated, 400 bad header."""
+    return await _accept(request, queue=None)
+
+
+async def enqueue(request: Request) -> Response:
+    """``POST /v2/enqueue/{queue}/{destination}``: publish into a FIFO queue (created with
+    parallelism 1 if it does not exist); answers like publish."""
+    return await _accept(request, queue=queue_name(request.path_params["queue"]))
+
+
+async def _accept(request: Request, queue: str | None) -> Response:
     authorize(request)
     settings = settings_of(request)
     body = await read_body(request, settings.max_message_bytes)
@@ -120,6 +135,7 @@ async def publish(request: Request) -> Response:
             settings=settings,
             now=now,
             message_id=new_id("msg"),
+            queue=queue,
         )
     except PublishError as error:
         raise ApiError(error.status, error.message) from None
@@ -127,7 +143,7 @@ async def publish(request: Request) -> Response:
     if deduplicated:
         log.info("deduplicated publish to %s: %s", publication.message.url, message_id)
     else:
-        log.info("published %s to %s", message_id, publication.message.url)
+        log.info("published %s to %s%s", message_id, publication.message.url, f" (queue {queue})" if queue else "")
         request.app.state.worker.wake()
     return JSONResponse(
         {"messageId": message_id, "deduplicated": deduplicated},
@@ -165,8 +181,9 @@ def _batch_entry(request: Request, index: int, entry: Any, now: float) -> Public
         raise ApiError(400, f"{where}: headers must be an object of strings")
     if body is not None and not isinstance(body, str):
         raise ApiError(400, f"{where}: body must be a string")
-    if entry.get("queue") is not None:
-        raise ApiError(501, f"{where}: queues (batch entry 'queue') are not supported by the local QStash server")
+    queue = entry.get("queue")
+    if queue is not None and not isinstance(queue, str):
+        raise ApiError(400, f"{where}: queue must be a queue name")
     raw = (body or "").encode("utf-8")
     if len(raw) > settings.max_message_bytes:
         raise ApiError(413, f"{where}: message of {len(raw)} bytes exceeds the maximum of {settings.max_message_bytes} bytes")
@@ -179,6 +196,7 @@ def _batch_entry(request: Request, index: int, entry: Any, now: float) -> Public
             settings=settings,
             now=now,
             message_id=new_id("msg"),
+            queue=None if queue is None else queue_name(queue),
         )
     except PublishError as error:
         raise ApiError(error.status, f"{where}: {error.message}") from None

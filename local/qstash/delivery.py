@@ -152,10 +152,11 @@ class DeliveryWorker:
         poll = self._settings.poll_interval_s
         if len(self._in_flight) >= self._settings.concurrency:
             return poll
-        due = self._store.next_due()
+        now = self._clock()
+        due = self._store.next_due(after=now)
         if due is None:
             return poll
-        return min(poll, max(0.0, due - self._clock()))
+        return min(poll, max(0.0, due - now))
 
     async def _deliver(self, message: Message) -> None:
         try:
@@ -287,5 +288,7 @@ class DeliveryWorker:
             max_retries=self._settings.default_retries,
             now=self._clock(),
         )
+        if message.queue is not None:  # the queue's next message waits for the callback
+            callback = dataclasses.replace(callback, queue=message.queue, queue_seq=message.queue_seq)
         self.wake()
         return callback

@@ -34,7 +34,13 @@ class Kind(StrEnum):
 
 @dataclasses.dataclass(frozen=True)
 class Message:
-    """One message: where it goes, what it carries, how it is retried, where it stands."""
+    """One message: where it goes, what it carries, how it is retried, where it stands.
+
+    ``queue``/``queue_seq``: the FIFO queue it was enqueued to and its place there
+    (a callback inherits its source's place, so the queue waits for it);
+    ``flow_control_key`` with ``parallelism``/``rate``/``period_s``: the flow
+    control it is subject to; ``schedule_id``: the schedule that created it.
+    """
 
     id: str
     url: str
@@ -53,6 +59,13 @@ class Message:
     failure_callback_headers: dict[str, str] = dataclasses.field(default_factory=dict)
     label: str | None = None
     caller_ip: str | None = None
+    queue: str | None = None
+    queue_seq: int | None = None
+    flow_control_key: str | None = None
+    parallelism: int | None = None
+    rate: int | None = None
+    period_s: float | None = None
+    schedule_id: str | None = None
     state: State = State.PENDING
     next_attempt_at: float = 0.0
     retried: int = 0
@@ -103,6 +116,12 @@ def message_json(message: Message) -> dict[str, Any]:
         "callerIP": message.caller_ip,
         "label": message.label,
         "retryDelayExpression": message.retry_delay,
+        "queueName": message.queue,
+        "scheduleId": message.schedule_id,
+        "flowControlKey": message.flow_control_key,
+        "parallelism": message.parallelism,
+        "rate": message.rate,
+        "period": None if message.period_s is None else int(message.period_s),
     }
     data.update({key: value for key, value in optional.items() if value is not None})
     if message.callback_headers:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from local.qstash.durations import DELAY_UNITS, TIMEOUT_UNITS, parse_duration
 from local.qstash.expressions import ExpressionError, RetryDelayExpression
+from local.qstash.flow_control import FlowControl, FlowControlError, parse_flow_control
 from local.qstash.message import Kind, Message
 from local.qstash.settings import Settings
 
@@ -23,8 +24,6 @@ FORWARD_PREFIX = "upstash-forward-"
 CALLBACK_FORWARD_PREFIX = "upstash-callback-forward-"
 FAILURE_CALLBACK_FORWARD_PREFIX = "upstash-failure-callback-forward-"
 UNSUPPORTED_HEADERS = {
-    "upstash-flow-control-key": "flow control (Upstash-Flow-Control-Key)",
-    "upstash-flow-control-value": "flow control (Upstash-Flow-Control-Value)",
     "upstash-redact-fields": "redaction (Upstash-Redact-Fields)",
 }
 """Publish headers of features this server lacks: 501 rather than silently ignored."""
@@ -80,6 +79,7 @@ def parse_publication(
     settings: Settings,
     now: float,
     message_id: str,
+    queue: str | None = None,
 ) -> Publication:
     """Validate a publish request (``headers`` keyed lower-case) into a ``Publication``."""
     if "://" not in destination:
@@ -97,6 +97,7 @@ def parse_publication(
     if "content-type" in headers:
         forward["Content-Type"] = headers["content-type"]
     not_before = _not_before(headers, settings, now)
+    flow = _flow_control(headers)
     message = Message(
         id=message_id,
         kind=Kind.MESSAGE,
@@ -116,8 +117,22 @@ def parse_publication(
         created_at=now,
         not_before=not_before,
         next_attempt_at=not_before,
+        queue=queue,
+        flow_control_key=None if flow is None else flow.key,
+        parallelism=None if flow is None else flow.parallelism,
+        rate=None if flow is None else flow.rate,
+        period_s=None if flow is None else flow.period_s,
     )
     return Publication(message=message, dedup_key=_dedup_key(headers, message))
+
+
+def _flow_control(headers: dict[str, str]) -> FlowControl | None:
+    try:
+        return parse_flow_control(
+            headers.get("upstash-flow-control-key"), headers.get("upstash-flow-control-value")
+        )
+    except FlowControlError as error:
+        raise PublishError(str(error)) from None
 
 
 def _method(headers: dict[str, str]) -> str:

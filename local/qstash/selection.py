@@ -28,11 +28,10 @@ MAX_COUNT = 1000
 
 _PAGING = ("count", "cursor")
 _IGNORED = ("qstash_token", "order")
-MESSAGE_FILTERS = ("url", "host", "path", "label", "callerIp", "fromDate", "toDate")
-DLQ_FILTERS = ("messageId", "url", "label", "callerIp", "fromDate", "toDate", "responseStatus")
+_COMMON_FILTERS = ("url", "label", "callerIp", "fromDate", "toDate", "flowControlKey", "queueName")
+MESSAGE_FILTERS = (*_COMMON_FILTERS, "host", "path")
+DLQ_FILTERS = (*_COMMON_FILTERS, "messageId", "responseStatus")
 UNSUPPORTED_FILTERS = {
-    "flowControlKey": "flow control",
-    "queueName": "queues",
     "topicName": "URL groups",
     "urlGroup": "URL groups",
     "scheduleId": "schedules",
@@ -153,4 +152,8 @@ def _field(name: str, message: Message) -> str | None:
         return urlsplit(message.url).path
     if name == "callerIp":
         return message.caller_ip
+    if name == "flowControlKey":
+        return message.flow_control_key
+    if name == "queueName":
+        return message.queue
     return None

@@ -11,6 +11,7 @@ loses a message, a dead letter or a callback. A message being delivered is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -18,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from local.qstash.admission import FlowState, QueueState, admit
 from local.qstash.message import DeadLetter, Kind, Message, State
 from local.qstash.publication import Publication
 from local.qstash.selection import Selection
@@ -46,6 +48,20 @@ CREATE TABLE IF NOT EXISTS messages (
     retried INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    parallelism INTEGER NOT NULL,
+    paused INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS flow_controls (
+    key TEXT PRIMARY KEY,
+    parallelism INTEGER,
+    rate INTEGER,
+    period_s REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     dlq_id TEXT NOT NULL UNIQUE,
@@ -62,11 +78,25 @@ CREATE TABLE IF NOT EXISTS dedup_keys (
 );
 """
 
+_ADDED_COLUMNS = {
+    "queue": "TEXT",
+    "queue_seq": "INTEGER",
+    "flow_control_key": "TEXT",
+    "parallelism": "INTEGER",
+    "rate": "INTEGER",
+    "period_s": "REAL",
+    "schedule_id": "TEXT",
+    "started_at": "REAL",
+}
+"""Message columns added after the first schema: added in place to an older database."""
+
 _COLUMNS = (
     "id, kind, url, method, body, headers, max_retries, retry_delay, timeout_s, callback,"
     " failure_callback, callback_headers, failure_callback_headers, label, caller_ip,"
-    " created_at, not_before, state, next_attempt_at, retried"
+    " created_at, not_before, state, next_attempt_at, retried,"
+    " queue, queue_seq, flow_control_key, parallelism, rate, period_s, schedule_id"
 )
+_COLUMN_COUNT = len(_COLUMNS.split(","))
 _ACTIVE = (State.PENDING.value, State.DELIVERING.value)
 
 
@@ -81,6 +111,15 @@ class MessageStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS messages_queue ON messages (queue, state, queue_seq)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS messages_flow ON messages (flow_control_key, state)")
 
     def close(self) -> None:
         with self._lock:
@@ -128,27 +167,39 @@ class MessageStore:
             return cursor.rowcount
 
     def claim_due(self, now: float, limit: int) -> list[Message]:
-        """Up to ``limit`` pending messages whose time has come, now marked ``delivering``."""
+        """Up to ``limit`` pending messages whose time has come and that their queue and
+        flow control let start (``local.qstash.admission``), now marked ``delivering``."""
         if limit <= 0:
             return []
         with self._transaction() as db:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM messages WHERE state = ? AND next_attempt_at <= ?"
-                " ORDER BY next_attempt_at LIMIT ?",
-                (State.PENDING.value, now, limit),
+                " ORDER BY next_attempt_at, queue_seq",
+                (State.PENDING.value, now),
             ).fetchall()
-            db.executemany(
-                "UPDATE messages SET state = ? WHERE id = ?",
-                [(State.DELIVERING.value, row[0]) for row in rows],
+            candidates = [_message(row) for row in rows]
+            admitted, _held = admit(
+                candidates,
+                limit=limit,
+                queues=_queue_states(db, {m.queue for m in candidates if m.queue}),
+                flows=_flow_states(db, {m.flow_control_key for m in candidates if m.flow_control_key}, now),
             )
-        return [_message(row, state=State.DELIVERING) for row in rows]
+            db.executemany(
+                "UPDATE messages SET state = ?, started_at = ? WHERE id = ?",
+                [(State.DELIVERING.value, now, message.id) for message in admitted],
+            )
+        return [dataclasses.replace(message, state=State.DELIVERING) for message in admitted]
 
-    def next_due(self) -> float | None:
-        """When the earliest pending message is due, if any."""
+    def next_due(self, after: float | None = None) -> float | None:
+        """When the earliest pending message is due (the earliest after ``after``), if any.
+
+        Due messages held back by a queue or flow control are left out with
+        ``after=now``: they are offered again when a delivery ends or on the next poll.
+        """
         with self._lock:
             row = self._db.execute(
-                "SELECT MIN(next_attempt_at) FROM messages WHERE state = ?",
-                (State.PENDING.value,),
+                "SELECT MIN(next_attempt_at) FROM messages WHERE state = ? AND next_attempt_at > ?",
+                (State.PENDING.value, float("-inf") if after is None else after),
             ).fetchone()
         return None if row[0] is None else float(row[0])
 
@@ -293,6 +344,91 @@ class MessageStore:
         return True
 
 
+    # --- queues and flow control ----------------------------------------------
+
+    def upsert_queue(self, name: str, parallelism: int, paused: bool, now: float) -> None:
+        """Create a queue or change its parallelism and paused flag."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO queues (name, parallelism, paused, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET parallelism = excluded.parallelism,"
+                " paused = excluded.paused, updated_at = excluded.updated_at",
+                (name, parallelism, int(paused), now, now),
+            )
+
+    def set_queue_paused(self, name: str, paused: bool, now: float) -> bool:
+        """Pause or resume a queue; False when it does not exist."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE queues SET paused = ?, updated_at = ? WHERE name = ?", (int(paused), now, name)
+            )
+            return cursor.rowcount == 1
+
+    def queues(self, name: str | None = None) -> list[QueueInfo]:
+        """Every queue (or the one named), with its lag: messages not yet finished."""
+        where, params = ("WHERE q.name = ?", (name,)) if name is not None else ("", ())
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT q.name, q.parallelism, q.paused, q.created_at, q.updated_at,"
+                " (SELECT COUNT(*) FROM messages m WHERE m.queue = q.name AND m.state IN (?, ?))"
+                f" FROM queues q {where} ORDER BY q.created_at, q.name",
+                (*_ACTIVE, *params),
+            ).fetchall()
+        return [QueueInfo(row[0], row[1], bool(row[2]), row[3], row[4], row[5]) for row in rows]
+
+    def delete_queue(self, name: str) -> str:
+        """``deleted``, ``missing``, or ``busy`` (it still holds unfinished messages)."""
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM queues WHERE name = ?", (name,)).fetchone() is None:
+                return "missing"
+            busy = db.execute(
+                "SELECT 1 FROM messages WHERE queue = ? AND state IN (?, ?) LIMIT 1", (name, *_ACTIVE)
+            ).fetchone()
+            if busy is not None:
+                return "busy"
+            db.execute("DELETE FROM queues WHERE name = ?", (name,))
+            return "deleted"
+
+    def flow_control_info(self, key: str, now: float) -> dict[str, Any] | None:
+        """``GET /v2/flowControl/{key}``: the key's limits, use and waitlist; None if unknown."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT parallelism, rate, period_s FROM flow_controls WHERE key = ?", (key,)
+            ).fetchone()
+            if row is None:
+                return None
+            state = _flow_states(db, {key}, now)[key]
+            (waiting,) = db.execute(
+                "SELECT COUNT(*) FROM messages WHERE flow_control_key = ? AND state = ? AND next_attempt_at <= ?",
+                (key, State.PENDING.value, now),
+            ).fetchone()
+        return {
+            "flowControlKey": key,
+            "waitListSize": waiting,
+            "parallelismMax": row[0] or 0,
+            "parallelismCount": state.in_flight,
+            "rateMax": row[1] or 0,
+            "rateCount": state.started_in_period,
+            "ratePeriod": int(row[2]),
+            "ratePeriodStart": int((now - row[2]) * 1000),
+            "isPaused": False,
+            "isPinnedParallelism": False,
+            "isPinnedRate": False,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueInfo:
+    """A FIFO queue: its settings and how many messages it still holds (``lag``)."""
+
+    name: str
+    parallelism: int
+    paused: bool
+    created_at: float
+    updated_at: float
+    lag: int
+
+
 _DEAD_COLUMNS = (
     "d.dlq_id, d.response_status, d.response_headers, d.response_body, d.created_at, "
     + ", ".join(f"m.{column.strip()}" for column in _COLUMNS.split(","))
@@ -335,8 +471,23 @@ def _finish(db: sqlite3.Connection, message_id: str, state: State, retried: int 
 
 
 def _insert(db: sqlite3.Connection, message: Message) -> None:
+    """Store ``message``; a queued one gets the next place in its queue (creating the
+    queue with parallelism 1 if it does not exist); a flow-controlled one sets its key's
+    limits (the latest publish wins)."""
+    if message.queue is not None:
+        _ensure_queue(db, message.queue, message.created_at)
+        if message.queue_seq is None:
+            (last,) = db.execute("SELECT COALESCE(MAX(queue_seq), 0) FROM messages").fetchone()
+            message = dataclasses.replace(message, queue_seq=int(last) + 1)
+    if message.flow_control_key is not None and message.kind is Kind.MESSAGE:
+        db.execute(
+            "INSERT INTO flow_controls (key, parallelism, rate, period_s, updated_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET parallelism = excluded.parallelism, rate = excluded.rate,"
+            " period_s = excluded.period_s, updated_at = excluded.updated_at",
+            (message.flow_control_key, message.parallelism, message.rate, message.period_s or 1.0, message.created_at),
+        )
     db.execute(
-        f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * 20)})",
+        f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * _COLUMN_COUNT)})",
         (
             message.id,
             message.kind.value,
@@ -358,8 +509,55 @@ def _insert(db: sqlite3.Connection, message: Message) -> None:
             message.state.value,
             message.next_attempt_at,
             message.retried,
+            message.queue,
+            message.queue_seq,
+            message.flow_control_key,
+            message.parallelism,
+            message.rate,
+            message.period_s,
+            message.schedule_id,
         ),
     )
+
+
+def _ensure_queue(db: sqlite3.Connection, name: str, now: float) -> None:
+    db.execute(
+        "INSERT INTO queues (name, parallelism, paused, created_at, updated_at) VALUES (?, 1, 0, ?, ?)"
+        " ON CONFLICT (name) DO NOTHING",
+        (name, now, now),
+    )
+
+
+def _queue_states(db: sqlite3.Connection, names: set[str]) -> dict[str, QueueState]:
+    states = {}
+    for name in names:
+        row = db.execute("SELECT parallelism, paused FROM queues WHERE name = ?", (name,)).fetchone()
+        parallelism, paused = (1, 0) if row is None else row
+        window = db.execute(
+            "SELECT id FROM messages WHERE queue = ? AND state IN (?, ?) ORDER BY queue_seq LIMIT ?",
+            (name, *_ACTIVE, parallelism),
+        ).fetchall()
+        states[name] = QueueState(paused=bool(paused), window=frozenset(r[0] for r in window))
+    return states
+
+
+def _flow_states(db: sqlite3.Connection, keys: set[str], now: float) -> dict[str, FlowState]:
+    states = {}
+    for key in keys:
+        row = db.execute("SELECT parallelism, rate, period_s FROM flow_controls WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            continue
+        parallelism, rate, period_s = row
+        (in_flight,) = db.execute(
+            "SELECT COUNT(*) FROM messages WHERE flow_control_key = ? AND state = ?",
+            (key, State.DELIVERING.value),
+        ).fetchone()
+        (started,) = db.execute(
+            "SELECT COUNT(*) FROM messages WHERE flow_control_key = ? AND started_at > ?",
+            (key, now - period_s),
+        ).fetchone()
+        states[key] = FlowState(parallelism=parallelism, rate=rate, in_flight=in_flight, started_in_period=started)
+    return states
 
 
 def _message(row: Sequence[Any], state: State | None = None) -> Message:
@@ -384,6 +582,13 @@ def _message(row: Sequence[Any], state: State | None = None) -> Message:
         state=state or State(row[17]),
         next_attempt_at=row[18],
         retried=row[19],
+        queue=row[20],
+        queue_seq=row[21],
+        flow_control_key=row[22],
+        parallelism=row[23],
+        rate=row[24],
+        period_s=row[25],
+        schedule_id=row[26],
     )
 
 

@@ -23,15 +23,13 @@ from local.qstash.errors import ApiError
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 UNSUPPORTED: tuple[tuple[str, str], ...] = (
-    ("/v2/enqueue/{rest:path}", "queues (enqueue)"),
-    ("/v2/queues", "queues"),
-    ("/v2/queues/{rest:path}", "queues"),
     ("/v2/schedules", "schedules"),
     ("/v2/schedules/{rest:path}", "schedules"),
     ("/v2/topics", "URL groups"),
     ("/v2/topics/{rest:path}", "URL groups"),
     ("/v2/events", "the events log"),
-    ("/v2/flowControl/{rest:path}", "flow control management (get/pause/resume/pin/unpin/resetRate)"),
+    ("/v2/flowControl", "flow control management (list, pause/resume/pin/unpin/resetRate)"),
+    ("/v2/flowControl/{rest:path}", "flow control management (list, pause/resume/pin/unpin/resetRate)"),
     ("/v2/globalParallelism", "global parallelism"),
     ("/v2/keys", "signing key rotation"),
     ("/v2/keys/{rest:path}", "signing key rotation"),

@@ -541,19 +541,12 @@ def test_dlq_bulk_delete_and_retry(sdk: QStash, http: httpx.Client, destination:
 @pytest.mark.parametrize(
     ("call", "feature"),
     [
-        (lambda sdk: sdk.queue.upsert("q", parallelism=1), "queues"),
-        (lambda sdk: sdk.message.enqueue_json(queue="q", url="http://127.0.0.1:9/x", body={}), "queues"),
         (lambda sdk: sdk.schedule.create(destination="http://127.0.0.1:9/x", cron="* * * * *"), "schedules"),
         (lambda sdk: sdk.url_group.list(), "URL groups"),
         (lambda sdk: sdk.log.list(), "events log"),
         (lambda sdk: sdk.signing_key.get(), "signing key"),
-        (lambda sdk: sdk.flow_control.get("k"), "flow control"),
-        (
-            lambda sdk: sdk.message.publish_json(
-                url="http://127.0.0.1:9/x", body={}, flow_control={"key": "k", "parallelism": 1}
-            ),
-            "flow control",
-        ),
+        (lambda sdk: sdk.flow_control.pause("k"), "flow control"),
+        (lambda sdk: sdk.flow_control.get_global_parallelism(), "global parallelism"),
     ],
 )
 def test_official_sdk_calls_without_an_implementation_answer_501(

@@ -11,7 +11,7 @@ const target = "http://127.0.0.1:9/unreachable";
 
 const calls = {
   "URL groups": () => qstash.urlGroups.list(),
-  "flow control management": () => qstash.flowControl.get("some-key"),
+  "flow control management": () => qstash.flowControl.pause("some-key"),
   "signing key rotation": () =>
     fetch(`${process.env.QSTASH_URL}/v2/keys/rotate`, {
       method: "POST",
