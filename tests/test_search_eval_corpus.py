@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import wave
 from collections import Counter
@@ -30,15 +29,23 @@ from bench.search_eval.corpus import (
     load_lectures,
     load_questions,
     sentence_of,
+    tool,
     transcribe,
     wav_seconds,
 )
 from handlers.transcripts import Segment, word_error_rate
 
-needs_tools = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None,
-    reason="espeak-ng and ffmpeg are not installed (apt-get install -y ffmpeg espeak-ng)",
-)
+
+def _missing_tools() -> str | None:
+    try:
+        tool("espeak-ng"), tool("ffmpeg")
+    except CorpusError as error:
+        return str(error)
+    return None
+
+
+MISSING_TOOLS = _missing_tools()
+needs_tools = pytest.mark.skipif(MISSING_TOOLS is not None, reason=MISSING_TOOLS or "")
 
 
 # ------------------------------------------------------------------ the text
@@ -164,7 +171,7 @@ def test_sentence_spans_match_the_speech_and_a_changed_text_is_rebuilt(tmp_path:
     built = build_lecture(lecture, tmp_path)
 
     alone = tmp_path / "alone.wav"
-    subprocess.run(["espeak-ng", "-v", VOICE, "-s", str(WORDS_PER_MINUTE), "-w", str(alone), first], check=True)
+    subprocess.run([tool("espeak-ng"), "-v", VOICE, "-s", str(WORDS_PER_MINUTE), "-w", str(alone), first], check=True)
     start, end = built.span(0)
     assert end - start == pytest.approx(wav_seconds(alone), abs=1e-3)
 

@@ -261,11 +261,20 @@ class BuiltLecture:
 
 
 def tool(name: str) -> str:
-    """The path of a command-line tool, or a :class:`CorpusError` saying how to install it."""
-    path = shutil.which(name)
-    if path is None:
-        raise CorpusError(f"{name} not found: {TOOL_HINT}")
-    return path
+    """The program to run for ``ffmpeg`` or ``espeak-ng``, found the way the rest of vidpipe finds it
+    (:mod:`handlers.media.tools`: ``VIDPIPE_FFMPEG``/``VIDPIPE_ESPEAK``, the packaged one, then ``PATH``),
+    or a :class:`CorpusError` saying how to get it."""
+    try:
+        from handlers.media.tools import ToolMissing, resolve
+    except ImportError:  # a checkout from before the resolver: the program on PATH
+        path = shutil.which(name)
+        if path is None:
+            raise CorpusError(f"{name} not found: {TOOL_HINT}") from None
+        return path
+    try:
+        return resolve(name).require()
+    except ToolMissing as error:
+        raise CorpusError(str(error)) from None
 
 
 def build_lecture(lecture: Lecture, cache_dir: Path = CACHE_DIR) -> BuiltLecture:
