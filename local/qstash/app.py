@@ -27,6 +27,7 @@ from starlette.routing import Route
 from local.qstash.context import authorize, json_body, read_body, settings_of, store_of
 from local.qstash.delivery import DeliveryWorker
 from local.qstash.errors import ApiError
+from local.qstash.events_api import event_routes
 from local.qstash.message import DeadLetter, State, dead_letter_json, message_json, new_id
 from local.qstash.queue_api import queue_name, queue_routes
 from local.qstash.publication import Publication, PublishError, parse_publication
@@ -57,6 +58,9 @@ def create_app(settings: Settings) -> Starlette:
         worker = DeliveryWorker(store, settings)
         app.state.store = store
         app.state.worker = worker
+        pruned = store.prune_events(time.time() - settings.events_retention_s)
+        if pruned:
+            log.info("dropped %d events older than %g s", pruned, settings.events_retention_s)
         await worker.start()
         log.info("local QStash store at %s", settings.db_path)
         try:
@@ -71,6 +75,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v2/batch", batch, methods=["POST"]),
             Route("/v2/enqueue/{queue}/{destination:path}", enqueue, methods=["POST"]),
             *queue_routes(),
+            *event_routes(),
             Route("/v2/messages/{message_id}", get_message, methods=["GET"]),
             Route("/v2/messages/{message_id}", cancel_message, methods=["DELETE"]),
             Route("/v2/messages", cancel_messages, methods=["DELETE"]),

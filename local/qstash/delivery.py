@@ -209,7 +209,7 @@ class DeliveryWorker:
         attempt = f"{message.kind.value} {message.id} {message.method} {message.url} (retried {message.retried})"
         if outcome.succeeded:
             log.info("delivered %s: %s", attempt, outcome.describe())
-            self._store.mark_delivered(message.id, self._success_callback(message, outcome))
+            self._store.mark_delivered(message.id, self._success_callback(message, outcome), outcome.status)
         elif outcome.non_retryable or message.retried >= message.max_retries:
             reason = "non-retryable" if outcome.non_retryable else "retries exhausted"
             log.warning("dead-lettered %s: %s, %s", attempt, outcome.describe(), reason)
@@ -217,7 +217,13 @@ class DeliveryWorker:
         else:
             delay = self._retry_delay(message, outcome)
             log.info("failed %s: %s; next attempt in %.3f s", attempt, outcome.describe(), delay)
-            self._store.reschedule(message.id, message.retried + 1, self._clock() + delay)
+            self._store.reschedule(
+                message.id,
+                message.retried + 1,
+                self._clock() + delay,
+                error=outcome.describe(),
+                response_status=outcome.status or None,
+            )
 
     def _retry_delay(self, message: Message, outcome: Outcome) -> float:
         retry_after = None
@@ -257,7 +263,7 @@ class DeliveryWorker:
                 letter.dlq_id,
                 body,
             )
-        self._store.bury(letter, follow_up)
+        self._store.bury(letter, follow_up, error=outcome.describe())
 
     def _success_callback(self, message: Message, outcome: Outcome) -> Message | None:
         if message.kind is not Kind.MESSAGE or not message.callback:

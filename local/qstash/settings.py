@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     dedup_window_s: float = Field(600.0, gt=0)
     """How long a deduplication id (or content hash) is remembered: 10 minutes."""
 
+    events_retention_s: float = Field(7 * 86400.0, gt=0)
+    """How long the events log (``GET /v2/events``) keeps an entry; pruned at start."""
+
     backoff_scale: float = Field(1.0, gt=0)
     """Multiplier on the default backoff; tests shrink it, production keeps 1."""
 

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,18 @@ CREATE TABLE IF NOT EXISTS queues (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    message_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    error TEXT,
+    next_delivery_time REAL,
+    response_status INTEGER,
+    response_body BLOB
+);
+CREATE INDEX IF NOT EXISTS events_message ON events (message_id);
+CREATE INDEX IF NOT EXISTS events_time ON events (time);
 CREATE TABLE IF NOT EXISTS flow_controls (
     key TEXT PRIMARY KEY,
     parallelism INTEGER,
@@ -188,6 +201,8 @@ class MessageStore:
                 "UPDATE messages SET state = ?, started_at = ? WHERE id = ?",
                 [(State.DELIVERING.value, now, message.id) for message in admitted],
             )
+            for message in admitted:
+                _log(db, message.id, "ACTIVE")
         return [dataclasses.replace(message, state=State.DELIVERING) for message in admitted]
 
     def next_due(self, after: float | None = None) -> float | None:
@@ -203,16 +218,26 @@ class MessageStore:
             ).fetchone()
         return None if row[0] is None else float(row[0])
 
-    def mark_delivered(self, message_id: str, follow_up: Message | None = None) -> bool:
+    def mark_delivered(
+        self, message_id: str, follow_up: Message | None = None, response_status: int | None = None
+    ) -> bool:
         """Record success (and queue its callback); False if no longer ``delivering``."""
         with self._transaction() as db:
             if not _finish(db, message_id, State.DELIVERED):
                 return False
+            _log(db, message_id, "DELIVERED", response_status=response_status)
             if follow_up is not None:
                 _insert(db, follow_up)
         return True
 
-    def reschedule(self, message_id: str, retried: int, next_attempt_at: float) -> bool:
+    def reschedule(
+        self,
+        message_id: str,
+        retried: int,
+        next_attempt_at: float,
+        error: str | None = None,
+        response_status: int | None = None,
+    ) -> bool:
         """Record a failed attempt to be retried at ``next_attempt_at``."""
         with self._transaction() as db:
             cursor = db.execute(
@@ -220,13 +245,25 @@ class MessageStore:
                 " WHERE id = ? AND state = ?",
                 (State.PENDING.value, retried, next_attempt_at, message_id, State.DELIVERING.value),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            _log(db, message_id, "ERROR", error=error, response_status=response_status)
+            _log(db, message_id, "RETRY", next_delivery_time=next_attempt_at)
+            return True
 
-    def bury(self, letter: DeadLetter, follow_up: Message | None = None) -> bool:
+    def bury(self, letter: DeadLetter, follow_up: Message | None = None, error: str | None = None) -> bool:
         """Move a message to the DLQ (and queue its failure callback)."""
         with self._transaction() as db:
             if not _finish(db, letter.message.id, State.DLQ, retried=letter.message.retried):
                 return False
+            _log(
+                db,
+                letter.message.id,
+                "FAILED",
+                error=error,
+                response_status=letter.response_status,
+                response_body=letter.response_body,
+            )
             db.execute(
                 "INSERT INTO dead_letters (dlq_id, message_id, response_status,"
                 " response_headers, response_body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -344,6 +381,48 @@ class MessageStore:
         return True
 
 
+    # --- the events log ---------------------------------------------------------
+
+    def events(
+        self, *, before: int | None, count: int, filters: dict[str, tuple[str, ...]]
+    ) -> tuple[list[tuple[Event, Message]], int | None]:
+        """A page of the events log, newest first, and the cursor of the next (older) page.
+
+        ``filters``: ``messageId``/``messageIds``, ``state``, ``url``, ``label``,
+        ``queueName``, ``scheduleId``, ``flowControlKey``, ``fromDate``/``toDate`` (ms).
+        """
+        where, params = ["e.seq < ?"], [before if before is not None else 2**62]
+        for name, column in _EVENT_FILTERS.items():
+            values = filters.get(name)
+            if values:
+                where.append(f"{column} IN ({', '.join('?' * len(values))})")
+                params.extend(values)
+        if "fromDate" in filters:
+            where.append("e.time * 1000 >= ?")
+            params.append(int(filters["fromDate"][-1]))
+        if "toDate" in filters:
+            where.append("e.time * 1000 <= ?")
+            params.append(int(filters["toDate"][-1]))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT e.seq, e.time, e.message_id, e.state, e.error, e.next_delivery_time,"
+                f" e.response_status, e.response_body, {_PREFIXED_COLUMNS}"
+                " FROM events e JOIN messages m ON m.id = e.message_id"
+                f" WHERE {' AND '.join(where)} ORDER BY e.seq DESC LIMIT ?",
+                (*params, count + 1),
+            ).fetchall()
+        page = [
+            (Event(row[1], row[2], row[3], row[4], row[5], row[6], None if row[7] is None else bytes(row[7])),
+             _message(row[8:]))
+            for row in rows[:count]
+        ]
+        return page, (int(rows[count - 1][0]) if len(rows) > count else None)
+
+    def prune_events(self, older_than: float) -> int:
+        """Drop events logged before ``older_than`` (unix seconds)."""
+        with self._transaction() as db:
+            return db.execute("DELETE FROM events WHERE time < ?", (older_than,)).rowcount
+
     # --- queues and flow control ----------------------------------------------
 
     def upsert_queue(self, name: str, parallelism: int, paused: bool, now: float) -> None:
@@ -418,6 +497,32 @@ class MessageStore:
 
 
 @dataclasses.dataclass(frozen=True)
+class Event:
+    """One entry of the events log: a message's state change."""
+
+    time: float
+    message_id: str
+    state: str
+    error: str | None
+    next_delivery_time: float | None
+    response_status: int | None
+    response_body: bytes | None
+
+
+_EVENT_FILTERS = {
+    "messageId": "e.message_id",
+    "messageIds": "e.message_id",
+    "state": "e.state",
+    "url": "m.url",
+    "label": "m.label",
+    "queueName": "m.queue",
+    "scheduleId": "m.schedule_id",
+    "flowControlKey": "m.flow_control_key",
+    "callerIp": "m.caller_ip",
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class QueueInfo:
     """A FIFO queue: its settings and how many messages it still holds (``lag``)."""
 
@@ -428,6 +533,8 @@ class QueueInfo:
     updated_at: float
     lag: int
 
+
+_PREFIXED_COLUMNS = ", ".join(f"m.{column.strip()}" for column in _COLUMNS.split(","))
 
 _DEAD_COLUMNS = (
     "d.dlq_id, d.response_status, d.response_headers, d.response_body, d.created_at, "
@@ -453,12 +560,33 @@ def _publish(
 
 
 def _cancel_ids(db: sqlite3.Connection, message_ids: Sequence[str]) -> int:
-    return sum(
-        db.execute(
+    cancelled = 0
+    for message_id in dict.fromkeys(message_ids):
+        cursor = db.execute(
             "UPDATE messages SET state = ? WHERE id = ? AND state IN (?, ?)",
             (State.CANCELLED.value, message_id, *_ACTIVE),
-        ).rowcount
-        for message_id in dict.fromkeys(message_ids)
+        )
+        if cursor.rowcount:
+            _log(db, message_id, "CANCELED")
+            cancelled += 1
+    return cancelled
+
+
+def _log(
+    db: sqlite3.Connection,
+    message_id: str,
+    state: str,
+    *,
+    error: str | None = None,
+    next_delivery_time: float | None = None,
+    response_status: int | None = None,
+    response_body: bytes | None = None,
+) -> None:
+    """Append to the events log (``GET /v2/events``), in the caller's transaction."""
+    db.execute(
+        "INSERT INTO events (time, message_id, state, error, next_delivery_time, response_status,"
+        " response_body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (time.time(), message_id, state, error, next_delivery_time, response_status, response_body),
     )
 
 
@@ -486,6 +614,7 @@ def _insert(db: sqlite3.Connection, message: Message) -> None:
             " period_s = excluded.period_s, updated_at = excluded.updated_at",
             (message.flow_control_key, message.parallelism, message.rate, message.period_s or 1.0, message.created_at),
         )
+    _log(db, message.id, "CREATED")
     db.execute(
         f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * _COLUMN_COUNT)})",
         (

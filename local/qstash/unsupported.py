@@ -27,7 +27,6 @@ UNSUPPORTED: tuple[tuple[str, str], ...] = (
     ("/v2/schedules/{rest:path}", "schedules"),
     ("/v2/topics", "URL groups"),
     ("/v2/topics/{rest:path}", "URL groups"),
-    ("/v2/events", "the events log"),
     ("/v2/flowControl", "flow control management (list, pause/resume/pin/unpin/resetRate)"),
     ("/v2/flowControl/{rest:path}", "flow control management (list, pause/resume/pin/unpin/resetRate)"),
     ("/v2/globalParallelism", "global parallelism"),

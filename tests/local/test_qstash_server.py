@@ -543,7 +543,6 @@ def test_dlq_bulk_delete_and_retry(sdk: QStash, http: httpx.Client, destination:
     [
         (lambda sdk: sdk.schedule.create(destination="http://127.0.0.1:9/x", cron="* * * * *"), "schedules"),
         (lambda sdk: sdk.url_group.list(), "URL groups"),
-        (lambda sdk: sdk.log.list(), "events log"),
         (lambda sdk: sdk.signing_key.get(), "signing key"),
         (lambda sdk: sdk.flow_control.pause("k"), "flow control"),
         (lambda sdk: sdk.flow_control.get_global_parallelism(), "global parallelism"),
@@ -557,3 +556,46 @@ def test_official_sdk_calls_without_an_implementation_answer_501(
     with pytest.raises(QStashError, match="501") as raised:
         call(sdk)
     assert feature in str(raised.value) and "not supported by the local QStash server" in str(raised.value)
+
+
+def _states(sdk: QStash, message_id: str) -> list[str]:
+    logs = sdk.log.list(filter={"message_id": message_id}).logs
+    return [log.state.value for log in reversed(logs)]
+
+
+def test_events_log(sdk: QStash, destination: Destination) -> None:
+    """Protocol: GET /v2/events (Python SDK ``log.list``): every state change, newest first:
+    CREATED, ACTIVE, ERROR + RETRY (nextDeliveryTime), DELIVERED; FAILED for the DLQ;
+    CANCELED; filters (messageId, state) and cursor paging."""
+    destination.script("/logged", Reply(500, {}, b"busy"))
+    delivered = sdk.message.publish_json(url=destination.url("/logged"), body={}, retries=1, retry_delay="50")
+    destination.wait_for("/logged", 2)
+    wait_until(lambda: _states(sdk, delivered.message_id)[-1:] == ["DELIVERED"], 3, "DELIVERED")
+    assert _states(sdk, delivered.message_id) == ["CREATED", "ACTIVE", "ERROR", "RETRY", "ACTIVE", "DELIVERED"]
+    logs = sdk.log.list(filter={"message_id": delivered.message_id}).logs
+    error = next(log for log in logs if log.state.value == "ERROR")
+    retry = next(log for log in logs if log.state.value == "RETRY")
+    assert error.error == "HTTP 500" and error.response_status == 500
+    assert retry.next_delivery_time is not None and retry.next_delivery_time >= retry.time
+    assert logs[0].url == destination.url("/logged")
+
+    destination.script("/fails", Reply(500))
+    failed = sdk.message.publish_json(url=destination.url("/fails"), body={}, retries=0)
+    wait_until(lambda: _states(sdk, failed.message_id)[-1:] == ["FAILED"], 3, "FAILED")
+    cancelled = sdk.message.publish_json(url=destination.url("/never"), body={}, delay="1h")
+    sdk.message.cancel(cancelled.message_id)
+    assert _states(sdk, cancelled.message_id) == ["CREATED", "CANCELED"]
+
+    from qstash.log import LogState
+
+    failures = sdk.log.list(filter={"state": LogState.FAILED}).logs
+    assert [log.message_id for log in failures] == [failed.message_id]
+    first = sdk.log.list(count=2)
+    assert len(first.logs) == 2 and first.cursor is not None
+    second = sdk.log.list(count=2, cursor=first.cursor)
+    assert second.logs[0].time <= first.logs[-1].time
+    assert [(log.message_id, log.state) for log in first.logs] == [
+        (cancelled.message_id, LogState.CANCELED),
+        (cancelled.message_id, LogState.CREATED),
+    ]
+    assert (second.logs[0].message_id, second.logs[0].state) == (failed.message_id, LogState.FAILED)

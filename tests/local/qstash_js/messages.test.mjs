@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { QstashError } from "@upstash/qstash";
-import { Destination, client, raw, sleep, uniquePath } from "./support.mjs";
+import { Destination, client, raw, sleep, uniquePath, waitUntil } from "./support.mjs";
 
 const qstash = client();
 let destination;
@@ -164,5 +164,21 @@ describe("cancel (DELETE /v2/messages)", () => {
     assert.equal(response.status, 400);
     assert.deepEqual(await stillPending(steps), steps);
     await qstash.messages.cancel(steps);
+  });
+});
+
+describe("events log (GET /v2/events)", () => {
+  it("logs({filter: {messageId}}) lists the message's state changes, newest first", async () => {
+    const path = uniquePath("logged");
+    destination.script(path, { status: 500 });
+    const { messageId } = await qstash.publishJSON({ url: destination.url(path), body: {}, retries: 1, retryDelay: "20" });
+    await destination.waitFor(path, 2);
+    const states = async () => (await qstash.logs({ filter: { messageId } })).logs.map((log) => log.state).reverse();
+    await waitUntil(async () => (await states()).at(-1) === "DELIVERED", "DELIVERED");
+    assert.deepEqual(await states(), ["CREATED", "ACTIVE", "ERROR", "RETRY", "ACTIVE", "DELIVERED"]);
+    const { logs } = await qstash.logs({ filter: { messageId, state: "RETRY" } });
+    assert.equal(logs.length, 1);
+    assert.ok(logs[0].nextDeliveryTime >= logs[0].time);
+    assert.equal(logs[0].url, destination.url(path));
   });
 });
