@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from qstash import Receiver
 
 from api.auth import TokenVerifier
 from api.errors import install_error_handlers
@@ -43,6 +42,7 @@ from api.wiring import (
 from handlers.retry import RetryPolicy
 from handlers.step_runner import StepRunner
 from handlers.steps import StepProvider
+from handlers.signatures import StepSignatures
 from handlers.webhooks import steps_router
 from projections.notifications import NotificationReader
 
@@ -55,7 +55,7 @@ def create_app(
     """Build the app; nothing connects to anything until it starts."""
     state: dict[str, Core] = {}
     policy = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds, settings.max_retries)
-    receiver = Receiver(
+    signatures = StepSignatures(
         settings.qstash_current_signing_key.get_secret_value(),
         settings.qstash_next_signing_key.get_secret_value(),
     )
@@ -127,7 +127,8 @@ def create_app(
         services, search_index.search, MediaSigner(settings.media_key, ttl_seconds=settings.media_link_seconds)
     ))
     app.include_router(steps_router(
-        runner, receiver, settings.public_base_url, max_concurrent_steps=settings.max_concurrent_steps
+        runner, signatures, settings.public_base_url, max_concurrent_steps=settings.max_concurrent_steps,
+        max_body_bytes=settings.max_step_body_bytes,
     ))
     app.include_router(operations_router(services, followers, runner))
     app.include_router(web_router(settings))

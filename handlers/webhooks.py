@@ -3,7 +3,17 @@
 Authenticated by ``Upstash-Signature`` only (never a user's JWT): the JWT is
 verified with ``qstash.Receiver`` against the current and next signing keys,
 the exact public URL QStash was asked to call, and the raw body. Anything
-else is 401 and nothing is recorded.
+else is 401, naming the check that failed, and nothing is recorded.
+
+The body is read last and never whole when it should not be: a delivery
+whose signature header is missing, not a JWT, or fails any check the header
+alone allows (key, issuer, expiry, URL: :mod:`handlers.signatures`) is
+refused before a byte of it is read; one whose ``Content-Length`` is over
+``max_body_bytes`` (QStash sends at most 1 MB) gets 413 likewise; any other
+is read up to that cap and refused with 413 as soon as it passes it, so an
+unauthenticated gigabyte costs the process nothing. Early refusals say
+``Connection: close``, so the server does not go on reading what the client
+still sends.
 
 At most ``max_concurrent_steps`` deliveries run their step at once in this
 process; the others wait for a slot as coroutines, holding no thread. Steps
@@ -25,17 +35,23 @@ from eventsourcing.persistence import PersistenceError
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from qstash import Receiver
-from qstash.errors import SignatureError
+from starlette.requests import ClientDisconnect
 
 from handlers.dispatcher import step_url
+from handlers.signatures import SignatureRejected, StepSignatures
 from handlers.step_runner import NON_RETRYABLE, BadMessage, StepMessage, StepRunner
 
 logger = logging.getLogger(__name__)
 
 StepName = Literal["compress", "audio-convert", "transcribe", "embed"]
-CLOCK_TOLERANCE_SECONDS = 30
 DATABASE_RETRY_AFTER_SECONDS = 10
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+"""QStash's own cap on a message body is 1 MB; a step message is about a hundred bytes."""
+CLOSE = {"Connection": "close"}
+
+
+class BodyTooLarge(Exception):
+    """The request body passed the cap; the rest of it was not read."""
 
 
 class StepResponse(BaseModel):
@@ -50,8 +66,36 @@ class StepResponse(BaseModel):
     error: str | None = None
 
 
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The request body, or :class:`BodyTooLarge` as soon as it passes ``limit`` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        if len(body) + len(chunk) > limit:
+            raise BodyTooLarge
+        body.extend(chunk)
+    return bytes(body)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse(
+        {"error": f"a step message is at most {limit} bytes (VIDPIPE_MAX_STEP_BODY_BYTES); QStash sends at most 1 MB"},
+        status_code=413,
+        headers=CLOSE,
+    )
+
+
+def _rejected(step: str, error: SignatureRejected, *, before_body: bool) -> JSONResponse:
+    logger.warning("rejected a %s delivery: %s", step, error)
+    return JSONResponse({"error": str(error)}, status_code=401, headers=CLOSE if before_body else None)
+
+
 def steps_router(
-    runner: StepRunner, receiver: Receiver, public_base_url: str, *, max_concurrent_steps: int = 8
+    runner: StepRunner,
+    signatures: StepSignatures,
+    public_base_url: str,
+    *,
+    max_concurrent_steps: int = 8,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> APIRouter:
     router = APIRouter(tags=["step webhooks (QStash only)"])
     slots = CapacityLimiter(max_concurrent_steps)
@@ -61,26 +105,34 @@ def steps_router(
         response_model=StepResponse,
         response_model_exclude_none=True,
         responses={
-            401: {"model": StepResponse, "description": "missing or invalid Upstash-Signature"},
+            401: {"model": StepResponse, "description": "missing or invalid Upstash-Signature (the error names the check)"},
+            413: {"model": StepResponse, "description": "the body is over VIDPIPE_MAX_STEP_BODY_BYTES"},
             489: {"model": StepResponse, "description": "failed for good; QStash must not retry"},
             503: {"model": StepResponse, "description": "database unreachable; retry later"},
         },
     )
     async def step_webhook(step: StepName, request: Request) -> JSONResponse:
-        raw = await request.body()
         signature = request.headers.get("upstash-signature")
-        if not signature:
-            return JSONResponse({"error": "missing Upstash-Signature header"}, status_code=401)
+        url = step_url(public_base_url, step)
         try:
-            receiver.verify(
-                signature=signature,
-                body=raw.decode("utf-8"),
-                url=step_url(public_base_url, step),
-                clock_tolerance=CLOCK_TOLERANCE_SECONDS,
-            )
-        except (SignatureError, UnicodeDecodeError) as error:
-            logger.warning("rejected a %s delivery: %s", step, error)
-            return JSONResponse({"error": f"invalid Upstash-Signature: {error}"}, status_code=401)
+            signatures.check_header(signature, url)
+        except SignatureRejected as error:
+            return _rejected(step, error, before_body=True)
+        assert signature is not None
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > max_body_bytes:
+            return _too_large(max_body_bytes)
+        try:
+            raw = await read_capped(request, max_body_bytes)
+        except BodyTooLarge:
+            return _too_large(max_body_bytes)
+        except ClientDisconnect:
+            logger.info("a %s delivery was abandoned by its sender mid-body", step)
+            return JSONResponse({"error": "the sender went away mid-body"}, status_code=400)
+        try:
+            signatures.verify(signature, raw, url)
+        except SignatureRejected as error:
+            return _rejected(step, error, before_body=False)
         try:
             message = StepMessage.parse(raw)
             if message.step != step:

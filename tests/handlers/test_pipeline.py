@@ -27,7 +27,7 @@ from qstash import QStash
 from domain import STEPS
 from handlers.providers.simulated import SimulatedProvider
 from handlers.steps import StepContext, StepJob, StepResult
-from local.qstash.settings import DEV_CURRENT_SIGNING_KEY
+from local.qstash.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY
 from tests.handlers.conftest import Pipeline
 from tests.support import wait_until
 
@@ -190,9 +190,18 @@ def _hs256(claims: dict[str, object], key: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "case", ["missing", "forged", "expired", "wrong-url", "wrong-body", "not-a-jwt"],
+    ("case", "check"),
+    [
+        ("missing", "missing header"),
+        ("forged", "bad signature or key"),
+        ("expired", "expired"),
+        ("wrong-url", "URL mismatch"),
+        ("wrong-body", "body hash mismatch"),
+        ("not-a-jwt", "not a JWT"),
+    ],
 )
-def test_bad_signatures_are_401_and_record_nothing(pipeline_factory: Factory, case: str) -> None:
+def test_bad_signatures_are_401_and_record_nothing(pipeline_factory: Factory, case: str, check: str) -> None:
+    """Each refusal names the check that failed, and never quotes a signing key."""
     pipeline = pipeline_factory(VIDPIPE_RUN_FOLLOWERS=False)
     qid = pipeline.start()
     url = f"{pipeline.api.url}/api/video-processing/steps/compress"
@@ -211,7 +220,9 @@ def test_bad_signatures_are_401_and_record_nothing(pipeline_factory: Factory, ca
     before = pipeline.event_names(qid)
     response = httpx.post(url, content=body, headers=headers)
     assert response.status_code == 401
-    assert "Upstash-Signature" in response.json()["error"]
+    error = response.json()["error"]
+    assert f"Upstash-Signature rejected ({check})" in error
+    assert DEV_CURRENT_SIGNING_KEY not in error and DEV_NEXT_SIGNING_KEY not in error
     assert pipeline.event_names(qid) == before == ["Created"]
 
 
