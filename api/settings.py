@@ -88,12 +88,6 @@ class Settings(BaseSettings):
     the body is read, and a body sent without one is cut off at this size, so no request can make
     the process buffer more."""
 
-    max_step_body_bytes: int = Field(default=1024 * 1024, ge=1024, alias="VIDPIPE_MAX_STEP_BODY_BYTES")
-    """Largest body a step webhook reads (413 beyond). QStash caps message bodies at 1 MB and a
-    step message is about a hundred bytes; a larger declared ``Content-Length`` is refused before
-    the body is read, and a body sent without one is cut off at this size, so no request can make
-    the process buffer more."""
-
     step_providers: Literal["pipeline", "simulated"] = Field(default="pipeline", alias="VIDPIPE_STEP_PROVIDERS")
     """Who does the steps' work. ``pipeline``: the real providers (Cloudinary or ffmpeg, the
     Whisper and embedding servers). ``simulated``: timed no-op work, for exercising the pipeline."""
