@@ -24,10 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from local.qstash.context import authorize, json_body, read_body, settings_of, store_of
+from local.qstash.context import authorize, destination_of, json_body, read_body, settings_of, store_of
 from local.qstash.delivery import DeliveryWorker
 from local.qstash.errors import ApiError
 from local.qstash.events_api import event_routes
+from local.qstash.schedule_api import schedule_routes
 from local.qstash.message import DeadLetter, State, dead_letter_json, message_json, new_id
 from local.qstash.queue_api import queue_name, queue_routes
 from local.qstash.publication import Publication, PublishError, parse_publication
@@ -76,6 +77,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v2/enqueue/{queue}/{destination:path}", enqueue, methods=["POST"]),
             *queue_routes(),
             *event_routes(),
+            *schedule_routes(),
             Route("/v2/messages/{message_id}", get_message, methods=["GET"]),
             Route("/v2/messages/{message_id}", cancel_message, methods=["DELETE"]),
             Route("/v2/messages", cancel_messages, methods=["DELETE"]),
@@ -102,17 +104,6 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
-
-
-def destination_of(request: Request) -> str:
-    """The destination URL: the path after ``/v2/publish/`` plus the query (minus our token)."""
-    destination = str(request.path_params["destination"])
-    query = "&".join(
-        part
-        for part in request.url.query.split("&")
-        if part and not part.startswith("qstash_token=")
-    )
-    return f"{destination}?{query}" if query else destination
 
 
 async def publish(request: Request) -> Response:

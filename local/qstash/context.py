@@ -37,6 +37,17 @@ def authorize(request: Request) -> None:
         raise ApiError(401, "unauthorized: send 'Authorization: Bearer <QSTASH_TOKEN>'")
 
 
+def destination_of(request: Request) -> str:
+    """The destination URL: the path after ``/v2/publish/`` plus the query (minus our token)."""
+    destination = str(request.path_params["destination"])
+    query = "&".join(
+        part
+        for part in request.url.query.split("&")
+        if part and not part.startswith("qstash_token=")
+    )
+    return f"{destination}?{query}" if query else destination
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refusing (413) anything over ``limit`` bytes."""
     declared = request.headers.get("content-length", "")

@@ -28,6 +28,7 @@ from local.qstash.callbacks import callback_body, callback_message
 from local.qstash.expressions import ExpressionError, RetryDelayExpression
 from local.qstash.message import DeadLetter, Kind, Message, new_id
 from local.qstash.publication import canonical_header
+from local.qstash.scheduling import fire_due
 from local.qstash.settings import Settings
 from local.qstash.signing import sign
 from local.qstash.store import MessageStore
@@ -73,6 +74,8 @@ def delivery_headers(message: Message, signature: str) -> dict[str, str]:
     )
     if message.caller_ip:
         headers["Upstash-Caller-Ip"] = message.caller_ip
+    if message.schedule_id:
+        headers["Upstash-Schedule-Id"] = message.schedule_id
     return headers
 
 
@@ -134,6 +137,10 @@ class DeliveryWorker:
     async def _run(self) -> None:
         while True:
             self._wakeup.clear()
+            try:
+                fire_due(self._store, self._settings, self._clock())
+            except Exception:  # a broken schedule must not stop deliveries
+                log.exception("firing schedules failed")
             free = self._settings.concurrency - len(self._in_flight)
             for message in self._store.claim_due(self._clock(), free):
                 task = asyncio.create_task(self._deliver(message), name=f"deliver-{message.id}")
@@ -153,10 +160,10 @@ class DeliveryWorker:
         if len(self._in_flight) >= self._settings.concurrency:
             return poll
         now = self._clock()
-        due = self._store.next_due(after=now)
-        if due is None:
+        dues = [when for when in (self._store.next_due(after=now), self._store.next_schedule_fire()) if when is not None]
+        if not dues:
             return poll
-        return min(poll, max(0.0, due - now))
+        return min(poll, max(0.0, min(dues) - now))
 
     async def _deliver(self, message: Message) -> None:
         try:

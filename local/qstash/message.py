@@ -148,3 +148,23 @@ def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:
 def new_id(prefix: str) -> str:
     """A fresh id such as ``msg_4f9c...`` or ``dlq_...``."""
     return f"{prefix}_{secrets.token_hex(13)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A cron schedule: the publish request it repeats (``headers`` keyed lower-case, as
+    ``POST /v2/schedules/{destination}`` received them) and when it fires next."""
+
+    id: str
+    cron: str
+    destination: str
+    headers: dict[str, str]
+    body: bytes
+    caller_ip: str | None
+    queue: str | None
+    paused: bool
+    created_at: float
+    next_fire: float
+    last_fire: float | None = None
+    last_message_id: str | None = None
+    error: str | None = None

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from local.qstash.admission import FlowState, QueueState, admit
-from local.qstash.message import DeadLetter, Kind, Message, State
+from local.qstash.message import DeadLetter, Kind, Message, Schedule, State
 from local.qstash.publication import Publication
 from local.qstash.selection import Selection
 
@@ -68,6 +68,21 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_message ON events (message_id);
 CREATE INDEX IF NOT EXISTS events_time ON events (time);
+CREATE TABLE IF NOT EXISTS schedules (
+    id TEXT PRIMARY KEY,
+    cron TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    caller_ip TEXT,
+    queue TEXT,
+    paused INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    next_fire REAL NOT NULL,
+    last_fire REAL,
+    last_message_id TEXT,
+    error TEXT
+);
 CREATE TABLE IF NOT EXISTS flow_controls (
     key TEXT PRIMARY KEY,
     parallelism INTEGER,
@@ -423,6 +438,72 @@ class MessageStore:
         with self._transaction() as db:
             return db.execute("DELETE FROM events WHERE time < ?", (older_than,)).rowcount
 
+    # --- schedules ---------------------------------------------------------------
+
+    def save_schedule(self, schedule: Schedule) -> None:
+        """Create a schedule, or replace the one with its id (keeping its creation time)."""
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+                " ON CONFLICT (id) DO UPDATE SET cron = excluded.cron, destination = excluded.destination,"
+                " headers = excluded.headers, body = excluded.body, caller_ip = excluded.caller_ip,"
+                " queue = excluded.queue, paused = excluded.paused, next_fire = excluded.next_fire,"
+                " error = NULL",
+                _schedule_row(schedule),
+            )
+
+    def schedules(self, schedule_id: str | None = None) -> list[Schedule]:
+        where, params = ("WHERE id = ?", (schedule_id,)) if schedule_id is not None else ("", ())
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_SCHEDULE_COLUMNS} FROM schedules {where} ORDER BY created_at, id", params
+            ).fetchall()
+        return [_schedule(row) for row in rows]
+
+    def delete_schedule(self, schedule_id: str) -> bool:
+        with self._transaction() as db:
+            return db.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,)).rowcount == 1
+
+    def set_schedule_paused(self, schedule_id: str, paused: bool, next_fire: float | None) -> bool:
+        """Pause, or resume (firing next at ``next_fire``); False when it does not exist."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE schedules SET paused = ?, next_fire = COALESCE(?, next_fire) WHERE id = ?",
+                (int(paused), next_fire, schedule_id),
+            )
+            return cursor.rowcount == 1
+
+    def due_schedules(self, now: float) -> list[Schedule]:
+        """Schedules not paused whose next fire time has come."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE paused = 0 AND next_fire <= ? ORDER BY next_fire",
+                (now,),
+            ).fetchall()
+        return [_schedule(row) for row in rows]
+
+    def next_schedule_fire(self) -> float | None:
+        with self._lock:
+            (when,) = self._db.execute("SELECT MIN(next_fire) FROM schedules WHERE paused = 0").fetchone()
+        return None if when is None else float(when)
+
+    def fire_schedule(
+        self, schedule: Schedule, message: Message | None, next_fire: float, now: float, error: str | None
+    ) -> bool:
+        """Record one firing: store its message (if it could be built) and the next fire time,
+        in one transaction; False if the schedule changed or vanished meanwhile."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE schedules SET next_fire = ?, last_fire = ?, last_message_id = ?, error = ?"
+                " WHERE id = ? AND next_fire = ? AND paused = 0",
+                (next_fire, now, None if message is None else message.id, error, schedule.id, schedule.next_fire),
+            )
+            if cursor.rowcount != 1:
+                return False
+            if message is not None:
+                _insert(db, message)
+        return True
+
     # --- queues and flow control ----------------------------------------------
 
     def upsert_queue(self, name: str, parallelism: int, paused: bool, now: float) -> None:
@@ -532,6 +613,48 @@ class QueueInfo:
     created_at: float
     updated_at: float
     lag: int
+
+
+_SCHEDULE_COLUMNS = (
+    "id, cron, destination, headers, body, caller_ip, queue, paused, created_at, next_fire,"
+    " last_fire, last_message_id, error"
+)
+
+
+def _schedule_row(schedule: Schedule) -> tuple[Any, ...]:
+    return (
+        schedule.id,
+        schedule.cron,
+        schedule.destination,
+        json.dumps(schedule.headers),
+        schedule.body,
+        schedule.caller_ip,
+        schedule.queue,
+        int(schedule.paused),
+        schedule.created_at,
+        schedule.next_fire,
+        schedule.last_fire,
+        schedule.last_message_id,
+        schedule.error,
+    )
+
+
+def _schedule(row: Sequence[Any]) -> Schedule:
+    return Schedule(
+        id=row[0],
+        cron=row[1],
+        destination=row[2],
+        headers=json.loads(row[3]),
+        body=bytes(row[4]),
+        caller_ip=row[5],
+        queue=row[6],
+        paused=bool(row[7]),
+        created_at=row[8],
+        next_fire=row[9],
+        last_fire=row[10],
+        last_message_id=row[11],
+        error=row[12],
+    )
 
 
 _PREFIXED_COLUMNS = ", ".join(f"m.{column.strip()}" for column in _COLUMNS.split(","))

@@ -541,7 +541,6 @@ def test_dlq_bulk_delete_and_retry(sdk: QStash, http: httpx.Client, destination:
 @pytest.mark.parametrize(
     ("call", "feature"),
     [
-        (lambda sdk: sdk.schedule.create(destination="http://127.0.0.1:9/x", cron="* * * * *"), "schedules"),
         (lambda sdk: sdk.url_group.list(), "URL groups"),
         (lambda sdk: sdk.signing_key.get(), "signing key"),
         (lambda sdk: sdk.flow_control.pause("k"), "flow control"),
