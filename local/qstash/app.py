@@ -74,6 +74,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/v2/publish/{destination:path}", publish, methods=["POST"]),
             Route("/v2/batch", batch, methods=["POST"]),
+            Route("/v2/keys", signing_keys, methods=["GET"]),
             Route("/v2/enqueue/{queue}/{destination:path}", enqueue, methods=["POST"]),
             *queue_routes(),
             *event_routes(),
@@ -196,6 +197,19 @@ def _batch_entry(request: Request, index: int, entry: Any, now: float) -> Public
         )
     except PublishError as error:
         raise ApiError(error.status, f"{where}: {error.message}") from None
+
+
+async def signing_keys(request: Request) -> Response:
+    """``GET /v2/keys``: the current and next signing keys (the TS SDK's dev-server probe reads
+    them too). Rotation (``POST /v2/keys/rotate``) is 501: the keys come from the settings."""
+    authorize(request)
+    settings = settings_of(request)
+    return JSONResponse(
+        {
+            "current": settings.current_signing_key.get_secret_value(),
+            "next": settings.next_signing_key.get_secret_value(),
+        }
+    )
 
 
 async def get_message(request: Request) -> Response:
