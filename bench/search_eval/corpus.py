@@ -61,7 +61,7 @@ SENTENCE_PAUSE_SECONDS = 0.6
 EDGE_SILENCE_SECONDS = 0.5
 """Silence before the first sentence and after the last."""
 SAMPLE_RATE = 16_000
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 """Bump when the way audio is made changes, so every cached build is made again."""
 
 HIT_TOLERANCE_SECONDS = 15.0
@@ -253,6 +253,9 @@ class BuiltLecture:
     timings: tuple[SentenceTiming, ...]
     duration: float
     """Seconds of audio in :attr:`audio`."""
+    audio_digest: str
+    """SHA-256 of the WAV file: what its transcripts are keyed by (another espeak-ng build speaks slightly
+    differently)."""
 
     def span(self, sentence: int) -> tuple[float, float]:
         """``(start, end)`` seconds of the sentence at 0-based ``sentence``."""
@@ -290,13 +293,14 @@ def build_lecture(lecture: Lecture, cache_dir: Path = CACHE_DIR) -> BuiltLecture
         pcm, source_rate, spans = _speak_sentences(lecture.sentences, Path(scratch))
         _atomic(audio_path, lambda temp: _resample(pcm, source_rate, temp))
     duration = wav_seconds(audio_path)
+    audio_digest = hashlib.sha256(audio_path.read_bytes()).hexdigest()
     timings = [
         {"index": index, "start": round(start / source_rate, 4), "end": round(end / source_rate, 4), "text": text}
         for index, ((start, end), text) in enumerate(zip(spans, lecture.sentences, strict=True))
     ]
     record = {
-        "lecture": lecture.slug, "digest": lecture.digest, "duration": round(duration, 4),
-        "sample_rate": SAMPLE_RATE, "source_sample_rate": source_rate, "voice": VOICE,
+        "lecture": lecture.slug, "digest": lecture.digest, "audio_sha256": audio_digest,
+        "duration": round(duration, 4), "sample_rate": SAMPLE_RATE, "source_sample_rate": source_rate, "voice": VOICE,
         "words_per_minute": WORDS_PER_MINUTE, "sentences": timings,
     }
     _atomic(timings_path, lambda temp: temp.write_text(json.dumps(record, indent=1), encoding="utf-8"))
@@ -394,7 +398,7 @@ def _read_built(lecture: Lecture, timings_path: Path, audio_path: Path) -> Built
         SentenceTiming(int(item["index"]), float(item["start"]), float(item["end"]), str(item["text"]))
         for item in record["sentences"]
     )
-    return BuiltLecture(lecture, audio_path, timings, float(record["duration"]))
+    return BuiltLecture(lecture, audio_path, timings, float(record["duration"]), str(record["audio_sha256"]))
 
 
 def _artifact(cache_dir: Path, lecture: Lecture, suffix: str) -> Path:
@@ -459,7 +463,8 @@ def transcribe(
         info.language, float(info.duration), _model_name(settings),
     )
     record = {
-        "lecture": built.lecture.slug, "digest": built.lecture.digest, "options": _jsonable(options),
+        "lecture": built.lecture.slug, "digest": built.lecture.digest, "audio_sha256": built.audio_digest,
+        "options": _jsonable(options),
         "word_error_rate": round(word_error_rate(built.lecture.text, transcript.text), 4),
         "transcript": transcript.to_dict(),
     }
@@ -502,7 +507,10 @@ def _model_name(settings: TranscriptionSettings) -> str:
 def _transcript_path(
     built: BuiltLecture, cache_dir: Path, settings: TranscriptionSettings, options: dict[str, Any]
 ) -> Path:
-    recipe = {"model": _model_name(settings), "compute_type": settings.compute_type, "options": _jsonable(options)}
+    recipe = {
+        "audio": built.audio_digest, "model": _model_name(settings), "compute_type": settings.compute_type,
+        "options": _jsonable(options),
+    }
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     return _artifact(cache_dir, built.lecture, f"transcript-{key}.json")
 
