@@ -181,6 +181,10 @@ def test_sentence_spans_match_the_speech_and_a_changed_text_is_rebuilt(tmp_path:
     assert np.abs(pause).max() < 50
     assert np.abs(spoken).max() > 3000
 
+    timings = next(tmp_path.glob("tiny.*.timings.json"))
+    timings.write_text("{not json")
+    assert build_lecture(lecture, tmp_path) == built  # an unreadable cache is built again
+
     changed = build_lecture(Lecture("tiny", (first, "Energy flows in a different order.")), tmp_path)
     assert changed.audio != built.audio
     assert not built.audio.exists()

@@ -195,11 +195,9 @@ def _question(item: Any, position: int, path: Path) -> Question:
 
 
 def sentence_of(question: Question, lectures: Iterable[Lecture] | None = None) -> str:
-    """The text of the sentence that answers ``question``."""
-    for lecture in lectures if lectures is not None else (load_lecture(question.lecture),):
-        if lecture.slug == question.lecture:
-            return lecture.sentences[question.sentence]
-    raise CorpusError(f"no lecture {question.lecture!r} for question {question.id!r}")
+    """The text of the sentence that answers ``question`` (its lecture read from ``lectures`` or from disk)."""
+    found = next((lecture for lecture in lectures or () if lecture.slug == question.lecture), None)
+    return (found or load_lecture(question.lecture)).sentences[question.sentence]
 
 
 # ------------------------------------------------------------------ word overlap
@@ -285,7 +283,10 @@ def build_lecture(lecture: Lecture, cache_dir: Path = CACHE_DIR) -> BuiltLecture
     timings_path = _artifact(cache_dir, lecture, "timings.json")
     audio_path = _artifact(cache_dir, lecture, "wav")
     if timings_path.is_file() and audio_path.is_file():
-        return _read_built(lecture, timings_path, audio_path)
+        try:
+            return _read_built(lecture, timings_path, audio_path)
+        except (ValueError, KeyError, TypeError) as error:
+            logger.warning("Cached timings %s are unreadable (%s); building again", timings_path, error)
     cache_dir.mkdir(parents=True, exist_ok=True)
     _forget_older_builds(cache_dir, lecture)
     logger.info("Speaking lecture %s (%d sentences)", lecture.slug, len(lecture.sentences))
