@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from handlers.media.tools import ToolMissing, resolve
 from handlers.transcripts import Segment, Transcript, word_error_rate
 
 if TYPE_CHECKING:
@@ -68,8 +68,6 @@ HIT_TOLERANCE_SECONDS = 15.0
 QUESTION_KINDS = ("keyword", "semantic", "mixed")
 """``keyword``: shares a distinctive word or name with its sentence; ``semantic``: shares almost none;
 ``mixed``: in between."""
-
-TOOL_HINT = "install it (Debian: apt-get install -y ffmpeg espeak-ng)"
 
 
 class CorpusError(Exception):
@@ -263,15 +261,8 @@ class BuiltLecture:
 
 def tool(name: str) -> str:
     """The program to run for ``ffmpeg`` or ``espeak-ng``, found the way the rest of vidpipe finds it
-    (:mod:`handlers.media.tools`: ``VIDPIPE_FFMPEG``/``VIDPIPE_ESPEAK``, the packaged one, then ``PATH``),
-    or a :class:`CorpusError` saying how to get it."""
-    try:
-        from handlers.media.tools import ToolMissing, resolve
-    except ImportError:  # a checkout from before the resolver: the program on PATH
-        path = shutil.which(name)
-        if path is None:
-            raise CorpusError(f"{name} not found: {TOOL_HINT}") from None
-        return path
+    (:func:`handlers.media.tools.resolve`: ``VIDPIPE_FFMPEG``/``VIDPIPE_ESPEAK``, the packaged one, then
+    ``PATH``), or a :class:`CorpusError` saying how to get it."""
     try:
         return resolve(name).require()
     except ToolMissing as error:
@@ -325,9 +316,9 @@ def build_video(built: BuiltLecture, cache_dir: Path = CACHE_DIR) -> Path:
 
     target = _artifact(cache_dir, built.lecture, "mp4")
     if not target.is_file():
-        tool("ffmpeg")
+        ffmpeg = tool("ffmpeg")
         try:
-            _atomic(target, lambda temp: speech_over_test_pattern(built.audio, temp))
+            _atomic(target, lambda temp: speech_over_test_pattern(built.audio, temp, ffmpeg=ffmpeg))
         except subprocess.CalledProcessError as error:
             raise CorpusError(f"ffmpeg could not make the video of {built.lecture.slug}: "
                               f"{error.stderr.decode(errors='replace').strip()[-500:]}") from None
