@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from api.queues import QueueAccess
 from api.settings import Settings
+from api.stream_slots import StreamSlots
 from api.uploads import UploadLedger
 from api.watch import QueueWatcher
 from api.wiring import Core
@@ -26,8 +27,11 @@ class Services:
     """Set when the app shuts down: open event streams end."""
     watcher: QueueWatcher = field(init=False)
     """One poller per queue with open event streams."""
+    streams: StreamSlots = field(init=False)
+    """The live streams open, bounded per caller and in all."""
 
     def __post_init__(self) -> None:
         self.watcher = QueueWatcher(
             self.core.app, self.core.reader, self.settings.stream_poll_seconds, self.closing
         )
+        self.streams = StreamSlots(self.settings.max_streams_per_caller, self.settings.max_streams)

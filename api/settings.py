@@ -188,6 +188,14 @@ class Settings(BaseSettings):
     stream_poll_seconds: float = Field(default=0.25, gt=0, alias="VIDPIPE_STREAM_POLL_SECONDS")
     """How often a server-sent-event stream looks for a new version of its queue."""
 
+    max_streams_per_caller: int = Field(default=16, ge=1, alias="VIDPIPE_MAX_STREAMS_PER_CALLER")
+    """Live streams (``GET .../stream``) one caller (token subject) may hold open in one API
+    process; the next gets 429 with ``Retry-After``. A progress page needs one per queue it shows."""
+
+    max_streams: int = Field(default=1000, ge=1, alias="VIDPIPE_MAX_STREAMS")
+    """Live streams one API process holds open in all (each is a connection and a file
+    descriptor); the next gets 429 with ``Retry-After``."""
+
     notify_progress: bool = Field(default=False, alias="VIDPIPE_NOTIFY_PROGRESS")
     """Also notify when each step completes (not only started/completed/failed/cancelled)."""
 

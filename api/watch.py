@@ -6,7 +6,9 @@ watched queue, however many streams follow it: it reads the status view every
 ``poll`` seconds and, when the version grows, the audit trail once, and wakes
 every stream waiting for news. Owner checks happen when a stream opens.
 While the database is unreachable the poller keeps trying (open streams stay
-open and resume with the next change), logging the outage once.
+open and resume with the next change), logging the outage once. An idle
+stream costs no wake-ups of its own: it sleeps until its poller publishes a
+change or, when the app shuts down, wakes it to end.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ class Watch:
     def publish(self, row: dict[str, Any], entries: list[TimelineEntry]) -> None:
         self.row, self.entries, self.version = row, entries, row["version"]
         self.ended = row["status"] in TERMINAL
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake every stream waiting on this queue (news, or the app is closing)."""
         news, self._news = self._news, asyncio.Event()
         news.set()
 
@@ -97,3 +103,4 @@ class QueueWatcher:
                 else:
                     logger.warning("watching queue %s failed; trying again", queue_id, exc_info=True)
             await asyncio.sleep(self.poll)
+        watch.wake()  # closing, or the queue ended: let its streams look

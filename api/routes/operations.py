@@ -28,8 +28,8 @@ def operations_router(
     registry = metrics_registry(services.core, followers, runner)
 
     @router.get("/healthz", response_model=Health)
-    def healthz() -> Health:
-        """The process is alive."""
+    async def healthz() -> Health:
+        """The process is alive (answered on the event loop, never queued behind the thread pool)."""
         return Health(status="ok")
 
     @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.auth import Caller, CurrentTutor
@@ -25,6 +25,7 @@ from api.schemas import (
     TranscriptFormat,
 )
 from api.services import Services
+from api.stream_slots import SlottedEventSourceResponse
 
 PREFIX = "/api/video-processing"
 QueueId = Annotated[str, Path(alias="queueId", description="the queue id returned by the upload")]
@@ -49,6 +50,8 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
         "data": {"type": "string"},
     },
 }
+STREAM_WAKE_SECONDS = 30.0
+"""Longest an idle stream sleeps without news (its queue's poller wakes it on any change)."""
 TRANSCRIPT_MEDIA_TYPES = {
     "json": "application/json",
     "srt": "application/x-subrip",
@@ -106,13 +109,20 @@ def queues_router(services: Services) -> APIRouter:
                 "ends after the queue's final status. `Last-Event-ID` resumes after that version.",
                 "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
             },
+            429: {"model": ErrorResponse, "description": "too many live streams open for this caller "
+                  "(VIDPIPE_MAX_STREAMS_PER_CALLER) or this server (VIDPIPE_MAX_STREAMS); see Retry-After"},
         },
     )
-    async def stream(queue_id: QueueId, caller: CurrentTutor, request: Request) -> EventSourceResponse:
+    async def stream(queue_id: QueueId, caller: CurrentTutor, request: Request) -> Response:
         """Live status changes, so clients need not poll."""
-        await run_in_threadpool(access.status, caller, queue_id)
-        last = _last_event_id(request.headers.get("last-event-id"))
-        return EventSourceResponse(_changes(services, caller, queue_id, last), ping=15)
+        slot = services.streams.take(caller.owner_id)  # before any database read: a flood is cheap
+        try:
+            row = await run_in_threadpool(access.status, caller, queue_id)
+            last = _last_event_id(request.headers.get("last-event-id"))
+            return SlottedEventSourceResponse(_changes(services, caller, queue_id, last), slot, ping=15)
+        except BaseException:
+            slot.release()
+            raise
 
     @router.get(
         "/status/{queueId}/transcript",
@@ -155,7 +165,7 @@ async def _changes(services: Services, caller: Caller, queue_id: str, last: int)
     """On each new version: the new audit-trail entries, then the status (one shared poller per queue)."""
     async with services.watcher.watch(queue_id) as watch:
         while not services.closing.is_set():
-            if not await watch.newer_than(last, timeout=1.0):
+            if not await watch.newer_than(last, timeout=STREAM_WAKE_SECONDS):
                 continue
             row, entries = watch.row, watch.entries
             assert row is not None
