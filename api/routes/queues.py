@@ -109,6 +109,8 @@ def queues_router(services: Services) -> APIRouter:
                 "ends after the queue's final status. `Last-Event-ID` resumes after that version.",
                 "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
             },
+            204: {"description": "the queue has ended and `Last-Event-ID` is its last event: nothing "
+                  "more will come (a browser's EventSource stops reconnecting)"},
             429: {"model": ErrorResponse, "description": "too many live streams open for this caller "
                   "(VIDPIPE_MAX_STREAMS_PER_CALLER) or this server (VIDPIPE_MAX_STREAMS); see Retry-After"},
         },
@@ -119,6 +121,9 @@ def queues_router(services: Services) -> APIRouter:
         try:
             row = await run_in_threadpool(access.status, caller, queue_id)
             last = _last_event_id(request.headers.get("last-event-id"))
+            if is_terminal(row["status"]) and last >= row["version"]:
+                slot.release()
+                return Response(status_code=204)
             return SlottedEventSourceResponse(_changes(services, caller, queue_id, last), slot, ping=15)
         except BaseException:
             slot.release()

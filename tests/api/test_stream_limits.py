@@ -1,5 +1,6 @@
 """Live streams under abuse (issue 15): bounded per caller and in all (429 with Retry-After),
-slots given back however a stream ends, and a flood of 4,000 stream attempts from one token against a real ``python -m api``."""
+slots given back however a stream ends, a finished queue resumed at its last event is 204,
+and a flood of 4,000 stream attempts from one token against a real ``python -m api``."""
 
 from __future__ import annotations
 
@@ -96,6 +97,19 @@ def test_refused_and_failed_stream_requests_give_their_slot_back(served: Served,
     tutor.wait_for(qid)
     assert [e for e, _ in tutor.sse(qid)][-1] == "status"  # the one slot is still free
     assert [e for e, _ in tutor.sse(qid)][-1] == "status"  # and given back after a finished stream
+
+
+def test_a_finished_queue_resumed_at_its_last_event_answers_204(served: Served, clients: Clients) -> None:
+    pipeline = served()
+    tutor = clients(pipeline, "tutor-a")
+    qid = tutor.upload().json()["queue_id"]
+    final = tutor.wait_for(qid)
+    last = str(final["version"])
+    assert tutor.sse(qid)[-1][1]["version"] == final["version"]
+    response = tutor.get(f"{PREFIX}/status/{qid}/stream", headers={"Last-Event-ID": last})
+    assert response.status_code == 204 and response.content == b""
+    earlier = tutor.sse(qid, **{"Last-Event-ID": str(final["version"] - 1)})  # one event left: 200
+    assert [d["position"] for e, d in earlier if e == "timeline"] == [final["version"]]
 
 
 # ------------------------------------------------------------------- flood
