@@ -143,7 +143,7 @@ class SearchMoment(BaseModel):
         description="character spans [start, end) of `text` whose words match the question's"
     )
     marked: str = Field(description="`text` as escaped HTML with the matched words in <mark>")
-    score: float = Field(description="reciprocal-rank-fusion score; higher is better")
+    score: float = Field(description="fused score (relative score fusion of the retrievers, 0..1); higher is better")
     retriever: Literal["keyword", "semantic", "both"] = Field(description="which retrieval found it")
 
 

@@ -26,11 +26,12 @@ from typing import Any, Literal
 from handlers.errors import ProviderError
 from handlers.providers.embeddings import EmbeddingClient, Embeddings
 from projections.moments import MomentsReader, VectorSpace
-from projections.ranking import fuse, highlights, query_terms
+from projections.ranking import SEMANTIC_WEIGHT, fuse, fuse_scores, highlights, query_terms
 
 logger = logging.getLogger(__name__)
 
 SearchMode = Literal["hybrid", "keyword", "semantic"]
+Fusion = Literal["relative-score", "rrf"]
 CANDIDATES = 50
 """How many moments each retriever proposes before fusion."""
 
@@ -154,9 +155,18 @@ class QueryEmbedder:
 class LectureSearch:
     """Hybrid search over one owner's completed lectures."""
 
-    def __init__(self, reader: MomentsReader, embedder: QueryEmbedder | None) -> None:
+    def __init__(
+        self,
+        reader: MomentsReader,
+        embedder: QueryEmbedder | None,
+        *,
+        fusion: Fusion = "relative-score",
+        semantic_weight: float = SEMANTIC_WEIGHT,
+    ) -> None:
         self.reader = reader
         self.embedder = embedder
+        self.fusion = fusion
+        self.semantic_weight = semantic_weight
 
     def search(
         self,
@@ -170,10 +180,10 @@ class LectureSearch:
         terms = query_terms(query)
         if not terms:
             return SearchResult(query, mode, [], notice="the question has no words to search for")
-        lists: dict[str, list[int]] = {}
+        lists: dict[str, list[tuple[int, float]]] = {}
         if mode in ("hybrid", "keyword"):
-            lists["keyword"] = [r.moment_id for r in self.reader.keyword(owner_id, terms, limit=CANDIDATES,
-                                                                          queue_id=queue_id)]
+            lists["keyword"] = [(r.moment_id, r.score)
+                                for r in self.reader.keyword(owner_id, terms, limit=CANDIDATES, queue_id=queue_id)]
         unavailable: dict[str, str] = {}
         searched_vectors = False
         if mode in ("hybrid", "semantic"):
@@ -187,7 +197,10 @@ class LectureSearch:
             notice = "no semantic answer: " + "; ".join(unavailable.values())
         elif unavailable:
             notice = "some lectures were searched by keywords only: " + "; ".join(unavailable.values())
-        fused = fuse(lists)[:limit]
+        if self.fusion == "rrf":
+            fused = fuse({name: [moment_id for moment_id, _ in scored] for name, scored in lists.items()})[:limit]
+        else:
+            fused = fuse_scores(lists, semantic_weight=self.semantic_weight)[:limit]
         rows = self.reader.moments([f.moment_id for f in fused])
         moments = [
             Moment(
@@ -202,15 +215,15 @@ class LectureSearch:
 
     def _semantic(
         self, owner_id: str, query: str, queue_id: str | None
-    ) -> tuple[dict[str, list[int]], dict[str, str], bool]:
-        """Ranked lists per vector space; the servers that could not answer; whether any space was searched."""
+    ) -> tuple[dict[str, list[tuple[int, float]]], dict[str, str], bool]:
+        """Scored lists per vector space; the servers that could not answer; whether any space was searched."""
         spaces = self.reader.spaces(owner_id, queue_id)
         if not spaces:
             return {}, {}, False
         if self.embedder is None:
             return {}, {"embedder": "semantic search is not configured"}, False
         vectors, unavailable = self.embedder.embed([s.server for s in spaces], query)
-        lists: dict[str, list[int]] = {}
+        lists: dict[str, list[tuple[int, float]]] = {}
         for space in spaces:
             embedded = vectors.get(space.server)
             if embedded is None:
@@ -223,7 +236,7 @@ class LectureSearch:
                 )
                 continue
             ranked = self.reader.nearest(owner_id, space, embedded.vectors[0], limit=CANDIDATES, queue_id=queue_id)
-            lists[f"{space.server}:{space.model}:{space.dimension}"] = [r.moment_id for r in ranked]
+            lists[f"{space.server}:{space.model}:{space.dimension}"] = [(r.moment_id, r.score) for r in ranked]
         return lists, unavailable, bool(lists)
 
 

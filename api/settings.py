@@ -222,6 +222,10 @@ class Settings(BaseSettings):
     search_max_query_chars: int = Field(default=500, ge=10, le=10_000, alias="VIDPIPE_SEARCH_MAX_QUERY_CHARS")
     """Longest question accepted by ``GET /api/search`` (422 beyond)."""
 
+    search_semantic_weight: float = Field(default=0.75, ge=0, le=1, alias="VIDPIPE_SEARCH_SEMANTIC_WEIGHT")
+    """Share of semantic similarity in the hybrid score (the rest is keywords' BM25), both scaled to
+    0..1 per question; 0.75 was best on the evaluation set (``make bench``)."""
+
     search_vector_index: Literal["auto", "exact"] = Field(default="auto", alias="VIDPIPE_SEARCH_VECTOR_INDEX")
     """``auto``: pgvector's HNSW index where Postgres has the ``vector`` extension, else exact search;
     ``exact``: always compare the question with every vector of the lectures searched."""
@@ -294,11 +298,12 @@ class Settings(BaseSettings):
     transcribe_piece_seconds: float = Field(default=600.0, gt=0, alias="VIDPIPE_TRANSCRIBE_PIECE_SECONDS")
     """Longest piece of audio sent to the Whisper server in one request (cut at silences)."""
 
-    chunk_max_chars: int = Field(default=400, ge=50, le=8000, alias="VIDPIPE_CHUNK_MAX_CHARS")
+    chunk_max_chars: int = Field(default=160, ge=50, le=8000, alias="VIDPIPE_CHUNK_MAX_CHARS")
     """Longest transcript chunk embedded (and searched) as one moment, in characters; chunks end at
-    segment boundaries (about 15 characters a second of speech)."""
+    segment boundaries (about 15 characters a second of speech: 160 is about 10 s, the best size
+    on the evaluation set, ``make bench``)."""
 
-    chunk_overlap_segments: int = Field(default=1, ge=0, le=10, alias="VIDPIPE_CHUNK_OVERLAP_SEGMENTS")
+    chunk_overlap_segments: int = Field(default=0, ge=0, le=10, alias="VIDPIPE_CHUNK_OVERLAP_SEGMENTS")
     """Segments a chunk repeats from the one before, so a sentence cut by a border is whole in one."""
 
     cloudinary_url: SecretStr | None = Field(default=None, alias="CLOUDINARY_URL")

@@ -119,5 +119,7 @@ def build_search_index(settings: Settings, core: Core) -> SearchIndex:
                                         timeout=timeout, connect_timeout=timeout,
                                         url_env="E5_HG_EMBEDDING_SERVER_API_URL")
     embedder = QueryEmbedder(clients, deadline=timeout, backoff=settings.search_server_backoff_seconds)
-    search = LectureSearch(MomentsReader(core.view, pgvector=pgvector), embedder)
+    search = LectureSearch(
+        MomentsReader(core.view, pgvector=pgvector), embedder, semantic_weight=settings.search_semantic_weight
+    )
     return SearchIndex(follower=follower, search=search, embedder=embedder)

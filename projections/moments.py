@@ -343,7 +343,9 @@ class MomentsReader:
                 {"vector": vector_literal(vector), "owner": owner_id, "server": space.server,
                  "model": space.model, "queue": queue_id, "limit": limit},
             )
-        return [Ranked(int(r["id"]), float(r["score"])) for r in rows]
+        # pgvector's relaxed_order scan may return near-ties out of order: the ranking is ours to make.
+        ranked = [Ranked(int(r["id"]), float(r["score"])) for r in rows]
+        return sorted(ranked, key=lambda r: (-r.score, r.moment_id))
 
     def moments(self, ids: Sequence[int]) -> dict[int, MomentRow]:
         """The moments with these ids, with their lecture's file name."""

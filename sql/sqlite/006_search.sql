@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS search_moments (
     UNIQUE (queue_id, chunk_index)
 );
 
-CREATE INDEX IF NOT EXISTS search_moments_owner_model ON search_moments (owner_id, model, dimension);
+-- Exact vector search reads one owner's vectors of one model in id order (keyset batches).
+CREATE INDEX IF NOT EXISTS search_moments_space ON search_moments (owner_id, server, model, dimension, id);
 
 -- Keyword index: FTS5 with Porter stemming; rowid = search_moments.id.
 CREATE VIRTUAL TABLE IF NOT EXISTS search_moments_fts USING fts5 (

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.ranking import MAX_TERMS, RRF_K, fuse, highlights, query_terms, stem
+from projections.ranking import MAX_TERMS, RRF_K, fuse, fuse_scores, highlights, query_terms, stem
 
 
 def test_query_terms_keep_the_subject_words_of_a_question() -> None:
@@ -75,3 +76,28 @@ def test_appearing_in_one_more_list_never_lowers_a_moment(lists: dict[str, list[
     extra = {**lists, "extra": [moment]}
     after = {f.moment_id: f.score for f in fuse(extra)}[moment]
     assert after > before
+
+
+def test_relative_score_fusion_scales_each_list_and_weighs_semantic_higher() -> None:
+    keyword = [(1, 12.0), (2, 6.0), (3, 2.0)]  # BM25-like: 1 → 1.0, 2 → 0.4, 3 → 0.0
+    semantic = [(3, 0.81), (2, 0.71), (9, 0.31)]  # cosine: 3 → 1.0, 2 → 0.8, 9 → 0.0
+    fused = fuse_scores({"keyword": keyword, "bge:m:384": semantic}, semantic_weight=0.75)
+    scores = {f.moment_id: f.score for f in fused}
+    assert scores[3] == pytest.approx(0.75)
+    assert scores[2] == pytest.approx(0.25 * 0.4 + 0.75 * 0.8)
+    assert scores[1] == pytest.approx(0.25)
+    assert scores[9] == pytest.approx(0.0)
+    assert [f.moment_id for f in fused] == [3, 2, 1, 9]
+    assert {f.moment_id: f.retriever for f in fused} == {3: "both", 2: "both", 1: "keyword", 9: "semantic"}
+    assert fuse_scores({"keyword": [(5, 3.0)]})[0].score == pytest.approx(0.25)  # a lone score scales to 1
+    with pytest.raises(ValueError):
+        fuse_scores({}, semantic_weight=1.5)
+
+
+@given(st.dictionaries(st.sampled_from(["keyword", "bge:a:3", "e5:b:4"]),
+                       st.lists(st.tuples(st.integers(1, 30), st.floats(-50, 50)), max_size=15), max_size=3),
+       st.floats(0, 1))
+def test_relative_scores_stay_within_0_and_1(lists: dict[str, list[tuple[int, float]]], weight: float) -> None:
+    fused = fuse_scores(lists, semantic_weight=weight)
+    assert all(-1e-9 <= f.score <= 1 + 1e-9 for f in fused)
+    assert sorted(f.moment_id for f in fused) == sorted({i for scored in lists.values() for i, _ in scored})
