@@ -31,11 +31,13 @@ from local.qstash.events_api import event_routes
 from local.qstash.schedule_api import schedule_routes
 from local.qstash.message import DeadLetter, State, dead_letter_json, message_json, new_id
 from local.qstash.queue_api import queue_name, queue_routes
-from local.qstash.publication import Publication, PublishError, parse_publication
+from local.qstash.fanout import Endpoints, is_url, publications
+from local.qstash.publication import Publication, PublishError
 from local.qstash.selection import DLQ_FILTERS, MESSAGE_FILTERS, Selection, parse_selection
 from local.qstash.settings import Settings
 from local.qstash.store import MessageStore
 from local.qstash.unsupported import unsupported_routes
+from local.qstash.url_group_api import url_group_routes
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ _DLQ_FILTERS = {
     "responseStatus": "d.response_status",
     "queueName": "m.queue",
     "flowControlKey": "m.flow_control_key",
+    "topicName": "m.topic_name",
+    "scheduleId": "m.schedule_id",
 }
 
 
@@ -79,6 +83,7 @@ def create_app(settings: Settings) -> Starlette:
             *queue_routes(),
             *event_routes(),
             *schedule_routes(),
+            *url_group_routes(),
             Route("/v2/messages/{message_id}", get_message, methods=["GET"]),
             Route("/v2/messages/{message_id}", cancel_message, methods=["DELETE"]),
             Route("/v2/messages", cancel_messages, methods=["DELETE"]),
@@ -123,35 +128,59 @@ async def _accept(request: Request, queue: str | None) -> Response:
     settings = settings_of(request)
     body = await read_body(request, settings.max_message_bytes)
     now = time.time()
+    destination = destination_of(request)
     try:
-        publication = parse_publication(
-            destination=destination_of(request),
+        created = publications(
+            destination=destination,
             headers={name: value for name, value in request.headers.items()},
             body=body,
             caller_ip=request.client.host if request.client else None,
             settings=settings,
             now=now,
-            message_id=new_id("msg"),
             queue=queue,
+            endpoints=_endpoints(request),
         )
     except PublishError as error:
         raise ApiError(error.status, error.message) from None
-    message_id, deduplicated = store_of(request).publish(publication, now, settings.dedup_window_s)
-    if deduplicated:
-        log.info("deduplicated publish to %s: %s", publication.message.url, message_id)
-    else:
-        log.info("published %s to %s%s", message_id, publication.message.url, f" (queue {queue})" if queue else "")
-        request.app.state.worker.wake()
-    return JSONResponse(
-        {"messageId": message_id, "deduplicated": deduplicated},
-        status_code=202 if deduplicated else 200,
-    )
+    results = store_of(request).publish_many(created, now, settings.dedup_window_s)
+    for publication, (message_id, deduplicated) in zip(created, results):
+        if deduplicated:
+            log.info("deduplicated publish to %s: %s", publication.message.url, message_id)
+        else:
+            log.info("published %s to %s%s", message_id, publication.message.url, f" (queue {queue})" if queue else "")
+    request.app.state.worker.wake()
+    if is_url(destination):
+        [(message_id, deduplicated)] = results
+        return JSONResponse(
+            {"messageId": message_id, "deduplicated": deduplicated},
+            status_code=202 if deduplicated else 200,
+        )
+    return JSONResponse(_group_answer(created, results))
+
+
+def _group_answer(created: list[Publication], results: list[tuple[str, bool]]) -> list[dict[str, Any]]:
+    """A URL group publish's answer: one ``{"messageId", "url", "deduplicated"}`` per endpoint."""
+    return [
+        {"messageId": message_id, "url": publication.message.url, "deduplicated": deduplicated}
+        for publication, (message_id, deduplicated) in zip(created, results)
+    ]
+
+
+def _endpoints(request: Request) -> Endpoints:
+    store = store_of(request)
+
+    def lookup(group: str) -> list[tuple[str | None, str]] | None:
+        found = store.url_groups(group)
+        return found[0].endpoints if found else None
+
+    return lookup
 
 
 async def batch(request: Request) -> Response:
-    """``POST /v2/batch``: a JSON list of ``{"destination", "headers", "body"}``, each
+    """``POST /v2/batch``: a JSON list of ``{"destination", "headers", "body", "queue"?}``, each
     validated like a publish; all stored in one transaction or none (400 naming the
-    entry). Answers the list of ``{"messageId", "deduplicated"}`` in the same order."""
+    entry). Answers, in order, ``{"messageId", "deduplicated"}`` per URL entry and a list of
+    ``{"messageId", "url", "deduplicated"}`` per URL group entry."""
     authorize(request)
     settings = settings_of(request)
     entries = await json_body(request, settings.max_batch_bytes)
@@ -160,14 +189,22 @@ async def batch(request: Request) -> Response:
     if len(entries) > settings.max_batch_messages:
         raise ApiError(400, f"a batch holds at most {settings.max_batch_messages} messages, got {len(entries)}")
     now = time.time()
-    publications = [_batch_entry(request, index, entry, now) for index, entry in enumerate(entries)]
-    results = store_of(request).publish_many(publications, now, settings.dedup_window_s)
-    log.info("published a batch of %d messages", len(results))
+    groups = [_batch_entry(request, index, entry, now) for index, entry in enumerate(entries)]
+    flat = [publication for _, created in groups for publication in created]
+    results = iter(store_of(request).publish_many(flat, now, settings.dedup_window_s))
+    answer: list[Any] = []
+    for destination, created in groups:
+        mine = [next(results) for _ in created]
+        if is_url(destination):
+            answer.append({"messageId": mine[0][0], "deduplicated": mine[0][1]})
+        else:
+            answer.append(_group_answer(created, mine))
+    log.info("published a batch of %d messages", len(flat))
     request.app.state.worker.wake()
-    return JSONResponse([{"messageId": mid, "deduplicated": dup} for mid, dup in results])
+    return JSONResponse(answer)
 
 
-def _batch_entry(request: Request, index: int, entry: Any, now: float) -> Publication:
+def _batch_entry(request: Request, index: int, entry: Any, now: float) -> tuple[str, list[Publication]]:
     settings = settings_of(request)
     where = f"batch entry {index}"
     if not isinstance(entry, dict) or not isinstance(entry.get("destination"), str):
@@ -185,15 +222,15 @@ def _batch_entry(request: Request, index: int, entry: Any, now: float) -> Public
     if len(raw) > settings.max_message_bytes:
         raise ApiError(413, f"{where}: message of {len(raw)} bytes exceeds the maximum of {settings.max_message_bytes} bytes")
     try:
-        return parse_publication(
+        return entry["destination"], publications(
             destination=entry["destination"],
             headers={str(name).lower(): value for name, value in headers.items()},
             body=raw,
             caller_ip=request.client.host if request.client else None,
             settings=settings,
             now=now,
-            message_id=new_id("msg"),
             queue=None if queue is None else queue_name(queue),
+            endpoints=_endpoints(request),
         )
     except PublishError as error:
         raise ApiError(error.status, f"{where}: {error.message}") from None

@@ -5,7 +5,7 @@ attempt started), ``ERROR`` (an attempt failed) followed by ``RETRY`` (with
 ``nextDeliveryTime``), ``DELIVERED``, ``FAILED`` (moved to the DLQ) and
 ``CANCELED``. Newest first, ``count`` (default 100, at most 1000) a page,
 ``cursor`` for the next older page; filters ``messageId``/``messageIds``,
-``state``, ``url``, ``label``, ``queueName``, ``scheduleId``,
+``state``, ``url``, ``label``, ``queueName``, ``scheduleId``, ``topicName``,
 ``flowControlKey``, ``callerIp``, ``fromDate``/``toDate`` (unix ms). The
 events live in the SQLite store, kept ``settings.events_retention_s``.
 """
@@ -29,7 +29,7 @@ MAX_COUNT = 1000
 STATES = frozenset({"CREATED", "ACTIVE", "ERROR", "RETRY", "DELIVERED", "FAILED", "CANCELED", "IN_PROGRESS"})
 _FILTERS = frozenset(
     {"messageId", "messageIds", "state", "url", "label", "queueName", "scheduleId", "flowControlKey",
-     "callerIp", "fromDate", "toDate"}
+     "callerIp", "fromDate", "toDate", "topicName"}
 )
 _IGNORED = frozenset({"qstash_token", "order", "count", "cursor"})
 
@@ -39,8 +39,6 @@ async def list_events(request: Request) -> Response:
     params = request.query_params
     filters: dict[str, tuple[str, ...]] = {}
     for name in dict.fromkeys(params.keys()):
-        if name in ("topicName", "urlGroup"):
-            raise ApiError(501, "the topicName filter (URL groups) is not supported by the local QStash server")
         if name not in _FILTERS and name not in _IGNORED:
             raise ApiError(400, f"unknown parameter {name[:64]!r} for /v2/events")
         if name in _FILTERS:
@@ -79,6 +77,8 @@ def event_json(event: Event, message: Message) -> dict[str, Any]:
         "label": message.label,
         "queueName": message.queue,
         "scheduleId": message.schedule_id,
+        "topicName": message.topic_name,
+        "endpointName": message.endpoint_name,
         "flowControlKey": message.flow_control_key,
         "callerIp": message.caller_ip,
         "callback": message.callback,

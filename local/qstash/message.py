@@ -39,7 +39,8 @@ class Message:
     ``queue``/``queue_seq``: the FIFO queue it was enqueued to and its place there
     (a callback inherits its source's place, so the queue waits for it);
     ``flow_control_key`` with ``parallelism``/``rate``/``period_s``: the flow
-    control it is subject to; ``schedule_id``: the schedule that created it.
+    control it is subject to; ``schedule_id``: the schedule that created it;
+    ``topic_name``/``endpoint_name``: the URL group (and endpoint) it fanned out to.
     """
 
     id: str
@@ -66,6 +67,8 @@ class Message:
     rate: int | None = None
     period_s: float | None = None
     schedule_id: str | None = None
+    topic_name: str | None = None
+    endpoint_name: str | None = None
     state: State = State.PENDING
     next_attempt_at: float = 0.0
     retried: int = 0
@@ -118,6 +121,8 @@ def message_json(message: Message) -> dict[str, Any]:
         "retryDelayExpression": message.retry_delay,
         "queueName": message.queue,
         "scheduleId": message.schedule_id,
+        "topicName": message.topic_name,
+        "endpointName": message.endpoint_name,
         "flowControlKey": message.flow_control_key,
         "parallelism": message.parallelism,
         "rate": message.rate,

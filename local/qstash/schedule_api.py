@@ -9,6 +9,7 @@ Firing: ``local.qstash.scheduling``. Schedules live in the SQLite store.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from typing import Any
@@ -23,8 +24,11 @@ from local.qstash.errors import ApiError
 from local.qstash.message import Schedule, body_fields, multi_header, new_id
 from local.qstash.publication import PublishError
 from local.qstash.queue_api import queue_name
-from local.qstash.scheduling import scheduled_message
+from local.qstash.fanout import is_url
+from local.qstash.scheduling import scheduled_messages
 
+_TEMPLATE_URL = "http://url-group.invalid/"
+"""Stands in for a URL group destination when reading a schedule's options."""
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _NOT_TEMPLATE = frozenset({"authorization", "host", "content-length", "connection", "upstash-cron",
                            "upstash-schedule-id", "upstash-queue-name", "accept", "accept-encoding", "user-agent"})
@@ -59,8 +63,8 @@ async def create_schedule(request: Request) -> Response:
         created_at=now,
         next_fire=cron.next_after(now),
     )
-    try:
-        scheduled_message(schedule, settings, now)  # refuses now what every firing would refuse
+    try:  # refuses now what every firing would refuse (a URL group must exist)
+        scheduled_messages(schedule, store_of(request), settings, now)
     except PublishError as error:
         raise ApiError(error.status, error.message) from None
     store_of(request).save_schedule(schedule)
@@ -71,7 +75,8 @@ async def create_schedule(request: Request) -> Response:
 def schedule_json(schedule: Schedule, request: Request) -> dict[str, Any]:
     """A schedule as QStash describes it (message fields from one would-be firing)."""
     now = time.time()
-    message = scheduled_message(schedule, settings_of(request), now)
+    template = dataclasses.replace(schedule, destination=_TEMPLATE_URL) if not is_url(schedule.destination) else schedule
+    [message] = scheduled_messages(template, store_of(request), settings_of(request), now)
     data: dict[str, Any] = {
         "scheduleId": schedule.id,
         "cron": schedule.cron,

@@ -16,27 +16,29 @@ import dataclasses
 import logging
 
 from local.qstash.cron import parse_cron
-from local.qstash.message import Message, Schedule, new_id
-from local.qstash.publication import PublishError, parse_publication
+from local.qstash.fanout import publications
+from local.qstash.message import Message, Schedule
+from local.qstash.publication import PublishError
 from local.qstash.settings import Settings
 from local.qstash.store import MessageStore
 
 log = logging.getLogger(__name__)
 
 
-def scheduled_message(schedule: Schedule, settings: Settings, now: float) -> Message:
-    """The message one firing of ``schedule`` publishes (``PublishError`` if it cannot)."""
-    publication = parse_publication(
+def scheduled_messages(schedule: Schedule, store: MessageStore, settings: Settings, now: float) -> list[Message]:
+    """The messages one firing of ``schedule`` publishes (one per endpoint for a URL group);
+    ``PublishError`` if it cannot."""
+    created = publications(
         destination=schedule.destination,
         headers=schedule.headers,
         body=schedule.body,
         caller_ip=schedule.caller_ip,
         settings=settings,
         now=now,
-        message_id=new_id("msg"),
         queue=schedule.queue,
+        endpoints=lambda group: next((g.endpoints for g in store.url_groups(group)), None),
     )
-    return dataclasses.replace(publication.message, schedule_id=schedule.id)
+    return [dataclasses.replace(publication.message, schedule_id=schedule.id) for publication in created]
 
 
 def fire_due(store: MessageStore, settings: Settings, now: float) -> int:
@@ -45,12 +47,13 @@ def fire_due(store: MessageStore, settings: Settings, now: float) -> int:
     for schedule in store.due_schedules(now):
         next_fire = parse_cron(schedule.cron).next_after(now)
         try:
-            message: Message | None = scheduled_message(schedule, settings, now)
+            messages = scheduled_messages(schedule, store, settings, now)
             error = None
         except PublishError as failure:
-            message, error = None, failure.message
+            messages, error = [], failure.message
             log.warning("schedule %s could not publish: %s", schedule.id, error)
-        if store.fire_schedule(schedule, message, next_fire, now, error) and message is not None:
-            published += 1
-            log.info("schedule %s published %s to %s", schedule.id, message.id, message.url)
+        if store.fire_schedule(schedule, messages, next_fire, now, error):
+            published += len(messages)
+            for message in messages:
+                log.info("schedule %s published %s to %s", schedule.id, message.id, message.url)
     return published

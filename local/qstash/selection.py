@@ -28,13 +28,12 @@ MAX_COUNT = 1000
 
 _PAGING = ("count", "cursor")
 _IGNORED = ("qstash_token", "order")
-_COMMON_FILTERS = ("url", "label", "callerIp", "fromDate", "toDate", "flowControlKey", "queueName")
+_COMMON_FILTERS = (
+    "url", "label", "callerIp", "fromDate", "toDate", "flowControlKey", "queueName", "topicName", "scheduleId"
+)
 MESSAGE_FILTERS = (*_COMMON_FILTERS, "host", "path")
 DLQ_FILTERS = (*_COMMON_FILTERS, "messageId", "responseStatus")
 UNSUPPORTED_FILTERS = {
-    "topicName": "URL groups",
-    "urlGroup": "URL groups",
-    "scheduleId": "schedules",
     "api": "API destinations",
 }
 """Filters on features this server does not implement: 501, never a silent no-op."""
@@ -156,4 +155,8 @@ def _field(name: str, message: Message) -> str | None:
         return message.flow_control_key
     if name == "queueName":
         return message.queue
+    if name == "topicName":
+        return message.topic_name
+    if name == "scheduleId":
+        return message.schedule_id
     return None

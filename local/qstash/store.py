@@ -83,6 +83,14 @@ CREATE TABLE IF NOT EXISTS schedules (
     last_message_id TEXT,
     error TEXT
 );
+CREATE TABLE IF NOT EXISTS url_group_endpoints (
+    group_name TEXT NOT NULL,
+    url TEXT NOT NULL,
+    name TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (group_name, url)
+);
 CREATE TABLE IF NOT EXISTS flow_controls (
     key TEXT PRIMARY KEY,
     parallelism INTEGER,
@@ -115,6 +123,8 @@ _ADDED_COLUMNS = {
     "period_s": "REAL",
     "schedule_id": "TEXT",
     "started_at": "REAL",
+    "topic_name": "TEXT",
+    "endpoint_name": "TEXT",
 }
 """Message columns added after the first schema: added in place to an older database."""
 
@@ -122,7 +132,8 @@ _COLUMNS = (
     "id, kind, url, method, body, headers, max_retries, retry_delay, timeout_s, callback,"
     " failure_callback, callback_headers, failure_callback_headers, label, caller_ip,"
     " created_at, not_before, state, next_attempt_at, retried,"
-    " queue, queue_seq, flow_control_key, parallelism, rate, period_s, schedule_id"
+    " queue, queue_seq, flow_control_key, parallelism, rate, period_s, schedule_id,"
+    " topic_name, endpoint_name"
 )
 _COLUMN_COUNT = len(_COLUMNS.split(","))
 _ACTIVE = (State.PENDING.value, State.DELIVERING.value)
@@ -488,21 +499,68 @@ class MessageStore:
         return None if when is None else float(when)
 
     def fire_schedule(
-        self, schedule: Schedule, message: Message | None, next_fire: float, now: float, error: str | None
+        self, schedule: Schedule, messages: Sequence[Message], next_fire: float, now: float, error: str | None
     ) -> bool:
-        """Record one firing: store its message (if it could be built) and the next fire time,
-        in one transaction; False if the schedule changed or vanished meanwhile."""
+        """Record one firing: store its messages (none if they could not be built) and the
+        next fire time, in one transaction; False if the schedule changed or vanished meanwhile."""
         with self._transaction() as db:
             cursor = db.execute(
                 "UPDATE schedules SET next_fire = ?, last_fire = ?, last_message_id = ?, error = ?"
                 " WHERE id = ? AND next_fire = ? AND paused = 0",
-                (next_fire, now, None if message is None else message.id, error, schedule.id, schedule.next_fire),
+                (next_fire, now, messages[0].id if messages else None, error, schedule.id, schedule.next_fire),
             )
             if cursor.rowcount != 1:
                 return False
-            if message is not None:
+            for message in messages:
                 _insert(db, message)
         return True
+
+    # --- URL groups ---------------------------------------------------------------
+
+    def add_endpoints(self, group: str, endpoints: Sequence[tuple[str | None, str]], now: float) -> None:
+        """Add (or rename) ``(name, url)`` endpoints; the group exists while it has one."""
+        with self._transaction() as db:
+            for name, url in endpoints:
+                db.execute(
+                    "INSERT INTO url_group_endpoints (group_name, url, name, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (group_name, url) DO UPDATE SET"
+                    " name = COALESCE(excluded.name, name), updated_at = excluded.updated_at",
+                    (group, url, name, now, now),
+                )
+
+    def remove_endpoints(self, group: str, endpoints: Sequence[tuple[str | None, str | None]]) -> int:
+        """Remove endpoints named by url or name; removing the last one removes the group."""
+        with self._transaction() as db:
+            return sum(
+                db.execute(
+                    "DELETE FROM url_group_endpoints WHERE group_name = ? AND (url = ? OR (name IS NOT NULL AND name = ?))",
+                    (group, url, name),
+                ).rowcount
+                for name, url in endpoints
+            )
+
+    def url_groups(self, group: str | None = None) -> list[UrlGroup]:
+        where, params = ("WHERE group_name = ?", (group,)) if group is not None else ("", ())
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT group_name, name, url, created_at, updated_at FROM url_group_endpoints {where}"
+                " ORDER BY group_name, created_at, url",
+                params,
+            ).fetchall()
+        groups: dict[str, UrlGroup] = {}
+        for name, endpoint, url, created, updated in rows:
+            found = groups.get(name)
+            if found is None:
+                found = groups[name] = UrlGroup(name, created, updated, [])
+            found.endpoints.append((endpoint, url))
+            groups[name] = dataclasses.replace(
+                found, created_at=min(found.created_at, created), updated_at=max(found.updated_at, updated)
+            )
+        return list(groups.values())
+
+    def delete_url_group(self, group: str) -> bool:
+        with self._transaction() as db:
+            return db.execute("DELETE FROM url_group_endpoints WHERE group_name = ?", (group,)).rowcount > 0
 
     # --- queues and flow control ----------------------------------------------
 
@@ -598,9 +656,20 @@ _EVENT_FILTERS = {
     "label": "m.label",
     "queueName": "m.queue",
     "scheduleId": "m.schedule_id",
+    "topicName": "m.topic_name",
     "flowControlKey": "m.flow_control_key",
     "callerIp": "m.caller_ip",
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class UrlGroup:
+    """A URL group (QStash's topic): publishing to its name fans out to every endpoint."""
+
+    name: str
+    created_at: float
+    updated_at: float
+    endpoints: list[tuple[str | None, str]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -768,6 +837,8 @@ def _insert(db: sqlite3.Connection, message: Message) -> None:
             message.rate,
             message.period_s,
             message.schedule_id,
+            message.topic_name,
+            message.endpoint_name,
         ),
     )
 
@@ -841,6 +912,8 @@ def _message(row: Sequence[Any], state: State | None = None) -> Message:
         rate=row[24],
         period_s=row[25],
         schedule_id=row[26],
+        topic_name=row[27],
+        endpoint_name=row[28],
     )
 
 

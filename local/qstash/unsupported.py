@@ -23,8 +23,6 @@ from local.qstash.errors import ApiError
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 UNSUPPORTED: tuple[tuple[str, str], ...] = (
-    ("/v2/topics", "URL groups"),
-    ("/v2/topics/{rest:path}", "URL groups"),
     ("/v2/flowControl", "flow control management (list, pause/resume/pin/unpin/resetRate)"),
     ("/v2/flowControl/{rest:path}", "flow control management (list, pause/resume/pin/unpin/resetRate)"),
     ("/v2/globalParallelism", "global parallelism"),

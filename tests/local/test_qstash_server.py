@@ -301,8 +301,7 @@ def test_bulk_cancel_by_query_ids_cancels_exactly_those(sdk: QStash, http: httpx
         ([("messageIds", "")], None, 400, "empty messageIds"),
         ([], b'{"messageIds": []}', 400, "empty messageIds"),
         ([("messageId", "msg_x")], None, 400, "unknown parameter"),
-        ([("topicName", "group")], None, 501, "URL groups"),
-        ([("scheduleId", "scd_1")], None, 501, "schedules"),
+        ([("api", "llm")], None, 501, "API destinations"),
         ([("count", "many")], None, 400, "count"),
         ([("messageIds", "msg_x"), ("label", "l")], None, 400, "not both"),
         ([], b"not json", 400, "JSON"),
@@ -423,12 +422,15 @@ def test_bad_destination_is_400(http: httpx.Client, target: str) -> None:
     assert "destination" in response.json()["error"]
 
 
-def test_publishing_to_a_url_group_name_is_501(http: httpx.Client) -> None:
-    """Protocol: a destination that is not a URL names a URL group (or an API) in QStash;
-    this server has none, so 501 naming the feature, never a delivery elsewhere."""
+def test_publishing_to_an_unknown_url_group_is_404(http: httpx.Client) -> None:
+    """Protocol: a destination that is not a URL names a URL group; an unknown one is 404,
+    an Upstash API destination (api/llm) is 501; never a delivery elsewhere."""
     response = http.post("/v2/publish/not-a-url", content=b"{}")
+    assert response.status_code == 404
+    assert "URL group 'not-a-url' not found" in response.json()["error"]
+    response = http.post("/v2/publish/api/llm", content=b"{}")
     assert response.status_code == 501
-    assert "URL group" in response.json()["error"]
+    assert "not supported by the local QStash server" in response.json()["error"]
 
 
 def test_oversized_message_is_413(qstash_factory: Callable[..., ThreadedServer], sdk_factory: SDK, destination: Destination) -> None:
@@ -541,7 +543,6 @@ def test_dlq_bulk_delete_and_retry(sdk: QStash, http: httpx.Client, destination:
 @pytest.mark.parametrize(
     ("call", "feature"),
     [
-        (lambda sdk: sdk.url_group.list(), "URL groups"),
         (lambda sdk: sdk.signing_key.rotate(), "signing key"),
         (lambda sdk: sdk.flow_control.pause("k"), "flow control"),
         (lambda sdk: sdk.flow_control.get_global_parallelism(), "global parallelism"),
