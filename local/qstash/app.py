@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -79,6 +80,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v2/publish/{destination:path}", publish, methods=["POST"]),
             Route("/v2/batch", batch, methods=["POST"]),
             Route("/v2/keys", signing_keys, methods=["GET"]),
+            Route("/v2/keys/rotate", rotate_signing_keys, methods=["POST"]),
             Route("/v2/enqueue/{queue}/{destination:path}", enqueue, methods=["POST"]),
             *queue_routes(),
             *event_routes(),
@@ -236,17 +238,33 @@ def _batch_entry(request: Request, index: int, entry: Any, now: float) -> tuple[
         raise ApiError(error.status, f"{where}: {error.message}") from None
 
 
+def current_keys(request: Request) -> tuple[str, str]:
+    """The signing keys in force: the configured pair, or what rotations made of it."""
+    settings = settings_of(request)
+    return store_of(request).signing_keys(
+        settings.current_signing_key.get_secret_value(), settings.next_signing_key.get_secret_value()
+    )
+
+
 async def signing_keys(request: Request) -> Response:
-    """``GET /v2/keys``: the current and next signing keys (the TS SDK's dev-server probe reads
-    them too). Rotation (``POST /v2/keys/rotate``) is 501: the keys come from the settings."""
+    """``GET /v2/keys``: ``{"current", "next"}`` (the TS SDK's dev-server probe reads it too)."""
+    authorize(request)
+    current, next_key = current_keys(request)
+    return JSONResponse({"current": current, "next": next_key})
+
+
+async def rotate_signing_keys(request: Request) -> Response:
+    """``POST /v2/keys/rotate``: the next key becomes current, a new next key is made; kept in
+    the store until the configured keys change. Receivers must then be given the new keys."""
     authorize(request)
     settings = settings_of(request)
-    return JSONResponse(
-        {
-            "current": settings.current_signing_key.get_secret_value(),
-            "next": settings.next_signing_key.get_secret_value(),
-        }
+    current, next_key = store_of(request).rotate_signing_keys(
+        settings.current_signing_key.get_secret_value(),
+        settings.next_signing_key.get_secret_value(),
+        "sig_" + secrets.token_urlsafe(21)[:28],
     )
+    log.warning("signing keys rotated: deliveries are now signed with the former next key")
+    return JSONResponse({"current": current, "next": next_key})
 
 
 async def get_message(request: Request) -> Response:

@@ -177,10 +177,14 @@ class DeliveryWorker:
 
     async def _attempt(self, message: Message) -> Outcome:
         assert self._client is not None
+        current_key, _ = self._store.signing_keys(
+            self._settings.current_signing_key.get_secret_value(),
+            self._settings.next_signing_key.get_secret_value(),
+        )
         signature = sign(
             url=message.url,
             body=message.body,
-            key=self._settings.current_signing_key.get_secret_value(),
+            key=current_key,
             now=self._clock(),
         )
         timeout = message.timeout_s or self._settings.default_timeout_s

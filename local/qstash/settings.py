@@ -53,7 +53,8 @@ class Settings(BaseSettings):
         SecretStr(DEV_NEXT_SIGNING_KEY),
         validation_alias="QSTASH_NEXT_SIGNING_KEY",
     )
-    """Next key; kept for parity with QStash (receivers try it second)."""
+    """Next key: receivers try it second; ``POST /v2/keys/rotate`` makes it current (the
+    rotated pair is kept in the database until this pair of settings changes)."""
 
     concurrency: int = Field(16, ge=1)
     """Deliveries that may be in flight at once."""

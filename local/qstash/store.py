@@ -91,6 +91,12 @@ CREATE TABLE IF NOT EXISTS url_group_endpoints (
     updated_at REAL NOT NULL,
     PRIMARY KEY (group_name, url)
 );
+CREATE TABLE IF NOT EXISTS signing_keys (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seed TEXT NOT NULL,
+    current TEXT NOT NULL,
+    next TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS flow_controls (
     key TEXT PRIMARY KEY,
     parallelism INTEGER,
@@ -514,6 +520,34 @@ class MessageStore:
             for message in messages:
                 _insert(db, message)
         return True
+
+    # --- signing keys -------------------------------------------------------------
+
+    def signing_keys(self, current: str, next_key: str) -> tuple[str, str]:
+        """The keys deliveries are signed with: the configured pair, or what rotations made
+        of it. Configuring a different pair starts over from that pair."""
+        seed = f"{current}\0{next_key}"
+        with self._lock:
+            row = self._db.execute("SELECT seed, current, next FROM signing_keys WHERE id = 1").fetchone()
+        if row is not None and row[0] == seed:
+            return str(row[1]), str(row[2])
+        with self._transaction() as db:
+            row = db.execute("SELECT seed, current, next FROM signing_keys WHERE id = 1").fetchone()
+            if row is None or row[0] != seed:
+                db.execute(
+                    "INSERT INTO signing_keys (id, seed, current, next) VALUES (1, ?, ?, ?) ON CONFLICT (id)"
+                    " DO UPDATE SET seed = excluded.seed, current = excluded.current, next = excluded.next",
+                    (seed, current, next_key),
+                )
+                return current, next_key
+            return str(row[1]), str(row[2])
+
+    def rotate_signing_keys(self, current: str, next_key: str, fresh: str) -> tuple[str, str]:
+        """QStash's rotation: the next key becomes current, ``fresh`` becomes next."""
+        _, now_next = self.signing_keys(current, next_key)
+        with self._transaction() as db:
+            db.execute("UPDATE signing_keys SET current = ?, next = ? WHERE id = 1", (now_next, fresh))
+        return now_next, fresh
 
     # --- URL groups ---------------------------------------------------------------
 

@@ -26,7 +26,6 @@ UNSUPPORTED: tuple[tuple[str, str], ...] = (
     ("/v2/flowControl", "flow control management (list, pause/resume/pin/unpin/resetRate)"),
     ("/v2/flowControl/{rest:path}", "flow control management (list, pause/resume/pin/unpin/resetRate)"),
     ("/v2/globalParallelism", "global parallelism"),
-    ("/v2/keys/{rest:path}", "signing key rotation"),
     ("/v2/dlq/multi", "the DLQ multi-id endpoint"),
     ("/v2/dlq/bulk", "asynchronous DLQ bulk actions"),
     ("/v2/messages/bulk", "asynchronous bulk cancel"),

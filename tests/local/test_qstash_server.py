@@ -543,7 +543,6 @@ def test_dlq_bulk_delete_and_retry(sdk: QStash, http: httpx.Client, destination:
 @pytest.mark.parametrize(
     ("call", "feature"),
     [
-        (lambda sdk: sdk.signing_key.rotate(), "signing key"),
         (lambda sdk: sdk.flow_control.pause("k"), "flow control"),
         (lambda sdk: sdk.flow_control.get_global_parallelism(), "global parallelism"),
     ],
@@ -601,10 +600,30 @@ def test_events_log(sdk: QStash, destination: Destination) -> None:
     assert (second.logs[0].message_id, second.logs[0].state) == (failed.message_id, LogState.FAILED)
 
 
-def test_signing_keys(sdk: QStash) -> None:
-    """Protocol: GET /v2/keys (Python SDK ``signing_key.get``) answers the keys deliveries are
-    signed with; rotation is 501 (covered with the other unsupported calls)."""
+def test_signing_keys_and_rotation(
+    qstash_factory: Callable[..., ThreadedServer], sdk_factory: SDK, destination: Destination
+) -> None:
+    """Protocol: GET /v2/keys answers the keys deliveries are signed with; POST
+    /v2/keys/rotate makes the next key current and a new next key, deliveries are then signed
+    with the new current key (a Receiver given the old pair still verifies them via its next
+    key), and the rotation survives a restart."""
     from local.qstash.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY
+    from qstash import Receiver
 
+    first = qstash_factory()
+    sdk = sdk_factory(first)
     keys = sdk.signing_key.get()
     assert (keys.current, keys.next) == (DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY)
+    rotated = sdk.signing_key.rotate()
+    assert rotated.current == DEV_NEXT_SIGNING_KEY and rotated.next.startswith("sig_")
+    assert rotated.next not in (DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY)
+    sdk.message.publish_json(url=destination.url("/rotated"), body={})
+    [received] = destination.wait_for("/rotated")
+    assert received.signature_error is None  # the destination's Receiver tries the next key
+    Receiver(rotated.current, rotated.next).verify(
+        signature=received.headers["upstash-signature"], body=received.body.decode(), url=destination.url("/rotated")
+    )
+    first.stop()
+    restarted = sdk_factory(qstash_factory())
+    after = restarted.signing_key.get()
+    assert (after.current, after.next) == (rotated.current, rotated.next)

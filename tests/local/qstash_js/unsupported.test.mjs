@@ -12,13 +12,6 @@ const target = "http://127.0.0.1:9/unreachable";
 const calls = {
   "global parallelism": () => qstash.flowControl.getGlobalParallelism(),
   "flow control management": () => qstash.flowControl.pause("some-key"),
-  "signing key rotation": () =>
-    fetch(`${process.env.QSTASH_URL}/v2/keys/rotate`, {
-      method: "POST",
-      headers: { Authorization: `Bearer ${process.env.QSTASH_TOKEN}` },
-    }).then(async (response) => {
-      throw new QstashError(await response.text(), response.status);
-    }),
   "redaction": () => qstash.publishJSON({ url: target, body: {}, redact: { body: true } }),
 };
 
