@@ -5,7 +5,8 @@ A message of a **queue** starts only while it is among the first
 next one waits for the retries and callbacks of those before it; a paused
 queue starts nothing. A message with a **flow-control key** starts only while
 fewer than ``parallelism`` messages of the key are in flight and fewer than
-``rate`` started within the last ``period``. Messages held back stay pending
+``rate`` started within the last ``period``, and none while the key is
+paused. Messages held back stay pending
 (the waitlist) and are offered again on the next pass.
 """
 
@@ -33,8 +34,11 @@ class FlowState:
     rate: int | None
     in_flight: int
     started_in_period: int
+    paused: bool = False
 
     def has_room(self) -> bool:
+        if self.paused:
+            return False
         if self.parallelism is not None and self.in_flight >= self.parallelism:
             return False
         return self.rate is None or self.started_in_period < self.rate

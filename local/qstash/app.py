@@ -77,6 +77,7 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=[
+            *unsupported_routes(),  # first: some are more specific than /v2/dlq/{dlq_id} etc.
             Route("/v2/publish/{destination:path}", publish, methods=["POST"]),
             Route("/v2/batch", batch, methods=["POST"]),
             Route("/v2/keys", signing_keys, methods=["GET"]),
@@ -95,7 +96,6 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v2/dlq/retry/{dlq_id}", retry_dead_letter, methods=["POST"]),
             Route("/v2/dlq/{dlq_id}", get_dead_letter, methods=["GET"]),
             Route("/v2/dlq/{dlq_id}", delete_dead_letter, methods=["DELETE"]),
-            *unsupported_routes(),
         ],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
         lifespan=lifespan,

@@ -5,8 +5,10 @@ updates a queue; ``GET /v2/queues[/{name}]`` answers ``{name, parallelism,
 createdAt, updatedAt, lag, paused}``; ``DELETE /v2/queues/{name}`` removes an
 empty queue (one still holding messages answers 501: what QStash does to them
 is not documented, so the server does not guess); ``POST
-/v2/queues/{name}/pause|resume``. ``GET /v2/flowControl/{key}`` reports a key's
-limits, use and waitlist. Delivery order and limits: ``local.qstash.admission``.
+/v2/queues/{name}/pause|resume``. ``GET /v2/flowControl[/{key}]`` reports a key's
+limits, use and waitlist; ``POST /v2/flowControl/{key}/pause|resume|pin|unpin|resetRate``
+manage it; ``GET /v2/globalParallelism``. Delivery order and limits:
+``local.qstash.admission``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from local.qstash.context import authorize, json_body, store_of
+from local.qstash.context import authorize, json_body, settings_of, store_of
 from local.qstash.errors import ApiError
+from local.qstash.flow_control import FlowControlError, parse_flow_control
 from local.qstash.store import QueueInfo
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -114,6 +117,81 @@ async def get_flow_control(request: Request) -> Response:
     return JSONResponse(info)
 
 
+async def list_flow_controls(request: Request) -> Response:
+    """``GET /v2/flowControl``: every key's info."""
+    authorize(request)
+    store, now = store_of(request), time.time()
+    return JSONResponse([store.flow_control_info(key, now) for key in store.flow_control_keys()])
+
+
+async def global_parallelism(request: Request) -> Response:
+    """``GET /v2/globalParallelism``: the server's delivery concurrency and its use."""
+    authorize(request)
+    return JSONResponse(
+        {"parallelismMax": settings_of(request).concurrency, "parallelismCount": store_of(request).in_flight()}
+    )
+
+
+async def pause_flow_control(request: Request) -> Response:
+    """``POST /v2/flowControl/{key}/pause``: the key's messages wait until resumed."""
+    return _update_flow(request, paused=1)
+
+
+async def resume_flow_control(request: Request) -> Response:
+    return _update_flow(request, paused=0)
+
+
+async def reset_flow_rate(request: Request) -> Response:
+    """``POST /v2/flowControl/{key}/resetRate``: a new rate period starts now, count 0."""
+    return _update_flow(request, rate_reset_at=time.time())
+
+
+async def pin_flow_control(request: Request) -> Response:
+    """``POST /v2/flowControl/{key}/pin?parallelism=&rate=&period=``: these values win over
+    what publishes say until unpinned (rate and period pin together)."""
+    params = request.query_params
+    changes: dict[str, Any] = {}
+    if "parallelism" in params:
+        changes["pinned_parallelism"] = _positive(params["parallelism"], "parallelism")
+    if "rate" in params:
+        changes["pinned_rate"] = _positive(params["rate"], "rate")
+    if "period" in params:
+        try:
+            changes["pinned_period_s"] = parse_flow_control("k", f"rate=1, period={params['period']}").period_s  # type: ignore[union-attr]
+        except FlowControlError as error:
+            raise ApiError(400, str(error)) from None
+    if not changes:
+        raise ApiError(400, "pin needs parallelism, rate or period")
+    return _update_flow(request, **changes)
+
+
+async def unpin_flow_control(request: Request) -> Response:
+    """``POST /v2/flowControl/{key}/unpin?parallelism=true&rate=true``."""
+    params = request.query_params
+    changes: dict[str, Any] = {}
+    if params.get("parallelism", "").lower() == "true":
+        changes["pinned_parallelism"] = None
+    if params.get("rate", "").lower() == "true":
+        changes.update(pinned_rate=None, pinned_period_s=None)
+    if not changes:
+        raise ApiError(400, "unpin needs parallelism=true or rate=true")
+    return _update_flow(request, **changes)
+
+
+def _positive(raw: str, name: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise ApiError(400, f"{name} must be a positive integer, got {raw[:32]!r}")
+    return int(raw)
+
+
+def _update_flow(request: Request, **changes: Any) -> Response:
+    authorize(request)
+    if not store_of(request).update_flow_control(request.path_params["key"], **changes):
+        raise ApiError(404, "flow-control key not found (no message was published with it)")
+    request.app.state.worker.wake()
+    return Response(status_code=200)
+
+
 def queue_routes() -> list[Route]:
     return [
         Route("/v2/queues", upsert_queue, methods=["POST"]),
@@ -122,5 +200,12 @@ def queue_routes() -> list[Route]:
         Route("/v2/queues/{name}", delete_queue, methods=["DELETE"]),
         Route("/v2/queues/{name}/pause", pause_queue, methods=["POST"]),
         Route("/v2/queues/{name}/resume", resume_queue, methods=["POST"]),
+        Route("/v2/flowControl", list_flow_controls, methods=["GET"]),
         Route("/v2/flowControl/{key}", get_flow_control, methods=["GET"]),
+        Route("/v2/flowControl/{key}/pause", pause_flow_control, methods=["POST"]),
+        Route("/v2/flowControl/{key}/resume", resume_flow_control, methods=["POST"]),
+        Route("/v2/flowControl/{key}/pin", pin_flow_control, methods=["POST"]),
+        Route("/v2/flowControl/{key}/unpin", unpin_flow_control, methods=["POST"]),
+        Route("/v2/flowControl/{key}/resetRate", reset_flow_rate, methods=["POST"]),
+        Route("/v2/globalParallelism", global_parallelism, methods=["GET"]),
     ]

@@ -102,7 +102,12 @@ CREATE TABLE IF NOT EXISTS flow_controls (
     parallelism INTEGER,
     rate INTEGER,
     period_s REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    pinned_parallelism INTEGER,
+    pinned_rate INTEGER,
+    pinned_period_s REAL,
+    rate_reset_at REAL
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -134,6 +139,14 @@ _ADDED_COLUMNS = {
 }
 """Message columns added after the first schema: added in place to an older database."""
 
+_ADDED_FLOW_COLUMNS = {
+    "paused": "INTEGER NOT NULL DEFAULT 0",
+    "pinned_parallelism": "INTEGER",
+    "pinned_rate": "INTEGER",
+    "pinned_period_s": "REAL",
+    "rate_reset_at": "REAL",
+}
+
 _COLUMNS = (
     "id, kind, url, method, body, headers, max_retries, retry_delay, timeout_s, callback,"
     " failure_callback, callback_headers, failure_callback_headers, label, caller_ip,"
@@ -159,10 +172,11 @@ class MessageStore:
         self._migrate()
 
     def _migrate(self) -> None:
-        present = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
-        for column, kind in _ADDED_COLUMNS.items():
-            if column not in present:
-                self._db.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
+        for table, columns in (("messages", _ADDED_COLUMNS), ("flow_controls", _ADDED_FLOW_COLUMNS)):
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column, kind in columns.items():
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         self._db.execute("CREATE INDEX IF NOT EXISTS messages_queue ON messages (queue, state, queue_seq)")
         self._db.execute("CREATE INDEX IF NOT EXISTS messages_flow ON messages (flow_control_key, state)")
 
@@ -641,14 +655,17 @@ class MessageStore:
             db.execute("DELETE FROM queues WHERE name = ?", (name,))
             return "deleted"
 
+    def flow_control_keys(self) -> list[str]:
+        with self._lock:
+            return [row[0] for row in self._db.execute("SELECT key FROM flow_controls ORDER BY key")]
+
     def flow_control_info(self, key: str, now: float) -> dict[str, Any] | None:
         """``GET /v2/flowControl/{key}``: the key's limits, use and waitlist; None if unknown."""
         with self._transaction() as db:
-            row = db.execute(
-                "SELECT parallelism, rate, period_s FROM flow_controls WHERE key = ?", (key,)
-            ).fetchone()
+            row = db.execute(f"SELECT {_FLOW_CONFIG} FROM flow_controls WHERE key = ?", (key,)).fetchone()
             if row is None:
                 return None
+            parallelism, rate, period_s, paused, pinned_parallelism, pinned_rate, reset_at = row
             state = _flow_states(db, {key}, now)[key]
             (waiting,) = db.execute(
                 "SELECT COUNT(*) FROM messages WHERE flow_control_key = ? AND state = ? AND next_attempt_at <= ?",
@@ -657,16 +674,33 @@ class MessageStore:
         return {
             "flowControlKey": key,
             "waitListSize": waiting,
-            "parallelismMax": row[0] or 0,
+            "parallelismMax": parallelism or 0,
             "parallelismCount": state.in_flight,
-            "rateMax": row[1] or 0,
+            "rateMax": rate or 0,
             "rateCount": state.started_in_period,
-            "ratePeriod": int(row[2]),
-            "ratePeriodStart": int((now - row[2]) * 1000),
-            "isPaused": False,
-            "isPinnedParallelism": False,
-            "isPinnedRate": False,
+            "ratePeriod": int(period_s),
+            "ratePeriodStart": int(max(now - period_s, reset_at or 0.0) * 1000),
+            "isPaused": bool(paused),
+            "isPinnedParallelism": bool(pinned_parallelism),
+            "isPinnedRate": bool(pinned_rate),
         }
+
+    def update_flow_control(self, key: str, **changes: Any) -> bool:
+        """Set columns of a key (paused, pinned_*, rate_reset_at); False when it is unknown."""
+        assert set(changes) <= {"paused", "pinned_parallelism", "pinned_rate", "pinned_period_s", "rate_reset_at"}
+        with self._transaction() as db:
+            assignments = ", ".join(f"{column} = ?" for column in changes)
+            cursor = db.execute(
+                f"UPDATE flow_controls SET {assignments} WHERE key = ?", (*changes.values(), key)
+            )
+            return cursor.rowcount == 1
+
+    def in_flight(self) -> int:
+        with self._lock:
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM messages WHERE state = ?", (State.DELIVERING.value,)
+            ).fetchone()
+        return int(count)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -898,22 +932,32 @@ def _queue_states(db: sqlite3.Connection, names: set[str]) -> dict[str, QueueSta
     return states
 
 
+_FLOW_CONFIG = (
+    "COALESCE(pinned_parallelism, parallelism), CASE WHEN pinned_rate IS NULL THEN rate ELSE pinned_rate END,"
+    " COALESCE(pinned_period_s, period_s), paused, pinned_parallelism IS NOT NULL, pinned_rate IS NOT NULL,"
+    " rate_reset_at"
+)
+"""A key's limits in force: pinned values win over what publishes set."""
+
+
 def _flow_states(db: sqlite3.Connection, keys: set[str], now: float) -> dict[str, FlowState]:
     states = {}
     for key in keys:
-        row = db.execute("SELECT parallelism, rate, period_s FROM flow_controls WHERE key = ?", (key,)).fetchone()
+        row = db.execute(f"SELECT {_FLOW_CONFIG} FROM flow_controls WHERE key = ?", (key,)).fetchone()
         if row is None:
             continue
-        parallelism, rate, period_s = row
+        parallelism, rate, period_s, paused, _, _, reset_at = row
         (in_flight,) = db.execute(
             "SELECT COUNT(*) FROM messages WHERE flow_control_key = ? AND state = ?",
             (key, State.DELIVERING.value),
         ).fetchone()
         (started,) = db.execute(
             "SELECT COUNT(*) FROM messages WHERE flow_control_key = ? AND started_at > ?",
-            (key, now - period_s),
+            (key, max(now - period_s, reset_at or 0.0)),
         ).fetchone()
-        states[key] = FlowState(parallelism=parallelism, rate=rate, in_flight=in_flight, started_in_period=started)
+        states[key] = FlowState(
+            parallelism=parallelism, rate=rate, in_flight=in_flight, started_in_period=started, paused=bool(paused)
+        )
     return states
 
 

@@ -23,9 +23,6 @@ from local.qstash.errors import ApiError
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 UNSUPPORTED: tuple[tuple[str, str], ...] = (
-    ("/v2/flowControl", "flow control management (list, pause/resume/pin/unpin/resetRate)"),
-    ("/v2/flowControl/{rest:path}", "flow control management (list, pause/resume/pin/unpin/resetRate)"),
-    ("/v2/globalParallelism", "global parallelism"),
     ("/v2/dlq/multi", "the DLQ multi-id endpoint"),
     ("/v2/dlq/bulk", "asynchronous DLQ bulk actions"),
     ("/v2/messages/bulk", "asynchronous bulk cancel"),
@@ -49,5 +46,6 @@ def not_supported(feature: str) -> Callable[[Request], Awaitable[Response]]:
 
 
 def unsupported_routes() -> list[Route]:
-    """Routes answering 501, to be mounted after every implemented route."""
+    """Routes answering 501, mounted before the implemented ones (none of them overlaps an
+    implemented route, and ``/v2/dlq/multi`` must not reach ``/v2/dlq/{dlqId}``)."""
     return [Route(path, not_supported(feature), methods=ALL_METHODS) for path, feature in UNSUPPORTED]

@@ -169,3 +169,36 @@ def test_bad_flow_control_is_400(http: httpx.Client, destination: Destination, h
     response = http.post(f"/v2/publish/{destination.url('/fc')}", content=b"{}", headers=headers)
     assert response.status_code == 400
     assert mentions in response.json()["error"]
+
+
+def test_flow_control_management(sdk: QStash, destination: Destination, http: httpx.Client) -> None:
+    """Protocol: flowControl pause holds the key's messages (waitlist) until resume; pin makes
+    its values win over later publishes until unpin; resetRate starts a new period; list and
+    globalParallelism report use."""
+    sdk.message.publish_json(url=destination.url("/managed"), body={"n": 0}, flow_control={"key": "m", "parallelism": 1})
+    destination.wait_for("/managed")
+    sdk.flow_control.pause("m")
+    sdk.message.publish_json(url=destination.url("/managed"), body={"n": 1}, flow_control={"key": "m", "parallelism": 1})
+    time.sleep(0.3)
+    assert len(destination.requests_to("/managed")) == 1
+    info = sdk.flow_control.get("m")
+    assert info.is_paused is True and info.wait_list_size == 1
+    sdk.flow_control.resume("m")
+    destination.wait_for("/managed", 2)
+
+    sdk.flow_control.pin("m", {"parallelism": 3, "rate": 5, "period": 10})
+    sdk.message.publish_json(url=destination.url("/managed"), body={}, flow_control={"key": "m", "parallelism": 1})
+    pinned = sdk.flow_control.get("m")
+    assert (pinned.parallelism_max, pinned.rate_max, pinned.rate_period) == (3, 5, 10)
+    assert pinned.is_pinned_parallelism and pinned.is_pinned_rate
+    destination.wait_for("/managed", 3)
+    assert sdk.flow_control.get("m").rate_count >= 1
+    sdk.flow_control.reset_rate("m")
+    assert sdk.flow_control.get("m").rate_count == 0
+    sdk.flow_control.unpin("m", {"parallelism": True, "rate": True})
+    unpinned = sdk.flow_control.get("m")
+    assert unpinned.parallelism_max == 1 and not unpinned.is_pinned_parallelism and not unpinned.is_pinned_rate
+    assert [item["flowControlKey"] for item in http.get("/v2/flowControl").json()] == ["m"]
+    assert sdk.flow_control.get_global_parallelism().parallelism_max == 16
+    with pytest.raises(QStashError, match="404"):
+        sdk.flow_control.pause("unknown")

@@ -543,8 +543,9 @@ def test_dlq_bulk_delete_and_retry(sdk: QStash, http: httpx.Client, destination:
 @pytest.mark.parametrize(
     ("call", "feature"),
     [
-        (lambda sdk: sdk.flow_control.pause("k"), "flow control"),
-        (lambda sdk: sdk.flow_control.get_global_parallelism(), "global parallelism"),
+        (lambda sdk: sdk.message.publish_json(url="http://127.0.0.1:9/x", body={}, redact={"body": True}), "redaction"),
+        (lambda sdk: sdk.message.enqueue_json(queue="q", url="http://127.0.0.1:9/x", body={},
+                                              redact={"header": True}), "redaction"),
     ],
 )
 def test_official_sdk_calls_without_an_implementation_answer_501(
@@ -627,3 +628,13 @@ def test_signing_keys_and_rotation(
     restarted = sdk_factory(qstash_factory())
     after = restarted.signing_key.get()
     assert (after.current, after.next) == (rotated.current, rotated.next)
+
+
+@pytest.mark.parametrize(("method", "path"), [("DELETE", "/v2/dlq/multi"), ("DELETE", "/v2/messages/bulk"),
+                                              ("GET", "/v2/workflows/runs"), ("POST", "/llm/v1/chat/completions")])
+def test_official_routes_without_an_implementation_answer_501(http: httpx.Client, method: str, path: str) -> None:
+    """Protocol: routes of QStash's API without an implementation here answer 501, even where
+    a broader implemented route (/v2/dlq/{dlqId}) would otherwise catch them."""
+    response = http.request(method, path)
+    assert response.status_code == 501
+    assert "not supported by the local QStash server" in response.json()["error"]

@@ -69,4 +69,29 @@ describe("flow control", () => {
     assert.ok(starts[1] - starts[0] >= 190, `second started ${starts[1] - starts[0]} ms after the first`);
     assert.ok(starts[2] - starts[1] >= 190, `third started ${starts[2] - starts[1]} ms after the second`);
   });
+
+  it("flowControl.pause/resume/pin/unpin/resetRate and getGlobalParallelism", async () => {
+    const path = uniquePath("managed");
+    const key = path.slice(1);
+    await qstash.publishJSON({ url: destination.url(path), body: { n: 0 }, flowControl: { key, parallelism: 1 } });
+    await destination.waitFor(path);
+    await qstash.flowControl.pause(key);
+    await qstash.publishJSON({ url: destination.url(path), body: { n: 1 }, flowControl: { key, parallelism: 1 } });
+    await sleep(300);
+    assert.equal(destination.requestsTo(path).length, 1);
+    const paused = await qstash.flowControl.get(key);
+    assert.equal(paused.isPaused, true);
+    assert.equal(paused.waitListSize, 1);
+    await qstash.flowControl.resume(key);
+    await destination.waitFor(path, 2);
+    await qstash.flowControl.pin(key, { parallelism: 4, rate: 9, period: 30 });
+    const pinned = await qstash.flowControl.get(key);
+    assert.deepEqual([pinned.parallelismMax, pinned.rateMax, pinned.ratePeriod], [4, 9, 30]);
+    await qstash.flowControl.resetRate(key);
+    assert.equal((await qstash.flowControl.get(key)).rateCount, 0);
+    await qstash.flowControl.unpin(key, { parallelism: true, rate: true });
+    assert.equal((await qstash.flowControl.get(key)).parallelismMax, 1);
+    const global = await qstash.flowControl.getGlobalParallelism();
+    assert.ok(global.parallelismMax >= 1);
+  });
 });

@@ -10,9 +10,9 @@ const qstash = client();
 const target = "http://127.0.0.1:9/unreachable";
 
 const calls = {
-  "global parallelism": () => qstash.flowControl.getGlobalParallelism(),
-  "flow control management": () => qstash.flowControl.pause("some-key"),
-  "redaction": () => qstash.publishJSON({ url: target, body: {}, redact: { body: true } }),
+  "redaction (enqueue)": () =>
+    qstash.queue({ queueName: "redacted" }).enqueueJSON({ url: target, body: {}, redact: { header: true } }),
+  "redaction (publish)": () => qstash.publishJSON({ url: target, body: {}, redact: { body: true } }),
 };
 
 describe("unsupported official calls", () => {
