@@ -9,8 +9,8 @@ import sys
 from tests.conftest import ROOT, open_store
 
 
-def vidpipe(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url, "COLUMNS": "200"}
+def vidpipe(database_url: str, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url, "COLUMNS": "200", **env_vars}
     return subprocess.run(
         [sys.executable, "-m", "api.cli", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
@@ -89,3 +89,44 @@ def test_project_runs_until_sigterm_and_keeps_the_read_model_current(database_ur
         store.close()
     assert runner.returncode == 0, output
     assert "stopped" in output
+
+
+def test_search_prints_the_moments_of_one_tutors_lectures_and_rebuild_restores_the_index(database_url: str) -> None:
+    """``make search``: keyword moments here (no embedding server answers, and the command says so)."""
+    from handlers.embedding_store import EmbeddedChunk, EmbeddingStore
+    from domain import STEPS
+
+    store = open_store(database_url)
+    try:
+        queues = {}
+        for owner, words in (("tutor-a", "chlorophyll turns sunlight into sugar"),
+                             ("tutor-b", "chlorophyll is green in tutor b's lecture")):
+            qid = store.app.start_processing(owner, f"att-{owner}", {"filename": f"{owner}-biology.mp4"})
+            for step in STEPS[:-1]:
+                store.app.start_step(qid, step, 1)
+                store.app.complete_step(qid, step, 1)
+            EmbeddingStore(store.view).replace(str(qid), [
+                EmbeddedChunk(0, 0.0, 9.0, "welcome to the lecture", (1.0, 0.0), "minilm", "bge"),
+                EmbeddedChunk(1, 75.0, 84.0, words, (0.0, 1.0), "minilm", "bge"),
+            ])
+            store.app.start_step(qid, "embed", 1)
+            store.app.complete_step(qid, "embed", 1)
+            queues[owner] = qid
+    finally:
+        store.close()
+    from tests.support import reserve_port
+
+    closed = reserve_port()  # bound, never listening: the embedding server refuses at once
+    nowhere = {"BGE_HG_EMBEDDING_SERVER_API_URL": f"http://127.0.0.1:{closed.getsockname()[1]}"}
+    env_url = database_url
+    result = vidpipe(env_url, "search", "where is chlorophyll explained", "--user", "tutor-a", **nowhere)
+    assert result.returncode == 0, result.stderr
+    assert "tutor-a-biology.mp4" in result.stdout and "1:15" in result.stdout
+    assert "tutor-b" not in result.stdout.replace("tutor-a", "")
+    assert "keywords only" in result.stdout  # the reference embedding server is not running here
+    rebuilt = vidpipe(env_url, "rebuild-projections")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "rebuilt moments from" in rebuilt.stdout and "rebuilt notifications from" in rebuilt.stdout
+    again = vidpipe(env_url, "search", "chlorophyll", "--user", "tutor-a", **nowhere)
+    assert "tutor-a-biology.mp4" in again.stdout
+    closed.close()
