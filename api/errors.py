@@ -3,7 +3,10 @@
 Route code raises an :class:`ApiError` subclass (or lets a domain error
 through); the handlers installed by :func:`install_error_handlers` turn each
 into a JSON body with a message a tutor or a frontend developer can act on.
-Bad input is always a 4xx, never a 5xx.
+Bad input is always a 4xx, never a 5xx, and is never echoed back whole: ids
+and values quoted in a message are cut to :data:`SHOWN_CHARS` (:func:`shorten`).
+A method a path does not take is 405 with ``Allow`` listing every method the
+path does take (FastAPI's own 405 named only the first route's).
 
 A database that cannot be reached (restarting, failing over, a SQLite file
 locked past its busy timeout) is not a bug of the request: every route then
@@ -18,6 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
@@ -27,6 +31,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from domain import QueueNotFound, VidpipeError
 
@@ -36,6 +41,15 @@ DATABASE_RETRY_AFTER_SECONDS = 5
 """What a 503 during a database outage tells the client to wait (a restart takes a few seconds)."""
 DATABASE_UNAVAILABLE = "the database is unavailable right now (it may be restarting); retry in a few seconds"
 SQLITE_UNAVAILABLE = ("database is locked", "database is busy", "unable to open database file")
+SHOWN_CHARS = 64
+"""Longest id or value quoted back in an error message (a 100 KB queue id is not echoed)."""
+METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def shorten(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``value`` as text for a message: at most ``limit`` characters, then an ellipsis."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 class ApiError(VidpipeError):
@@ -94,6 +108,32 @@ class Unavailable(ApiError):
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes at this request's path, in the usual order.
+
+    Asked of the routes themselves, one method at a time (FastAPI nests included routers)."""
+    scope = {"type": "http", "path": request.scope["path"], "root_path": request.scope.get("root_path", "")}
+    return [
+        method for method in METHOD_ORDER
+        if any(_takes(route, {**scope, "method": method}) for route in request.app.router.routes)
+    ]
+
+
+def _takes(route: Any, scope: dict[str, Any]) -> bool:
+    try:
+        return route.matches(scope)[0] is Match.FULL
+    except Exception:  # noqa: BLE001 - a route that cannot judge a bare scope takes nothing here
+        return False
+
+
+def _shortened_inputs(problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Validation problems with long ``input`` values cut (FastAPI echoes them whole)."""
+    return [
+        {**p, "input": shorten(p["input"])} if isinstance(p.get("input"), str) and len(p["input"]) > SHOWN_CHARS else p
+        for p in problems
+    ]
 
 
 def describe_validation_error(error: RequestValidationError) -> str:
@@ -188,20 +228,25 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(QueueNotFound)
     async def _not_found(_: Request, error: QueueNotFound) -> JSONResponse:
-        return error_response(404, f"processing queue {error.queue_id} does not exist")
+        return error_response(404, f"processing queue {shorten(error.queue_id)} does not exist")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
         # "detail" keeps FastAPI's own shape, so routes that declare it still match
-        body = {"error": describe_validation_error(error), "detail": jsonable_encoder(error.errors())}
+        body = {"error": describe_validation_error(error), "detail": jsonable_encoder(_shortened_inputs(list(error.errors())))}
         return JSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         message = error.detail if isinstance(error.detail, str) else "request refused"
+        headers = dict(getattr(error, "headers", None) or {})
         if error.status_code == 404 and message == "Not Found":
             message = "no such endpoint; see /docs"
-        return error_response(error.status_code, message, getattr(error, "headers", None))
+        if error.status_code == 405:
+            allowed = allowed_methods(request) or [m.strip() for m in headers.get("Allow", "").split(",") if m.strip()]
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed here; this path takes {headers['Allow'] or 'no method'}"
+        return error_response(error.status_code, message, headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from api.auth import Caller
-from api.errors import Conflict, NotFound
+from api.errors import Conflict, NotFound, shorten
 from domain import QueueIsTerminal, QueueNotFound, VideoProcessing
 from domain.application import TimelineEntry
 from domain.queue import TERMINAL, ProcessingQueue
@@ -76,7 +76,7 @@ class QueueAccess:
             return self.app.cancel(queue.id, by=caller.owner_id, reason="cancelled by the tutor")
         except QueueIsTerminal as error:
             raise Conflict(
-                f"processing queue {queue_id} is already {error.status}; "
+                f"processing queue {shorten(queue_id)} is already {error.status}; "
                 "only pending or processing queues can be cancelled"
             ) from None
 
@@ -89,12 +89,12 @@ class QueueAccess:
         row = self.status(caller, queue_id)
         step = next((s for s in row["steps"] if s["step"] == "transcribe"), None)
         if step is None:
-            raise NotFound(f"processing queue {queue_id} has no transcribe step")
+            raise NotFound(f"processing queue {shorten(queue_id)} has no transcribe step")
         key = (step.get("outputs") or {}).get(f"transcript_{fmt}")
         if not key:
             state = "is " + step["status"] if step["status"] != "completed" else "completed without it"
             raise NotFound(
-                f"the {fmt} transcript of queue {queue_id} does not exist yet: "
+                f"the {fmt} transcript of queue {shorten(queue_id)} does not exist yet: "
                 f"the transcribe step {state} (queue {row['status']})"
             )
         return str(key)
@@ -110,7 +110,7 @@ class QueueAccess:
 
     @staticmethod
     def _not_found(queue_id: str) -> NotFound:
-        return NotFound(f"processing queue {queue_id} does not exist")
+        return NotFound(f"processing queue {shorten(queue_id)} does not exist")
 
 
 def is_terminal(status: str) -> bool:

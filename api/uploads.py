@@ -39,7 +39,7 @@ from datetime import datetime, timedelta, timezone
 import anyio.from_thread
 import anyio.to_thread
 
-from api.errors import Conflict, PayloadTooLarge, UnsupportedMediaType
+from api.errors import Conflict, PayloadTooLarge, UnsupportedMediaType, shorten
 from api.media import SNIFF_BYTES, container_of, extension_of
 from api.multipart import PART_END, Event, PartStart
 from handlers.failpoints import failpoint
@@ -112,7 +112,7 @@ class UploadLedger:
                 )
                 return None, claim
         raise Conflict(
-            f"a request with Idempotency-Key {key!r} is still being processed; "
+            f"a request with Idempotency-Key {shorten(key)!r} is still being processed; "
             "retry when it has answered",
             headers={"Retry-After": str(int(CLAIM_RENEW_SECONDS))},
         )

@@ -12,7 +12,7 @@ from fastapi.responses import Response, StreamingResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.auth import Caller, CurrentTutor
-from api.errors import NotFound
+from api.errors import NotFound, shorten
 from api.queues import is_terminal
 from api.schemas import (
     Cancellation,
@@ -148,7 +148,7 @@ def queues_router(services: Services) -> APIRouter:
         """Download the transcript (404 with the reason until the transcribe step made it)."""
         key = access.transcript_key(caller, queue_id, format)
         if not services.storage.exists(key):
-            raise NotFound(f"the {format} transcript of queue {queue_id} is missing from storage")
+            raise NotFound(f"the {format} transcript of queue {shorten(queue_id)} is missing from storage")
         media_type = TRANSCRIPT_MEDIA_TYPES[format]
         return StreamingResponse(
             iter(services.storage.iter_bytes(key)),
