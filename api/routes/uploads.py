@@ -11,6 +11,10 @@ Two forms:
 
 Either way the answer is ``202 {"queue_id", "status", "attachment_id", "reused"}``.
 ``Idempotency-Key`` and re-uploads of the same file: see :mod:`api.uploads`.
+A key is bound to its request: the same key with another request (other file
+bytes, another ``attachment_id``) is 422 naming the key, as Stripe answers,
+never the first request's queue. A retry's file is read and hashed to tell
+(not stored).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from api.auth import Caller, CurrentTutor
-from api.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType, Unprocessable
+from api.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType, Unprocessable, shorten
 from api.media import declared_type_problem
 from api.multipart import PartStart, boundary_of, multipart_events
 from api.routes.queues import AUTH_RESPONSES, PREFIX
@@ -87,6 +91,8 @@ def uploads_router(services: Services) -> APIRouter:
             400: {"model": ErrorResponse, "description": "malformed body"},
             404: {"model": ErrorResponse, "description": "no such attachment in the caller's storage"},
             409: {"model": ErrorResponse, "description": "a request with this Idempotency-Key is running"},
+            422: {"model": ErrorResponse, "description": "malformed JSON fields, or an Idempotency-Key "
+                  "already used with a different request"},
             413: {"model": ErrorResponse, "description": "the video is over the size limit"},
             415: {"model": ErrorResponse, "description": "not a video, or neither JSON nor multipart"},
         },
@@ -106,6 +112,7 @@ def uploads_router(services: Services) -> APIRouter:
         if idempotency_key is not None:
             earlier, claim = await run_in_threadpool(ledger.claim, owner, idempotency_key)
             if earlier is not None:
+                await _same_request(services, caller, request, idempotency_key, earlier)
                 return await _accepted(services, caller, earlier, reused=True)
         try:
             async with _renewing(ledger, owner, idempotency_key, claim):
@@ -156,6 +163,9 @@ async def _start(
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "application/json":
         attachment_id, key = await _existing_attachment(services, caller, request)
+        if queue_id is not None and await run_in_threadpool(services.core.app.queue_exists, queue_id):
+            _check_same(await _fingerprint_of(services, str(queue_id)), ("attachment", attachment_id),
+                        request.headers["idempotency-key"], str(queue_id))
         options = {"source": key, "filename": attachment_id}
         return await _start_queue(services, caller, attachment_id, options, queue_id), False
     if media_type == "multipart/form-data":
@@ -163,6 +173,8 @@ async def _start(
         failpoint("upload.after_store")  # the video is stored, no queue started yet
         if queue_id is not None and await run_in_threadpool(services.core.app.queue_exists, queue_id):
             await run_in_threadpool(services.storage.delete, received.key)
+            _check_same(await _fingerprint_of(services, str(queue_id)), ("file", received.sha256),
+                        request.headers["idempotency-key"], str(queue_id))
             logger.info("owner %s retried upload %s: its queue exists already", caller.owner_id, queue_id)
             return str(queue_id), True
         earlier = await run_in_threadpool(services.uploads.same_content, caller.owner_id, received.sha256)
@@ -185,40 +197,107 @@ async def _start(
     )
 
 
+Fingerprint = tuple[str, str]
+"""What an upload request asked for: ``("file", sha256)`` or ``("attachment", attachment_id)``."""
+
+
+async def _fingerprint_of(services: Services, queue_id: str) -> Fingerprint:
+    """What the request that started ``queue_id`` asked for."""
+    queue = await run_in_threadpool(services.core.app.get_queue, queue_id)
+    sha256 = (queue.options or {}).get("sha256")
+    return ("file", sha256) if sha256 else ("attachment", queue.attachment_id)
+
+
+async def _fingerprint(services: Services, request: Request) -> Fingerprint:
+    """What this request asks for, reading its body (a file is hashed, not stored)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "application/json":
+        return ("attachment", _attachment_id(await _json_body(request)))
+    if media_type == "multipart/form-data":
+        limit = services.settings.max_upload_bytes
+        _check_length(request, limit)
+        events = multipart_events(request, boundary_of(request.headers["content-type"]))
+        async for event in events:
+            if isinstance(event, PartStart) and event.name == "file":
+                stream = FileStream(events, event, limit)
+                async for _ in stream.chunks():
+                    pass
+                async for _ in events:
+                    pass
+                return ("file", stream.digest.hexdigest())
+        raise Unprocessable("the multipart body has no part named 'file'")
+    raise UnsupportedMediaType(
+        f"send application/json with an attachment_id or multipart/form-data with a file, not {media_type or 'no Content-Type'!r}"
+    )
+
+
+def _check_same(earlier: Fingerprint, this: Fingerprint, key: str, queue_id: str) -> None:
+    """422 naming ``key`` when it was used for another request than this one."""
+    if earlier == this:
+        return
+    kinds = {"file": "a file", "attachment": "an attachment_id"}
+    differs = (
+        f"a different {'file' if this[0] == 'file' else 'attachment_id'}" if this[0] == earlier[0]
+        else f"{kinds[this[0]]} where the first sent {kinds[earlier[0]]}"
+    )
+    raise Unprocessable(
+        f"Idempotency-Key {shorten(key)!r} was already used with a different request: this one sends "
+        f"{differs}. The key answers only for the request that started queue {queue_id}; "
+        "use a new key for a new upload"
+    )
+
+
+async def _same_request(services: Services, caller: Caller, request: Request, key: str, queue_id: str) -> None:
+    """The retry with ``key`` asks for what the request that started ``queue_id`` did, or 422."""
+    _check_same(await _fingerprint_of(services, queue_id), await _fingerprint(services, request), key, queue_id)
+
+
 def _options(received: ReceivedFile) -> dict[str, Any]:
     """The queue options of an uploaded file."""
     return {"source": received.key, "filename": received.filename, "size_bytes": received.size, "sha256": received.sha256}
 
 
-async def _existing_attachment(services: Services, caller: Caller, request: Request) -> tuple[str, str]:
+async def _json_body(request: Request) -> Any:
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
         if len(body) > MAX_JSON_BYTES:
             raise PayloadTooLarge(f"a JSON upload request is at most {MAX_JSON_BYTES} bytes")
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("the body is not valid JSON") from None
+
+
+def _attachment_id(data: Any) -> str:
     attachment_id = data.get("attachment_id") if isinstance(data, dict) else None
     if not isinstance(attachment_id, str) or not attachment_id:
         raise Unprocessable('the body must be {"attachment_id": "<id of an uploaded attachment>"}')
+    return attachment_id
+
+
+async def _existing_attachment(services: Services, caller: Caller, request: Request) -> tuple[str, str]:
+    attachment_id = _attachment_id(await _json_body(request))
     try:
         key = upload_key(caller.owner_id, attachment_id)
     except ValueError as error:
         raise Unprocessable(str(error)) from None
     if not await run_in_threadpool(services.storage.exists, key):
-        raise NotFound(f"attachment {attachment_id!r} is not among your uploads; upload the video itself")
+        raise NotFound(f"attachment {shorten(attachment_id)!r} is not among your uploads; upload the video itself")
     return attachment_id, key
 
 
-async def _receive_file(services: Services, caller: Caller, request: Request) -> ReceivedFile:
-    limit = services.settings.max_upload_bytes
+def _check_length(request: Request, limit: int) -> None:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit + MULTIPART_OVERHEAD:
         raise PayloadTooLarge(
             f"the upload is {int(length)} bytes; the limit is {limit} bytes (VIDPIPE_MAX_UPLOAD_BYTES)"
         )
+
+
+async def _receive_file(services: Services, caller: Caller, request: Request) -> ReceivedFile:
+    limit = services.settings.max_upload_bytes
+    _check_length(request, limit)
     events = multipart_events(request, boundary_of(request.headers["content-type"]))
     async for event in events:
         if isinstance(event, PartStart) and event.name == "file":

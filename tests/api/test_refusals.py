@@ -1,14 +1,17 @@
-"""Small refusals of the public API (issue 15 item 6): huge ids are not echoed back whole, and
-405 lists every method the path takes."""
+"""Small refusals of the public API (issue 15 item 6): an Idempotency-Key reused with a different
+request is 422 naming the key, huge ids are not echoed back whole, and 405 lists every method
+the path takes."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 
 import pytest
 
-from tests.api.conftest import Client
+from api.uploads import UploadLedger, queue_id_for
+from tests.api.conftest import Client, fake_video
 from tests.handlers.conftest import Pipeline
 from tests.rawhttp import Answer, head, read_answer
 
@@ -30,6 +33,58 @@ def raw(client: Client, method: str, target: str) -> Answer:
             writer.close()
 
     return asyncio.run(go())
+
+
+def test_a_key_reused_with_other_file_bytes_is_422_naming_the_key(served: Served, clients: Clients) -> None:
+    pipeline = served()
+    tutor = clients(pipeline, "tutor-a")
+    first = tutor.upload(fake_video(seed=1), headers={"Idempotency-Key": "upload-42"})
+    assert first.status_code == 202
+    other_bytes = tutor.upload(fake_video(seed=2), headers={"Idempotency-Key": "upload-42"})
+    assert other_bytes.status_code == 422, other_bytes.text
+    error = other_bytes.json()["error"]
+    assert "Idempotency-Key 'upload-42'" in error and "different file" in error
+    assert first.json()["queue_id"] in error
+    same = tutor.upload(fake_video(seed=1), headers={"Idempotency-Key": "upload-42"})
+    assert same.status_code == 202 and same.json()["queue_id"] == first.json()["queue_id"]
+    as_json = tutor.request("POST", f"{PREFIX}/upload", json={"attachment_id": first.json()["attachment_id"]},
+                            headers={"Idempotency-Key": "upload-42"})
+    assert as_json.status_code == 422 and "an attachment_id where the first sent a file" in as_json.json()["error"]
+    assert len([q for q in tutor.get(f"{PREFIX}/queue").json()["items"]]) == 1
+
+
+def test_a_key_reused_with_another_attachment_id_is_422(served: Served, clients: Clients) -> None:
+    pipeline = served()
+    tutor = clients(pipeline, "tutor-a")
+    stored = [tutor.upload(fake_video(seed=s)).json()["attachment_id"] for s in (3, 4)]
+    key = {"Idempotency-Key": "attach-1"}
+    first = tutor.request("POST", f"{PREFIX}/upload", json={"attachment_id": stored[0]}, headers=key)
+    assert first.status_code == 202, first.text
+    again = tutor.request("POST", f"{PREFIX}/upload", json={"attachment_id": stored[0]}, headers=key)
+    assert again.status_code == 202 and again.json()["queue_id"] == first.json()["queue_id"]
+    other = tutor.request("POST", f"{PREFIX}/upload", json={"attachment_id": stored[1]}, headers=key)
+    assert other.status_code == 422 and "'attach-1'" in other.json()["error"]
+    assert "different attachment_id" in other.json()["error"]
+
+
+def test_a_retry_after_a_death_with_other_bytes_is_422_not_the_dead_requests_queue(
+    served: Served, clients: Clients
+) -> None:
+    """The key's queue exists (the first request died after creating it) and the claim expired:
+    the retry's file is compared with that queue's before it is reused."""
+    pipeline = served()
+    tutor = clients(pipeline, "tutor-a")
+    ledger = UploadLedger(pipeline.store.view)
+    _, claim = ledger.claim("tutor-a", "upload-9")
+    ledger.release("tutor-a", "upload-9", claim)
+    pipeline.store.app.start_processing(
+        "tutor-a", "lost.mp4", {"sha256": hashlib.sha256(fake_video(seed=5)).hexdigest()},
+        queue_id=queue_id_for("tutor-a", "upload-9"),
+    )
+    refused = tutor.upload(fake_video(seed=6), headers={"Idempotency-Key": "upload-9"})
+    assert refused.status_code == 422 and "'upload-9'" in refused.json()["error"]
+    accepted = tutor.upload(fake_video(seed=5), headers={"Idempotency-Key": "upload-9"})
+    assert accepted.status_code == 202 and accepted.json()["reused"] is True
 
 
 @pytest.mark.parametrize(

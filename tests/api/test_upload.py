@@ -127,7 +127,7 @@ def test_the_same_idempotency_key_answers_with_the_same_queue(served: Served, cl
     pipeline = served()
     tutor, other = clients(pipeline, "tutor-a"), clients(pipeline, "tutor-b")
     first = tutor.upload(fake_video(seed=1), headers={"Idempotency-Key": "upload-42"})
-    second = tutor.upload(fake_video(seed=2), headers={"Idempotency-Key": "upload-42"})
+    second = tutor.upload(fake_video(seed=1), filename="renamed.mp4", headers={"Idempotency-Key": "upload-42"})
     assert first.status_code == second.status_code == 202
     assert second.json()["queue_id"] == first.json()["queue_id"] and second.json()["reused"] is True
     assert len(stored_uploads(pipeline, "tutor-a")) == 1
@@ -147,7 +147,10 @@ def test_a_retry_after_the_process_died_mid_request_gets_its_one_queue(served: S
     tutor = clients(pipeline, "tutor-a")
     ledger = UploadLedger(pipeline.store.view)
     _, claim = ledger.claim("tutor-a", "upload-7")  # the dead request: claimed, created its queue, never answered
-    queue_id = pipeline.store.app.start_processing("tutor-a", "lost.mp4", queue_id=queue_id_for("tutor-a", "upload-7"))
+    queue_id = pipeline.store.app.start_processing(
+        "tutor-a", "lost.mp4", {"sha256": hashlib.sha256(fake_video(seed=5)).hexdigest()},
+        queue_id=queue_id_for("tutor-a", "upload-7"),
+    )
     blocked = tutor.upload(fake_video(seed=5), headers={"Idempotency-Key": "upload-7"})
     assert blocked.status_code == 409 and int(blocked.headers["Retry-After"]) > 0
     with ledger.view.session() as session:  # nobody renews the dead request's claim: CLAIM_TTL passes
