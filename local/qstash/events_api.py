@@ -22,6 +22,7 @@ from starlette.routing import Route
 from local.qstash.context import authorize, store_of
 from local.qstash.errors import ApiError
 from local.qstash.message import Message, multi_header
+from local.qstash.redaction import redacted, redaction, shown_headers
 from local.qstash.store import Event
 
 DEFAULT_COUNT = 100
@@ -65,8 +66,8 @@ def event_json(event: Event, message: Message) -> dict[str, Any]:
         "state": event.state,
         "url": message.url,
         "method": message.method,
-        "header": multi_header(message.headers),
-        "body": base64.b64encode(message.body).decode("ascii"),
+        "header": multi_header(shown_headers(message.headers, message.redact)),
+        "body": redacted(message.body) if redaction(message.redact).body else base64.b64encode(message.body).decode("ascii"),
         "maxRetries": message.max_retries,
     }
     optional = {

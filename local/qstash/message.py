@@ -14,6 +14,8 @@ import secrets
 from enum import StrEnum
 from typing import Any
 
+from local.qstash.redaction import redacted, redaction, shown_headers
+
 
 class State(StrEnum):
     """Lifecycle of a message in the store."""
@@ -40,7 +42,8 @@ class Message:
     (a callback inherits its source's place, so the queue waits for it);
     ``flow_control_key`` with ``parallelism``/``rate``/``period_s``: the flow
     control it is subject to; ``schedule_id``: the schedule that created it;
-    ``topic_name``/``endpoint_name``: the URL group (and endpoint) it fanned out to.
+    ``topic_name``/``endpoint_name``: the URL group (and endpoint) it fanned out to;
+    ``redact``: fields hidden in API answers (``local.qstash.redaction``).
     """
 
     id: str
@@ -69,6 +72,7 @@ class Message:
     schedule_id: str | None = None
     topic_name: str | None = None
     endpoint_name: str | None = None
+    redact: str | None = None
     state: State = State.PENDING
     next_attempt_at: float = 0.0
     retried: int = 0
@@ -101,17 +105,24 @@ def body_fields(body: bytes, text_key: str, base64_key: str) -> dict[str, str]:
         return {base64_key: base64.b64encode(body).decode("ascii")}
 
 
+def shown_body(body: bytes, redact: str | None) -> dict[str, str]:
+    """The body fields of an API answer: ``REDACTED:<sha256>`` when the body is redacted."""
+    if body and redaction(redact).body:
+        return {"body": redacted(body)}
+    return body_fields(body, "body", "bodyBase64")
+
+
 def message_json(message: Message) -> dict[str, Any]:
     """``GET /v2/messages/{id}``: the message as QStash describes it."""
     data: dict[str, Any] = {
         "messageId": message.id,
         "url": message.url,
         "method": message.method,
-        "header": multi_header(message.headers),
+        "header": multi_header(shown_headers(message.headers, message.redact)),
         "maxRetries": message.max_retries,
         "notBefore": int(message.not_before * 1000),
         "createdAt": int(message.created_at * 1000),
-        **body_fields(message.body, "body", "bodyBase64"),
+        **shown_body(message.body, message.redact),
     }
     optional = {
         "callback": message.callback,

@@ -17,15 +17,14 @@ from local.qstash.durations import DELAY_UNITS, TIMEOUT_UNITS, parse_duration
 from local.qstash.expressions import ExpressionError, RetryDelayExpression
 from local.qstash.flow_control import FlowControl, FlowControlError, parse_flow_control
 from local.qstash.message import Kind, Message
+from local.qstash.redaction import RedactionError, parse_redaction
 from local.qstash.settings import Settings
 
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH"})
 FORWARD_PREFIX = "upstash-forward-"
 CALLBACK_FORWARD_PREFIX = "upstash-callback-forward-"
 FAILURE_CALLBACK_FORWARD_PREFIX = "upstash-failure-callback-forward-"
-UNSUPPORTED_HEADERS = {
-    "upstash-redact-fields": "redaction (Upstash-Redact-Fields)",
-}
+UNSUPPORTED_HEADERS: dict[str, str] = {}
 """Publish headers of features this server lacks: 501 rather than silently ignored."""
 
 
@@ -98,6 +97,10 @@ def parse_publication(
         forward["Content-Type"] = headers["content-type"]
     not_before = _not_before(headers, settings, now)
     flow = _flow_control(headers)
+    try:
+        redact = parse_redaction(headers.get("upstash-redact-fields"))
+    except RedactionError as error:
+        raise PublishError(str(error)) from None
     message = Message(
         id=message_id,
         kind=Kind.MESSAGE,
@@ -122,6 +125,7 @@ def parse_publication(
         parallelism=None if flow is None else flow.parallelism,
         rate=None if flow is None else flow.rate,
         period_s=None if flow is None else flow.period_s,
+        redact=redact,
     )
     return Publication(message=message, dedup_key=_dedup_key(headers, message))
 

@@ -21,7 +21,8 @@ from starlette.routing import Route
 from local.qstash.context import authorize, destination_of, read_body, settings_of, store_of
 from local.qstash.cron import CronError, parse_cron
 from local.qstash.errors import ApiError
-from local.qstash.message import Schedule, body_fields, multi_header, new_id
+from local.qstash.message import Schedule, multi_header, new_id, shown_body
+from local.qstash.redaction import shown_headers
 from local.qstash.publication import PublishError
 from local.qstash.queue_api import queue_name
 from local.qstash.fanout import is_url
@@ -83,11 +84,11 @@ def schedule_json(schedule: Schedule, request: Request) -> dict[str, Any]:
         "createdAt": int(schedule.created_at * 1000),
         "destination": schedule.destination,
         "method": message.method,
-        "header": multi_header(message.headers),
+        "header": multi_header(shown_headers(message.headers, message.redact)),
         "retries": message.max_retries,
         "isPaused": schedule.paused,
         "nextScheduleTime": int(schedule.next_fire * 1000),
-        **body_fields(schedule.body, "body", "bodyBase64"),
+        **shown_body(schedule.body, message.redact),
     }
     optional = {
         "delay": int(round(message.not_before - now)) or None,

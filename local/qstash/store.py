@@ -136,6 +136,7 @@ _ADDED_COLUMNS = {
     "started_at": "REAL",
     "topic_name": "TEXT",
     "endpoint_name": "TEXT",
+    "redact": "TEXT",
 }
 """Message columns added after the first schema: added in place to an older database."""
 
@@ -152,7 +153,7 @@ _COLUMNS = (
     " failure_callback, callback_headers, failure_callback_headers, label, caller_ip,"
     " created_at, not_before, state, next_attempt_at, retried,"
     " queue, queue_seq, flow_control_key, parallelism, rate, period_s, schedule_id,"
-    " topic_name, endpoint_name"
+    " topic_name, endpoint_name, redact"
 )
 _COLUMN_COUNT = len(_COLUMNS.split(","))
 _ACTIVE = (State.PENDING.value, State.DELIVERING.value)
@@ -907,6 +908,7 @@ def _insert(db: sqlite3.Connection, message: Message) -> None:
             message.schedule_id,
             message.topic_name,
             message.endpoint_name,
+            message.redact,
         ),
     )
 
@@ -992,6 +994,7 @@ def _message(row: Sequence[Any], state: State | None = None) -> Message:
         schedule_id=row[26],
         topic_name=row[27],
         endpoint_name=row[28],
+        redact=row[29],
     )
 
 

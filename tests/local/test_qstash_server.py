@@ -540,22 +540,35 @@ def test_dlq_bulk_delete_and_retry(sdk: QStash, http: httpx.Client, destination:
     assert sdk.dlq.list().messages == []
 
 
-@pytest.mark.parametrize(
-    ("call", "feature"),
-    [
-        (lambda sdk: sdk.message.publish_json(url="http://127.0.0.1:9/x", body={}, redact={"body": True}), "redaction"),
-        (lambda sdk: sdk.message.enqueue_json(queue="q", url="http://127.0.0.1:9/x", body={},
-                                              redact={"header": True}), "redaction"),
-    ],
-)
-def test_official_sdk_calls_without_an_implementation_answer_501(
-    sdk: QStash, call: Callable[[QStash], object], feature: str
+def test_redacted_fields_are_hidden_in_answers_but_delivered(
+    sdk: QStash, http: httpx.Client, destination: Destination
 ) -> None:
-    """Protocol: an official SDK call this server does not implement answers 501 naming the
-    feature (never 404/405, never another effect)."""
-    with pytest.raises(QStashError, match="501") as raised:
-        call(sdk)
-    assert feature in str(raised.value) and "not supported by the local QStash server" in str(raised.value)
+    """Protocol: Upstash-Redact-Fields (Python SDK ``redact=``): the body and the named headers
+    read REDACTED:<sha256> in GET /v2/messages, the DLQ and the events log; the destination
+    gets the original values."""
+    import hashlib
+
+    destination.script("/private", Reply(500))
+    result = sdk.message.publish_json(
+        url=destination.url("/private"),
+        body={"ssn": "123"},
+        headers={"Authorization": "Bearer secret", "X-Public": "yes"},
+        redact={"body": True, "header": ["Authorization"]},
+        retries=0,
+        delay="1s",
+    )
+    shown = http.get(f"/v2/messages/{result.message_id}").json()
+    assert shown["body"] == "REDACTED:" + hashlib.sha256(b'{"ssn": "123"}').hexdigest()
+    assert shown["header"]["Authorization"] == ["REDACTED:" + hashlib.sha256(b"Bearer secret").hexdigest()]
+    assert shown["header"]["X-Public"] == ["yes"]
+    [received] = destination.wait_for("/private", timeout=5)
+    assert received.body == b'{"ssn": "123"}' and received.headers["authorization"] == "Bearer secret"
+    [letter] = wait_until(lambda: sdk.dlq.list().messages, 3, "the dead letter")
+    assert letter.body is not None and letter.body.startswith("REDACTED:")
+    events = http.get("/v2/events", params={"messageId": result.message_id}).json()["events"]
+    assert all(event["body"].startswith("REDACTED:") for event in events)
+    response = http.post(f"/v2/publish/{destination.url('/x')}", content=b"{}", headers={"Upstash-Redact-Fields": "cookies"})
+    assert response.status_code == 400 and "Upstash-Redact-Fields" in response.json()["error"]
 
 
 def _states(sdk: QStash, message_id: str) -> list[str]:

@@ -3,16 +3,18 @@
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { QstashError } from "@upstash/qstash";
+import { QstashError, upstash } from "@upstash/qstash";
 import { client } from "./support.mjs";
 
 const qstash = client();
-const target = "http://127.0.0.1:9/unreachable";
 
 const calls = {
-  "redaction (enqueue)": () =>
-    qstash.queue({ queueName: "redacted" }).enqueueJSON({ url: target, body: {}, redact: { header: true } }),
-  "redaction (publish)": () => qstash.publishJSON({ url: target, body: {}, redact: { body: true } }),
+  "Upstash API": () =>
+    qstash.publishJSON({
+      api: { name: "llm", provider: upstash() },
+      body: { model: "m", messages: [] },
+      callback: "http://127.0.0.1:9/callback",
+    }),
 };
 
 describe("unsupported official calls", () => {
