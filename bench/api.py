@@ -49,10 +49,13 @@ PREFIX = "/api/video-processing"
 VIDEO = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256)) * 64
 
 
-def start_stack(url: str, workdir: Path, step_seconds: float) -> tuple[list[subprocess.Popen[bytes]], str]:
-    """The local QStash server and the API with simulated steps of ``step_seconds``."""
+def start_stack(url: str, workdir: Path, step_seconds: float, streams: int = 16) -> tuple[list[subprocess.Popen[bytes]], str]:
+    """The local QStash server and the API with simulated steps of ``step_seconds``, letting the
+    one bench tutor hold ``streams`` live streams (the fan-out is one caller's)."""
     return launch(
         url, workdir,
+        VIDPIPE_MAX_STREAMS_PER_CALLER=str(max(16, streams)),
+        VIDPIPE_MAX_STREAMS=str(max(1000, streams)),
         VIDPIPE_SIMULATED_STEP_SECONDS=str(step_seconds),
         VIDPIPE_PROJECTION_POLL_SECONDS="0.02",
         VIDPIPE_STORAGE_DIR=str(workdir / "storage"),
@@ -204,7 +207,7 @@ def measure(kind: str, pollers: int = 200, seconds: float = 10.0, subscribers: i
     workdir = Path(tempfile.mkdtemp(prefix="vidpipe-bench-api-"))
     try:
         with database(kind) as url:
-            processes, base_url = start_stack(url, workdir, step_seconds)
+            processes, base_url = start_stack(url, workdir, step_seconds, subscribers)
             try:
                 return asyncio.run(run(base_url, pollers, seconds, subscribers, queues))
             finally:
