@@ -326,6 +326,11 @@
       }
       return reconnect(queueId, attempt, error.message);
     }
+    if (response.status === 204 || !response.body) {
+      // the queue has ended and we have its last event: nothing more will come
+      state.stream = null;
+      return;
+    }
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
     try {
