@@ -43,16 +43,6 @@ from local.qstash.url_group_api import url_group_routes
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 100
-_DLQ_FILTERS = {
-    "messageId": "m.id",
-    "url": "m.url",
-    "label": "m.label",
-    "responseStatus": "d.response_status",
-    "queueName": "m.queue",
-    "flowControlKey": "m.flow_control_key",
-    "topicName": "m.topic_name",
-    "scheduleId": "m.schedule_id",
-}
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -312,20 +302,17 @@ def _describe(selection: Selection, ids_key: str) -> str:
 
 
 async def list_dead_letters(request: Request) -> Response:
-    """``GET /v2/dlq``: ``{"messages": [...], "cursor"?}``, oldest first, 100 a page."""
+    """``GET /v2/dlq``: ``{"messages": [...], "cursor"?}``, oldest first (``order=latestFirst``:
+    newest first), ``count`` (at most 100) a page; by ``dlqIds`` or the DLQ filters."""
     authorize(request)
-    params = request.query_params
-    try:
-        after = int(params.get("cursor", "0"))
-        count = min(int(params.get("count", str(MAX_PAGE))), MAX_PAGE)
-        filters: dict[str, Any] = {
-            column: int(params[name]) if name == "responseStatus" else params[name]
-            for name, column in _DLQ_FILTERS.items()
-            if name in params
-        }
-    except ValueError:
-        raise ApiError(400, "cursor, count and responseStatus must be integers") from None
-    letters, cursor = store_of(request).dead_letters(after=after, count=max(count, 1), filters=filters)
+    query = [(name, value) for name, value in request.query_params.multi_items() if name != "order"]
+    order = request.query_params.get("order", "earliestFirst")
+    if order not in ("earliestFirst", "latestFirst"):
+        raise ApiError(400, f"order must be earliestFirst or latestFirst, got {order[:32]!r}")
+    selection = parse_selection(query, None, ids_key="dlqIds", filters=DLQ_FILTERS)
+    if selection.count is not None and selection.count > MAX_PAGE:
+        selection = dataclasses.replace(selection, count=MAX_PAGE)
+    letters, cursor = store_of(request).select_dead_letters(selection, MAX_PAGE, latest_first=order == "latestFirst")
     data: dict[str, Any] = {"messages": [dead_letter_json(letter) for letter in letters]}
     if cursor is not None:
         data["cursor"] = str(cursor)

@@ -38,6 +38,8 @@ _IGNORED = frozenset({"qstash_token", "order", "count", "cursor"})
 async def list_events(request: Request) -> Response:
     authorize(request)
     params = request.query_params
+    if params.get("order", "latestFirst") != "latestFirst":
+        raise ApiError(501, "events in earliest-first order are not supported by the local QStash server")
     filters: dict[str, tuple[str, ...]] = {}
     for name in dict.fromkeys(params.keys()):
         if name not in _FILTERS and name not in _IGNORED:

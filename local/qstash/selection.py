@@ -26,8 +26,7 @@ from local.qstash.message import Message
 MAX_COUNT = 1000
 """Largest ``count`` accepted for one bulk call."""
 
-_PAGING = ("count", "cursor")
-_IGNORED = ("qstash_token", "order")
+_IGNORED = ("qstash_token",)
 _COMMON_FILTERS = (
     "url", "label", "callerIp", "fromDate", "toDate", "flowControlKey", "queueName", "topicName", "scheduleId"
 )

@@ -359,24 +359,6 @@ class MessageStore:
             chosen = [row[0] for row in rows if selection.matches(_message(row))]
             return _cancel_ids(db, chosen[: selection.count] if selection.count else chosen)
 
-    def dead_letters(
-        self, *, after: int, count: int, filters: dict[str, Any]
-    ) -> tuple[list[DeadLetter], int | None]:
-        """A page of the DLQ, oldest first, and the cursor of the next page if any."""
-        where, params = ["d.seq > ?"], [after]
-        for column, value in filters.items():
-            where.append(f"{column} = ?")
-            params.append(value)
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT d.seq, {_DEAD_COLUMNS} FROM dead_letters d JOIN messages m"
-                f" ON m.id = d.message_id WHERE {' AND '.join(where)} ORDER BY d.seq LIMIT ?",
-                (*params, count + 1),
-            ).fetchall()
-        letters = [_dead_letter(row[1:]) for row in rows[:count]]
-        more = len(rows) > count
-        return letters, (int(rows[count - 1][0]) if more else None)
-
     def dead_letter(self, dlq_id: str) -> DeadLetter | None:
         with self._lock:
             row = self._db.execute(
@@ -393,17 +375,26 @@ class MessageStore:
                 for dlq_id in dict.fromkeys(dlq_ids)
             )
 
-    def select_dead_letters(self, selection: Selection, default_count: int) -> tuple[list[DeadLetter], int | None]:
-        """The dead letters a bulk request targets, oldest first, and the next page's cursor.
+    def select_dead_letters(
+        self, selection: Selection, default_count: int, latest_first: bool = False
+    ) -> tuple[list[DeadLetter], int | None]:
+        """The dead letters a request targets, oldest (or newest) first, and the next page's cursor.
 
         Ids select exactly those (no paging); otherwise filter matches (all of the
-        DLQ without filters) after ``selection.cursor``, at most ``count`` of them.
+        DLQ without filters) past ``selection.cursor``, at most ``count`` of them.
         """
+        if latest_first:
+            where, order = ("d.seq < ?", "DESC") if selection.cursor else ("d.seq > ?", "DESC")
+        else:
+            where, order = "d.seq > ?", "ASC"
+        bound = selection.cursor if selection.ids is None else 0
+        if selection.ids is not None:
+            where = "d.seq > ?"
         with self._lock:
             rows = self._db.execute(
                 f"SELECT d.seq, {_DEAD_COLUMNS} FROM dead_letters d JOIN messages m"
-                " ON m.id = d.message_id WHERE d.seq > ? ORDER BY d.seq",
-                (0 if selection.ids is not None else selection.cursor,),
+                f" ON m.id = d.message_id WHERE {where} ORDER BY d.seq {order}",
+                (bound,),
             ).fetchall()
         if selection.ids is not None:
             wanted = set(selection.ids)

@@ -121,5 +121,5 @@ def test_selection_never_silently_widens(query: list[tuple[str, str]]) -> None:
         selection = parse_selection(query, None, ids_key="dlqIds", filters=DLQ_FILTERS)
     except ApiError:
         return
-    named = {name for name, _ in query} - {"count", "cursor", "qstash_token", "order"}
+    named = {name for name, _ in query} - {"count", "cursor", "qstash_token"}
     assert selection.everything == (not named)

@@ -651,3 +651,22 @@ def test_official_routes_without_an_implementation_answer_501(http: httpx.Client
     response = http.request(method, path)
     assert response.status_code == 501
     assert "not supported by the local QStash server" in response.json()["error"]
+
+
+def test_dlq_list_by_ids_filters_and_order(sdk: QStash, http: httpx.Client, destination: Destination) -> None:
+    """Protocol: GET /v2/dlq?dlqIds= (TS SDK ``listMessages({dlqIds})``) lists exactly those;
+    filters (label, fromDate) apply; order=latestFirst pages newest first; an unknown
+    parameter is 400 rather than ignored."""
+    destination.script("/listed", *[Reply(500)] * 3)
+    for i in range(3):
+        sdk.message.publish_json(url=destination.url("/listed"), body={"i": i}, retries=0, label=f"l{i}")
+    letters = wait_until(lambda: len(sdk.dlq.list().messages) == 3 and sdk.dlq.list().messages, 5, "three dead letters")
+    ids = [letter.dlq_id for letter in letters]
+    by_ids = http.get("/v2/dlq", params=[("dlqIds", ids[0]), ("dlqIds", ids[2])]).json()["messages"]
+    assert [m["dlqId"] for m in by_ids] == [ids[0], ids[2]]
+    assert [m.dlq_id for m in sdk.dlq.list(filter={"label": "l1"}).messages] == [ids[1]]
+    newest = http.get("/v2/dlq", params={"order": "latestFirst", "count": "2"}).json()
+    assert [m["dlqId"] for m in newest["messages"]] == [ids[2], ids[1]]
+    rest = http.get("/v2/dlq", params={"order": "latestFirst", "count": "2", "cursor": newest["cursor"]}).json()
+    assert [m["dlqId"] for m in rest["messages"]] == [ids[0]] and "cursor" not in rest
+    assert http.get("/v2/dlq", params={"stepName": "x"}).status_code == 400
