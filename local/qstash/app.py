@@ -387,6 +387,7 @@ def _requeue(request: Request, letter: DeadLetter) -> str | None:
         created_at=now,
         not_before=now,
         next_attempt_at=now,
+        queue_seq=None,  # a retried message of a queue joins its end, like a new enqueue
     )
     if not store_of(request).requeue_dead_letter(letter.dlq_id, fresh):
         return None

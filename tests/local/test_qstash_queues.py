@@ -202,3 +202,19 @@ def test_flow_control_management(sdk: QStash, destination: Destination, http: ht
     assert sdk.flow_control.get_global_parallelism().parallelism_max == 16
     with pytest.raises(QStashError, match="404"):
         sdk.flow_control.pause("unknown")
+
+
+def test_a_retried_dead_letter_joins_the_end_of_its_queue(sdk: QStash, destination: Destination, http: httpx.Client) -> None:
+    """Protocol: a queued message retried from the DLQ is enqueued again behind the messages
+    already waiting in its queue (FIFO), not ahead of them."""
+    sdk.queue.upsert("redo", paused=True)
+    destination.script("/redo", Reply(500))
+    first = sdk.message.enqueue_json(queue="redo", url=destination.url("/redo"), body={"n": 0}, retries=0)
+    sdk.queue.resume("redo")
+    [letter] = wait_until(lambda: sdk.dlq.list().messages, 5, "the dead letter")
+    assert letter.message_id == first.message_id
+    sdk.queue.pause("redo")
+    sdk.message.enqueue_json(queue="redo", url=destination.url("/redo"), body={"n": 1})
+    assert http.post(f"/v2/dlq/retry/{letter.dlq_id}").status_code == 201
+    sdk.queue.resume("redo")
+    assert _in_order(destination, "/redo", 3) == [0, 1, 0]
