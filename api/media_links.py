@@ -70,7 +70,7 @@ class MediaSigner:
         payload, _, signature = token.partition(".")
         if not payload or not signature or len(token) > 4096:
             raise InvalidMediaLink("this is not a media link")
-        if not hmac.compare_digest(signature, self._signature(payload)):
+        if not hmac.compare_digest(signature.encode(), self._signature(payload).encode()):  # any text, not only ASCII
             raise InvalidMediaLink("this media link was not made by this service or has been altered")
         try:
             queue_id, owner_id, kind, key, expires = json.loads(_unb64(payload))

@@ -31,7 +31,7 @@ def test_a_link_pointed_at_another_artifact_is_refused() -> None:
         SIGNER.verify(forged, now=1001)
 
 
-@pytest.mark.parametrize("token", ["", "nodot", ".sig", "payload.", "a" * 5000, "e30.AAAA"])
+@pytest.mark.parametrize("token", ["", "nodot", ".sig", "payload.", "a" * 5000, "e30.AAAA", "é.ß", "e30.λλλ"])
 def test_garbage_is_not_a_link(token: str) -> None:
     with pytest.raises(InvalidMediaLink):
         SIGNER.verify(token, now=1000)
