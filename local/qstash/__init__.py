@@ -1,6 +1,7 @@
 """A QStash-compatible local server: the official SDK and ``qstash.Receiver`` work against it.
 
-See ``/work/shared/contracts/qstash.md`` for the wire contract. Build the app
+See ``/work/shared/contracts/qstash.md`` for the wire contract and
+``local/qstash/README.md`` for which official SDK call is supported. Build the app
 with ``create_app(Settings(...))`` or run ``python -m local.qstash``.
 """
 

@@ -24,7 +24,8 @@ log = logging.getLogger("local.qstash")
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m local.qstash",
-        description="Local QStash-compatible server (publish, delivery, DLQ), persisted in SQLite.",
+        description="Local QStash-compatible server (publish, queues, flow control, schedules, URL groups,"
+        " DLQ, events), persisted in SQLite.",
     )
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8080)")

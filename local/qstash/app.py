@@ -1,12 +1,13 @@
 """The QStash-compatible REST API: ``create_app(settings)`` builds the ASGI app.
 
-Routes (QStash v2): ``POST /v2/publish/{destination}``, ``POST /v2/batch``;
-``GET``/``DELETE /v2/messages/{id}``, ``DELETE /v2/messages`` (bulk);
-``GET``/``DELETE /v2/dlq``, ``GET``/``DELETE /v2/dlq/{dlqId}``, ``POST
-/v2/dlq/retry`` (bulk) and ``/v2/dlq/retry/{dlqId}``; every other official SDK
-route answers 501 (``local.qstash.unsupported``). Every route needs
-``Authorization: Bearer <token>`` or ``?qstash_token=<token>``.
-The app's lifespan opens the store and runs the delivery worker.
+Routes (QStash v2), one module per area: publish, enqueue, batch, messages,
+DLQ and signing keys here; queues and flow control (``queue_api``), schedules
+(``schedule_api``), URL groups (``url_group_api``), the events log
+(``events_api``); official routes without an implementation answer 501
+(``unsupported``). Every route needs ``Authorization: Bearer <token>`` or
+``?qstash_token=<token>``. The app's lifespan opens the store and runs the
+delivery worker (which also fires schedules). The table of every SDK call is
+in ``local/qstash/README.md``.
 """
 
 from __future__ import annotations
