@@ -86,6 +86,32 @@ describe("publish (POST /v2/publish)", () => {
     assert.equal(again.deduplicated, true);
   });
 
+  it("contentBasedDeduplication answers the first message's id for the same content only", async () => {
+    const path = uniquePath("content");
+    const first = await qstash.publishJSON({ url: destination.url(path), body: { n: 1 }, contentBasedDeduplication: true });
+    const again = await qstash.publishJSON({ url: destination.url(path), body: { n: 1 }, contentBasedDeduplication: true });
+    const other = await qstash.publishJSON({ url: destination.url(path), body: { n: 2 }, contentBasedDeduplication: true });
+    assert.equal(again.messageId, first.messageId);
+    assert.notEqual(other.messageId, first.messageId);
+  });
+
+  it("redact hides the body and named headers in messages.get, delivers the originals", async () => {
+    const path = uniquePath("private");
+    const { messageId } = await qstash.publishJSON({
+      url: destination.url(path),
+      body: { ssn: "123" },
+      headers: { Authorization: "Bearer secret" },
+      redact: { body: true, header: ["Authorization"] },
+      delay: 1,
+    });
+    const shown = await qstash.messages.get(messageId);
+    assert.match(shown.body, /^REDACTED:[0-9a-f]{64}$/);
+    assert.match(shown.header.Authorization[0], /^REDACTED:[0-9a-f]{64}$/);
+    const [received] = await destination.waitFor(path, 1, 5000);
+    assert.deepEqual(JSON.parse(received.body), { ssn: "123" });
+    assert.equal(received.headers.authorization, "Bearer secret");
+  });
+
   it("batchJSON (POST /v2/batch) publishes each entry with its own options", async () => {
     const one = uniquePath("batch-one");
     const two = uniquePath("batch-two");
