@@ -4,7 +4,8 @@ One line per check, ``ok``, ``FAIL`` (required, with the fix) or ``warn``
 (optional, with the fix); exit status 1 when a required check failed, 2
 when the configuration itself cannot be loaded.
 
-Checks: configuration and required variables, the database and its tables,
+Checks: configuration and required variables, the media tools (ffmpeg,
+ffprobe, espeak-ng: path, where it came from, version), the database and its tables,
 QStash (reachable, token accepted, signing keys usable), each model server
 (waking it if asleep: a sleeping server gets ``--wake-seconds`` to answer),
 storage, token verification, and the notification credentials.
@@ -27,6 +28,7 @@ from api.checks import PROBE_TIMEOUT_SECONDS, CheckResult, check_database, check
 from api.settings import Settings
 from api.wiring import build_storage
 from domain import VidpipeError
+from handlers.media import tools
 from projections.views import open_view
 
 PRODUCTION_VARIABLES = {
@@ -52,6 +54,25 @@ def check_variables(settings: Settings) -> CheckResult:
         return CheckResult("variables", False, f"production but unset: {', '.join(missing)}",
                            "set them in the deployment's environment (README → Configuration)")
     return CheckResult("variables", True, "production: every required variable is set")
+
+
+def check_tools(settings: tools.ToolSettings | None = None) -> list[CheckResult]:
+    """One line per media tool: its path, where it was found and its version, or why it is missing and the fix.
+
+    ffmpeg and ffprobe are required (every step but embed runs them, Cloudinary or not: transcripts are
+    cut at silences locally); espeak-ng only speaks the demo's and the tests' lectures.
+    """
+    results = []
+    for tool in tools.resolve_all(settings):
+        required = tool.name != tools.ESPEAK
+        if not tool.found:
+            results.append(CheckResult(tool.name, False, f"not found: {tool.problem}", tool.fix, required=required))
+            continue
+        version = tool.version()
+        runs = not version.startswith("does not run")
+        results.append(CheckResult(tool.name, runs, f"{tool.path} ({tool.source}): {version}",
+                                   "" if runs else tool.fix, required=required))
+    return results
 
 
 def check_signing_keys(settings: Settings) -> CheckResult:
@@ -178,6 +199,8 @@ def run_checks(settings: Settings, *, wake_seconds: float, report: Callable[[Che
         report(result)
 
     record(check_variables(settings))
+    for result in check_tools():
+        record(result)
     try:
         view = open_view(settings.event_store_env())
     except Exception as error:  # noqa: BLE001 - the database may be down or the URL wrong

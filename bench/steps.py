@@ -66,6 +66,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.pipeline import free_port, wait_http
+from handlers.media import tools
 from handlers.transcripts import word_error_rate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,7 +191,7 @@ def make_lecture(minutes: float, directory: Path = CACHE, log: Callable[[str], N
         markup = speech_markup(sentences)
         target = directory / f"speech-{_digest(markup)}.wav"
         if not target.exists():
-            _atomic(target, lambda temp: _run(["espeak-ng", "-m", "-w", str(temp), markup], 600))
+            _atomic(target, lambda temp: _run([tools.espeak(), "-m", "-w", str(temp), markup], 600))
         return target, wav_seconds(target)
 
     # How long a sentence takes on average (one pass over every sentence), then fit the script to the budget.
@@ -211,7 +212,7 @@ def make_lecture(minutes: float, directory: Path = CACHE, log: Callable[[str], N
     if not video.exists():
         log(f"lecture: encoding {seconds:g} s of {VIDEO_SIZE} video with {spoken:.0f} s of speech ({count} sentences)")
         _atomic(video, lambda temp: _run([
-            "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+            tools.ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
             "-f", "lavfi", "-i", f"testsrc2=size={VIDEO_SIZE}:rate={VIDEO_FPS}", "-i", str(audio),
             "-map", "0:v", "-map", "1:a", "-af", "apad", "-t", f"{seconds:g}",
             # loose and quick, like a camera's file: large, index at the end
@@ -226,7 +227,7 @@ def warmup_audio(directory: Path = CACHE) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / "warmup.wav"
     if not target.exists():
-        _atomic(target, lambda temp: _run(["espeak-ng", "-w", str(temp), SENTENCES[0]], 60))
+        _atomic(target, lambda temp: _run([tools.espeak(), "-w", str(temp), SENTENCES[0]], 60))
     return target
 
 

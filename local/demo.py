@@ -20,7 +20,6 @@ import argparse
 import json
 import mimetypes
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ from rich.progress import (
 )
 
 from domain import VidpipeError
+from handlers.media import tools
 
 API = "/api/video-processing"
 STEPS = ("compress", "audio-convert", "transcribe", "embed")
@@ -66,20 +66,19 @@ def demo_video(directory: Path = DEMO_DIR) -> Path:
     target = directory / "lecture.mp4"
     if target.is_file() and target.stat().st_size > 0:
         return target
-    missing = [tool for tool in ("espeak-ng", "ffmpeg") if shutil.which(tool) is None]
+    found = {name: tools.resolve(name) for name in (tools.ESPEAK, tools.FFMPEG)}
+    missing = [tool for tool in found.values() if not tool.found]
     if missing:
-        raise DemoError(
-            f"{' and '.join(missing)} not found: install them (Debian: apt-get install -y ffmpeg espeak-ng) "
-            "or pass --video PATH"
-        )
+        raise DemoError("; ".join(f"{tool.name} not found ({tool.problem}): {tool.fix}" for tool in missing)
+                        + "; or pass --video PATH")
     directory.mkdir(parents=True, exist_ok=True)
     speech = directory / "lecture.wav"
     markup = "<speak>" + '<break time="700ms"/>'.join(DEMO_SENTENCES) + "</speak>"
     partial = directory / ".lecture.partial.mp4"
     try:
-        subprocess.run(["espeak-ng", "-m", "-s", "150", "-w", str(speech), markup],
+        subprocess.run([found[tools.ESPEAK].require(), "-m", "-s", "150", "-w", str(speech), markup],
                        check=True, capture_output=True, timeout=60)
-        speech_over_test_pattern(speech, partial)
+        speech_over_test_pattern(speech, partial, ffmpeg=found[tools.FFMPEG].require())
     except subprocess.CalledProcessError as error:
         raise DemoError(f"making the demo clip failed: {error.stderr.decode(errors='replace').strip()}") from None
     finally:
@@ -88,10 +87,14 @@ def demo_video(directory: Path = DEMO_DIR) -> Path:
     return target
 
 
-def speech_over_test_pattern(speech: Path, target: Path, *, size: str = "640x360", audio_bitrate: str = "64k") -> None:
-    """Write an MP4 (H.264 test pattern + AAC) as long as the ``speech`` recording; raises CalledProcessError."""
+def speech_over_test_pattern(
+    speech: Path, target: Path, *, size: str = "640x360", audio_bitrate: str = "64k", ffmpeg: str | None = None
+) -> None:
+    """Write an MP4 (H.264 test pattern + AAC) as long as the ``speech`` recording; raises CalledProcessError.
+
+    ``ffmpeg`` defaults to the one :mod:`handlers.media.tools` resolves."""
     subprocess.run([
-        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        ffmpeg or tools.ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=10", "-i", str(speech),
         "-map", "0:v", "-map", "1:a", "-shortest",
         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", audio_bitrate,

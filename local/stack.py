@@ -15,6 +15,12 @@ is killed (Linux ``PR_SET_PDEATHSIG``). Nothing is lost on a stop: the event
 log, the read model and the pending QStash messages are on disk, and the next
 start resumes unfinished queues.
 
+Before it starts anything it checks its tools (:func:`missing_tools`): the
+API's steps run ffmpeg and ffprobe, so without them it refuses, one line per
+missing tool with its fix, and exits 1 having started no process and opened
+no port. espeak-ng is only ``make demo``'s (the generated lecture): without
+it the stack starts and says so.
+
 Ports: ``PORT`` (API, 8000), ``LOCAL_QSTASH_PORT`` (8080), ``WHISPER_PORT``
 (9001), ``EMBEDDING_PORT`` (9002). Anything already set in the environment
 (say a remote ``WHISPER_HG_VOICE_TO_TEXT_SERVER_API_URL``) is kept, and the
@@ -36,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from handlers.media import tools
 
 ROOT = Path(__file__).resolve().parent.parent
 PR_SET_PDEATHSIG = 1
@@ -243,7 +251,32 @@ def development_token() -> str | None:
         return None
 
 
+REQUIRED_TOOLS = (tools.FFMPEG, tools.FFPROBE)
+"""What the API's steps run (compress, audio, cutting at silences, probing); espeak-ng is only the demo's."""
+
+
+def missing_tools(settings: tools.ToolSettings | None = None) -> tuple[list[str], list[str]]:
+    """``(refusals, warnings)``: one line per missing required tool, one per missing optional one, each with its fix."""
+    refusals, warnings = [], []
+    for tool in tools.resolve_all(settings):
+        if tool.found:
+            continue
+        text = f"{tool.name} is missing: {tool.problem} — fix: {tool.fix}"
+        if tool.name in REQUIRED_TOOLS:
+            refusals.append(text)
+        else:
+            warnings.append(f"{text} (only make demo without VIDEO= needs it)")
+    return refusals, warnings
+
+
 def main() -> int:
+    refusals, warnings = missing_tools()
+    for text in warnings:
+        print(f"[stack] warning: {text}", file=sys.stderr, flush=True)
+    if refusals:
+        for text in refusals:
+            print(f"[stack] cannot start: {text}", file=sys.stderr, flush=True)
+        return 1
     env = dict(os.environ)
     services, api_env = plan(env)
     Path(api_env["VIDPIPE_DATA_DIR"]).mkdir(parents=True, exist_ok=True)

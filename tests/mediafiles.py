@@ -1,4 +1,4 @@
-"""Real media for tests, made with ffmpeg and espeak-ng.
+"""Real media for tests, made with ffmpeg and espeak-ng (those :mod:`handlers.media.tools` resolves).
 
 Every function writes into the directory it is given and names the file after
 its parameters; a file already there is reused, so pointing several tests at
@@ -28,6 +28,8 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pytest
+
+from handlers.media import tools
 
 JFK_FLAC = Path(__file__).resolve().parents[2] / "shared" / "media" / "jfk.flac"
 JFK_TEXT = (
@@ -103,11 +105,11 @@ def speech_audio(directory: Path, text: str | Sequence[str], *, pause_seconds: f
 
     def build(target: Path) -> None:
         if isinstance(text, str):
-            command = ["espeak-ng", "-w", str(target), text]
+            command = [tools.espeak(), "-w", str(target), text]
         else:
             pause = f'<break time="{int(pause_seconds * 1000)}ms"/>'
             markup = "<speak>" + pause.join(escape(sentence) for sentence in text) + "</speak>"
-            command = ["espeak-ng", "-m", "-w", str(target), markup]
+            command = [tools.espeak(), "-m", "-w", str(target), markup]
         subprocess.run(command, check=True, capture_output=True, timeout=60)
 
     return _cached(directory / name, build)
@@ -262,7 +264,7 @@ def opus_head(path: Path) -> tuple[int, int]:
 def ffmpeg(*arguments: str) -> None:
     """Run ffmpeg quietly, failing loudly."""
     subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *arguments],
+        [tools.ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *arguments],
         check=True, capture_output=True, timeout=120,
     )
 

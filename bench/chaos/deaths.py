@@ -121,7 +121,7 @@ class Deaths:
                 names += [Path(f"/proc/{c}/comm").read_text().strip() for c in children.read_text().split()]
             except OSError:
                 continue
-        if "ffmpeg" in names:
+        if any(name.startswith("ffmpeg") for name in names):  # the packaged binary's name is longer
             found.append("ffmpeg")
         return found or ["nothing of these (a publish, a projection, or idle)"]
 

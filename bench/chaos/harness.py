@@ -30,6 +30,7 @@ import httpx
 from api.settings import Settings
 from api.token import mint
 from domain import VideoProcessing
+from handlers.media import tools
 from handlers.storage.local import LocalStorage
 from local.demo import speech_over_test_pattern
 from local.stack import Service, Stack, plan
@@ -314,7 +315,8 @@ def ffmpeg_left_by(storage_dir: Path, moment: float) -> list[int]:
     names the stack it belongs to; ffmpeg of other stacks on the machine (a
     parallel run, a developer's ``make run``) are not counted.
     """
-    found = subprocess.run(["pgrep", "-x", "ffmpeg"], capture_output=True, text=True).stdout.split()
+    # "^ffmpeg": the packaged binary's name is longer (imageio-ffmpeg's ffmpeg-linux-x86_64-v…)
+    found = subprocess.run(["pgrep", "^ffmpeg"], capture_output=True, text=True).stdout.split()
     boot = time.time() - float(Path("/proc/uptime").read_text().split()[0])
     ticks = os.sysconf("SC_CLK_TCK")
     marker = f"VIDPIPE_STORAGE_DIR={storage_dir}".encode()
@@ -343,7 +345,7 @@ def lecture_clips(directory: Path, count: int) -> list[Path]:
             continue
         speech = directory / f"lecture-{i:03d}.wav"
         text = f"Lecture {i + 1}. Today we study {topics[i % len(topics)]}."
-        subprocess.run(["espeak-ng", "-s", "170", "-w", str(speech), text], check=True, capture_output=True, timeout=60)
+        subprocess.run([tools.espeak(), "-s", "170", "-w", str(speech), text], check=True, capture_output=True, timeout=60)
         partial = directory / f".lecture-{i:03d}.partial.mp4"
         speech_over_test_pattern(speech, partial, size="320x240", audio_bitrate="48k")
         speech.unlink()

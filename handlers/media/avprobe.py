@@ -64,7 +64,7 @@ def _stream(stream: Any) -> dict[str, Any]:
     context = stream.codec_context
     found: dict[str, Any] = {"index": stream.index, "codec_type": stream.type}
     if context is not None:
-        found["codec_name"] = context.name
+        found["codec_name"] = context.codec.canonical_name  # "mp3", as ffprobe says, not the decoder "mp3float"
     if stream.type == "video" and context is not None:
         found.update(width=context.width, height=context.height)
         if context.format is not None:
@@ -73,8 +73,8 @@ def _stream(stream: Any) -> dict[str, Any]:
         found.update(sample_rate=str(context.sample_rate), channels=context.channels)
         if context.layout is not None and not context.layout.name.endswith(" channels"):
             found["channel_layout"] = context.layout.name  # ffprobe omits a layout that is only a count
-    found["avg_frame_rate"] = _ratio(stream.average_rate)
-    found["r_frame_rate"] = _ratio(stream.base_rate)
+    found["avg_frame_rate"] = _ratio(_optional(stream, "average_rate"))
+    found["r_frame_rate"] = _ratio(_optional(stream, "base_rate"))
     if stream.time_base is not None:
         found["time_base"] = _ratio(stream.time_base)
         if stream.duration is not None and stream.duration > 0:
@@ -85,6 +85,14 @@ def _stream(stream: Any) -> dict[str, Any]:
         found["nb_frames"] = str(stream.frames)
     found["disposition"] = _disposition(stream)
     return found
+
+
+def _optional(stream: Any, attribute: str) -> Any:
+    """A stream attribute only some kinds of stream have (audio streams have no frame rate)."""
+    try:
+        return getattr(stream, attribute)
+    except AttributeError:
+        return None
 
 
 def _disposition(stream: Any) -> dict[str, int]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from handlers.errors import MediaError, PermanentError, TransientError
-from handlers.media import AudioPiece
+from handlers.media import AudioPiece, tools
 from handlers.media.probe import probe
 from handlers.steps import StepContext
 
@@ -36,6 +36,11 @@ _ADDRESS = re.compile(r"^\[(\w+) @ 0x[0-9a-f]+\] ")
 _SILENCE_START = re.compile(r"silence_start: (-?[0-9.]+)")
 _SILENCE_END = re.compile(r"silence_end: (-?[0-9.]+)")
 _NOISE_LINES = ("Conversion failed!", "Exiting normally")
+_WRAP_UP = re.compile(
+    r"^(Error parsing options for |Error opening output files?|Failed to set value '.*' for option "
+    r"|To ignore this, add a trailing )"
+)
+"""Lines newer ffmpeg (6 and later) adds after the real reason, which say nothing of their own."""
 
 Span = tuple[float, float]
 
@@ -72,7 +77,7 @@ def run_ffmpeg(
     action: str = "process the video",
     loglevel: str = "error",
     on_log_line: Callable[[str], None] | None = None,
-    ffmpeg: str = "ffmpeg",
+    ffmpeg: str | None = None,
 ) -> None:
     """Run ``ffmpeg <arguments>`` to completion, reporting progress and obeying cancellation.
 
@@ -82,10 +87,11 @@ def run_ffmpeg(
     (from another thread). Raises :class:`StepCancelled` when the queue was
     cancelled (the child is dead by then), :class:`MediaError` when ffmpeg
     fails ("Could not <action>: <its last error lines>"),
-    :class:`PermanentError` when ffmpeg is not installed.
+    :class:`PermanentError` when ffmpeg is not installed. ``ffmpeg`` defaults
+    to the one :mod:`handlers.media.tools` resolves.
     """
     command = [
-        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", loglevel,
+        ffmpeg or tools.ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", loglevel,
         "-progress", "pipe:1", "-nostats", *arguments,
     ]
     logger.debug("running %s", " ".join(command))
@@ -156,7 +162,10 @@ def _read_log(
 
 
 def _failure(action: str, returncode: int, lines: list[str]) -> Exception:
-    useful = [_ADDRESS.sub(r"[\1] ", line) for line in lines if line.strip() not in _NOISE_LINES]
+    useful = [
+        _ADDRESS.sub(r"[\1] ", line) for line in lines
+        if line.strip() not in _NOISE_LINES and not _WRAP_UP.match(line.strip())
+    ]
     last = list(dict.fromkeys(useful))[-3:]
     summary = "; ".join(last) or f"ffmpeg exited with status {returncode}"
     if returncode < 0:
@@ -180,7 +189,7 @@ def compress(
     max_fps: float | None = 30,
     audio_bitrate: str = "96k",
     span: Span = (0.0, 100.0),
-    ffmpeg: str = "ffmpeg",
+    ffmpeg: str | None = None,
 ) -> None:
     """Re-encode ``source`` into a compact, streamable MP4 at ``target``.
 
@@ -231,7 +240,7 @@ def extract_audio(
     *,
     bitrate: str = "24k",
     span: Span = (0.0, 100.0),
-    ffmpeg: str = "ffmpeg",
+    ffmpeg: str | None = None,
 ) -> None:
     """Write the first audio track of ``source`` as mono 16 kHz Opus in Ogg.
 
@@ -261,7 +270,7 @@ def detect_silences(
     min_silence_seconds: float = 0.4,
     duration: float | None = None,
     span: Span = (0.0, 100.0),
-    ffmpeg: str = "ffmpeg",
+    ffmpeg: str | None = None,
 ) -> list[Silence]:
     """The silences in ``audio``: stretches quieter than ``noise_db`` for at least ``min_silence_seconds``.
 
@@ -336,7 +345,7 @@ def split_at_silences(
     min_silence_seconds: float = 0.4,
     min_piece_seconds: float | None = None,
     span: Span = (0.0, 100.0),
-    ffmpeg: str = "ffmpeg",
+    ffmpeg: str | None = None,
 ) -> list[AudioPiece]:
     """Cut ``audio`` into pieces of at most ``max_piece_seconds``, at silences (see :func:`plan_cuts`).
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from handlers.errors import MediaError, PermanentError
+from handlers.media import tools
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +91,13 @@ class MediaInfo:
     """``"a PNG image"`` and the like when the file is a still picture, not a video."""
 
 
-def probe(path: Path, *, ffprobe: str = "ffprobe", timeout: float = PROBE_TIMEOUT_SECONDS) -> MediaInfo:
+def probe(path: Path, *, ffprobe: str | None = None, timeout: float = PROBE_TIMEOUT_SECONDS) -> MediaInfo:
     """Describe the media file at ``path``.
 
+    ``ffprobe`` defaults to the one :mod:`handlers.media.tools` resolves.
     Raises :class:`MediaError` for an empty, truncated or unreadable file (naming
     what it looks like when we can tell) and :class:`PermanentError` when
-    ffprobe is not installed.
+    ffprobe is not installed (:class:`~handlers.media.tools.ToolMissing`, with the fix).
     """
     path = Path(path)
     size = path.stat().st_size
@@ -185,9 +187,9 @@ _TRUNCATED = (
 )
 
 
-def _run_ffprobe(path: Path, ffprobe: str, timeout: float) -> dict[str, Any] | None:
+def _run_ffprobe(path: Path, ffprobe: str | None, timeout: float) -> dict[str, Any] | None:
     command = [
-        ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path),
+        ffprobe or tools.ffprobe(), "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path),
     ]
     try:
         completed = subprocess.run(command, capture_output=True, timeout=timeout, check=False)

@@ -122,7 +122,7 @@ class Tool:
         lines = (done.stdout or done.stderr).strip().splitlines()
         if done.returncode != 0 or not lines:
             return f"does not run: exit status {done.returncode} {' '.join(lines[-1:])}".strip()
-        return lines[0]
+        return lines[0].split(" Copyright")[0].split("  Data at:")[0].strip()
 
     def describe(self) -> str:
         """``ffmpeg: /path (imageio-ffmpeg)``, or why it is missing."""

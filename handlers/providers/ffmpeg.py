@@ -50,8 +50,10 @@ class FfmpegCompressor:
     options: CompressionOptions = field(default_factory=CompressionOptions)
     workdir: Path | None = None
     """Parent of the temporary work directories (default: the system's temp dir)."""
-    ffmpeg: str = "ffmpeg"
-    ffprobe: str = "ffprobe"
+    ffmpeg: str | None = None
+    """``None``: the one :mod:`handlers.media.tools` resolves (``VIDPIPE_FFMPEG``, packaged, ``PATH``)."""
+    ffprobe: str | None = None
+    """``None``: the one :mod:`handlers.media.tools` resolves."""
     name: str = "ffmpeg"
 
     def run(self, job: StepJob, context: StepContext) -> StepResult:
@@ -103,8 +105,10 @@ class FfmpegAudioConverter:
     storage: Storage
     bitrate: str = "24k"
     workdir: Path | None = None
-    ffmpeg: str = "ffmpeg"
-    ffprobe: str = "ffprobe"
+    ffmpeg: str | None = None
+    """``None``: the one :mod:`handlers.media.tools` resolves (``VIDPIPE_FFMPEG``, packaged, ``PATH``)."""
+    ffprobe: str | None = None
+    """``None``: the one :mod:`handlers.media.tools` resolves."""
     name: str = "ffmpeg"
 
     def run(self, job: StepJob, context: StepContext) -> StepResult:
@@ -181,7 +185,7 @@ def _upload(storage: Storage, key: str, source: Path) -> StoredObject:
         raise TransientError(f"storage ({storage.name}) failed: {error}") from error
 
 
-def _readable_output(path: Path, ffprobe: str, what: str) -> MediaInfo:
+def _readable_output(path: Path, ffprobe: str | None, what: str) -> MediaInfo:
     """Probe what ffmpeg wrote; an unreadable result is our failure, not the tutor's."""
     try:
         return probe(path, ffprobe=ffprobe)

@@ -41,6 +41,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from handlers.media import tools
 from local.cloudinary import signing
 from local.cloudinary.media import InvalidMedia, probe
 from local.cloudinary.settings import Settings
@@ -111,7 +112,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = AssetStore(
             settings.data_dir / settings.cloud_name,
-            ffmpeg=settings.ffmpeg,
+            ffmpeg=settings.ffmpeg or tools.ffmpeg(),
             preset=settings.x264_preset,
             workers=settings.transform_workers,
         )

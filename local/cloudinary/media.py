@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from handlers.media import tools
+
 _IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "gif", "tiff_pipe"}
 
 
@@ -41,10 +43,13 @@ class Probe:
         }
 
 
-def probe(path: Path, *, ffprobe: str = "ffprobe", original_name: str | None = None) -> Probe:
-    """Facts about ``path``; :class:`InvalidMedia` if it is not decodable timed media."""
+def probe(path: Path, *, ffprobe: str | None = None, original_name: str | None = None) -> Probe:
+    """Facts about ``path``; :class:`InvalidMedia` if it is not decodable timed media.
+
+    ``ffprobe`` defaults to the one :mod:`handlers.media.tools` resolves.
+    """
     completed = subprocess.run(
-        [ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
+        [ffprobe or tools.ffprobe(), "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

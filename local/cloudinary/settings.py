@@ -71,11 +71,12 @@ class Settings(BaseSettings):
     transform_workers: int = Field(2, ge=1)
     """Eager transformations (``eager_async``) that run at once."""
 
-    ffmpeg: str = "ffmpeg"
-    """ffmpeg binary that performs transformations."""
+    ffmpeg: str | None = None
+    """ffmpeg binary that performs transformations; unset: the one ``handlers.media.tools`` resolves
+    (``VIDPIPE_FFMPEG``, the packaged one, ``PATH``)."""
 
-    ffprobe: str = "ffprobe"
-    """ffprobe binary that inspects uploads."""
+    ffprobe: str | None = None
+    """ffprobe binary that inspects uploads; unset: the one ``handlers.media.tools`` resolves."""
 
     x264_preset: str = "veryfast"
     """libx264 preset of derived videos (speed over size; the CRF sets quality)."""

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -27,7 +26,8 @@ from handlers.errors import (
     StepCancelled,
     TransientError,
 )
-from handlers.media import AudioPiece
+from handlers.media import AudioPiece, tools
+from handlers.media.probe import probe
 from handlers.providers.transcription import WhisperClient, WhisperTranscriber, api_base
 from handlers.steps import StepContext, StepJob
 from handlers.storage import artifact_key
@@ -55,8 +55,8 @@ JFK_TEXT = (
     "ask what you can do for your country."
 )
 needs_shared_jfk = pytest.mark.skipif(not JFK.is_file(), reason=f"{JFK} is absent (the shared media folder)")
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+needs_ffmpeg = pytest.mark.skipif(not tools.resolve(tools.FFMPEG).found, reason="ffmpeg is not installed")
+needs_espeak = pytest.mark.skipif(not tools.resolve(tools.ESPEAK).found, reason="espeak-ng is not installed")
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -79,11 +79,9 @@ def whisper_url() -> Iterator[str]:
 
 
 def probe_duration(path: Path) -> float:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
-        check=True, capture_output=True, text=True,
-    )
-    return float(out.stdout.strip())
+    duration = probe(path).duration
+    assert duration is not None, path
+    return duration
 
 
 def ffmpeg_splitter(cuts: list[float]) -> Callable[[Path, Path], list[AudioPiece]]:
@@ -94,7 +92,7 @@ def ffmpeg_splitter(cuts: list[float]) -> Callable[[Path, Path], list[AudioPiece
         pieces = []
         for number, (start, end) in enumerate(zip(bounds, bounds[1:]), start=1):
             target = workdir / f"piece-{number}.wav"
-            command = ["ffmpeg", "-loglevel", "error", "-y", "-ss", f"{start}", "-t", f"{end - start}",
+            command = [tools.ffmpeg(), "-loglevel", "error", "-y", "-ss", f"{start}", "-t", f"{end - start}",
                        "-i", str(audio), "-ac", "1", "-ar", "16000", str(target)]
             subprocess.run(command, check=True)
             pieces.append(AudioPiece(target, start, end))
@@ -168,7 +166,7 @@ def test_shared_jfk_transcribed_by_the_reference_server(whisper_url: str) -> Non
 @needs_ffmpeg
 def test_shared_jfk_through_the_transcribe_step(whisper_url: str, storage: LocalStorage, tmp_path: Path) -> None:
     ogg = tmp_path / "jfk.ogg"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(JFK), "-ac", "1", "-ar", "16000", "-c:a", "libopus",
+    subprocess.run([tools.ffmpeg(), "-loglevel", "error", "-i", str(JFK), "-ac", "1", "-ar", "16000", "-c:a", "libopus",
                     "-b:a", "24k", str(ogg)], check=True)
     woken: list[bool] = []
     progress = Progress()
@@ -204,7 +202,7 @@ def test_synthesised_speech_in_two_pieces_keeps_its_times(whisper_url: str, stor
     frames, rate = b"", 22050
     for number, sentence in enumerate(sentences):
         wav = tmp_path / f"s{number}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), sentence], check=True)
+        subprocess.run([tools.espeak(), "-v", "en-us", "-s", "150", "-w", str(wav), sentence], check=True)
         with wave.open(str(wav)) as clip:
             rate = clip.getframerate()
             frames += clip.readframes(clip.getnframes())

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from handlers.media import tools
 from local.cloudinary import Settings
 
 CLOUD = "vidpipe-test"
@@ -31,7 +32,7 @@ def make_video(path: Path, *, size: str = "1920x1080", seconds: float = 2, rate:
     """A real H.264/AAC MP4: ffmpeg's test pattern with a 440 Hz tone (mono, 44.1 kHz)."""
     subprocess.run(
         [
-            "ffmpeg", "-v", "error", "-y",
+            tools.ffmpeg(), "-v", "error", "-y",
             "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}",
             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
             "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
@@ -45,7 +46,7 @@ def make_video(path: Path, *, size: str = "1920x1080", seconds: float = 2, rate:
 def make_png(path: Path) -> Path:
     """A PNG image (to be renamed ``.mp4`` by the caller: not a video)."""
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240", "-frames:v", "1",
+        [tools.ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240", "-frames:v", "1",
          "-f", "image2", "-c:v", "png", str(path)],
         check=True,
     )  # fmt: skip
@@ -55,7 +56,7 @@ def make_png(path: Path) -> Path:
 def streams(path: Path) -> dict[str, dict[str, Any]]:
     """ffprobe's first video and first audio stream of ``path``, by codec type."""
     completed = subprocess.run(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", str(path)],
+        [tools.ffprobe(), "-v", "error", "-print_format", "json", "-show_streams", "-show_format", str(path)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     info = json.loads(completed.stdout)

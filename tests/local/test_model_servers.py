@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import math
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from handlers.media import tools
 from handlers.transcripts import word_error_rate
 from local.models import embeddings, transcription
 from local.models.formats import timestamp
@@ -248,11 +248,11 @@ def _seconds(pattern: re.Pattern[str], stamp: str) -> float:
     return hours * 3600 + minutes * 60 + seconds + millis / 1000
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+@pytest.mark.skipif(not tools.resolve(tools.ESPEAK).found, reason="espeak-ng is not installed (make install)")
 def test_transcribes_speech_synthesised_on_the_fly(whisper: httpx.Client, tmp_path: Path) -> None:
     sentence = "The quick brown fox jumps over the lazy dog. Please send the report before Friday."
     wav = tmp_path / "speech.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), sentence], check=True)
+    subprocess.run([tools.espeak(), "-v", "en-us", "-s", "150", "-w", str(wav), sentence], check=True)
     response = transcribe(whisper, wav.read_bytes(), response_format="verbose_json")
     assert response.status_code == 200, response.text
     assert word_error_rate(sentence, response.json()["text"]) < 0.35
@@ -266,11 +266,11 @@ def test_generated_tone_is_transcribed_without_error(whisper: httpx.Client) -> N
     assert isinstance(body["segments"], list)
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
+@pytest.mark.skipif(not tools.resolve(tools.FFMPEG).found, reason="ffmpeg is not installed (make install)")
 def test_compressed_audio_generated_by_ffmpeg(whisper: httpx.Client, tmp_path: Path) -> None:
     source, ogg = tmp_path / "tone.wav", tmp_path / "tone.ogg"
     source.write_bytes(tone_wav(1.5))
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(source), "-c:a", "libvorbis", str(ogg)], check=True)
+    subprocess.run([tools.ffmpeg(), "-loglevel", "error", "-i", str(source), "-c:a", "libvorbis", str(ogg)], check=True)
     response = transcribe(whisper, ogg.read_bytes(), "tone.ogg", response_format="verbose_json")
     assert response.status_code == 200, response.text
     assert response.json()["duration"] == pytest.approx(1.5, abs=0.1)
@@ -303,11 +303,11 @@ def test_bad_transcription_requests_are_4xx_and_server_keeps_serving(
     assert transcribe(whisper, tone_wav(0.3)).status_code == 200
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
+@pytest.mark.skipif(not tools.resolve(tools.FFMPEG).found, reason="ffmpeg is not installed (make install)")
 def test_video_without_audio_track_is_400(whisper: httpx.Client, tmp_path: Path) -> None:
     video = tmp_path / "silent.mp4"
     lavfi = "testsrc=duration=1:size=64x64:rate=5"
-    ffmpeg = ["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", lavfi, "-c:v", "mpeg4", str(video)]
+    ffmpeg = [tools.ffmpeg(), "-loglevel", "error", "-f", "lavfi", "-i", lavfi, "-c:v", "mpeg4", str(video)]
     subprocess.run(ffmpeg, check=True)
     response = transcribe(whisper, video.read_bytes(), "silent.mp4")
     assert response.status_code == 400
