@@ -15,7 +15,7 @@ is killed (Linux ``PR_SET_PDEATHSIG``). Nothing is lost on a stop: the event
 log, the read model and the pending QStash messages are on disk, and the next
 start resumes unfinished queues.
 
-Before it starts anything it checks its tools (:func:`missing_tools`): the
+Before it starts anything it checks its tools (:func:`check_tools`) and says where each is: the
 API's steps run ffmpeg and ffprobe, so without them it refuses, one line per
 missing tool with its fix, and exits 1 having started no process and opened
 no port. espeak-ng is only ``make demo``'s (the generated lecture): without
@@ -255,22 +255,26 @@ REQUIRED_TOOLS = (tools.FFMPEG, tools.FFPROBE)
 """What the API's steps run (compress, audio, cutting at silences, probing); espeak-ng is only the demo's."""
 
 
-def missing_tools(settings: tools.ToolSettings | None = None) -> tuple[list[str], list[str]]:
-    """``(refusals, warnings)``: one line per missing required tool, one per missing optional one, each with its fix."""
-    refusals, warnings = [], []
+def check_tools(settings: tools.ToolSettings | None = None) -> tuple[list[str], list[str], list[str]]:
+    """``(found, refusals, warnings)``: where each tool found is, one line per missing required tool and one
+    per missing optional one, each with its fix."""
+    found, refusals, warnings = [], [], []
     for tool in tools.resolve_all(settings):
         if tool.found:
+            found.append(tool.describe())
             continue
         text = f"{tool.name} is missing: {tool.problem} — fix: {tool.fix}"
         if tool.name in REQUIRED_TOOLS:
             refusals.append(text)
         else:
             warnings.append(f"{text} (only make demo without VIDEO= needs it)")
-    return refusals, warnings
+    return found, refusals, warnings
 
 
 def main() -> int:
-    refusals, warnings = missing_tools()
+    found, refusals, warnings = check_tools()
+    for text in found:
+        print(f"[stack] {text}", flush=True)
     for text in warnings:
         print(f"[stack] warning: {text}", file=sys.stderr, flush=True)
     if refusals:

@@ -52,6 +52,9 @@ PACKAGES = {FFMPEG: "imageio-ffmpeg", FFPROBE: "av", ESPEAK: "espeakng-loader"}
 
 PACKAGE_LABELS = {FFMPEG: "imageio-ffmpeg", FFPROBE: "PyAV", ESPEAK: "espeakng-loader"}
 
+PACKAGE_MODULES = {FFMPEG: "imageio_ffmpeg", FFPROBE: "av", ESPEAK: "espeakng_loader"}
+"""The module each of those wheels installs: absent, the tool is not packaged here."""
+
 VARIABLES = {FFMPEG: "VIDPIPE_FFMPEG", FFPROBE: "VIDPIPE_FFPROBE", ESPEAK: "VIDPIPE_ESPEAK"}
 
 SYSTEM_PACKAGES = "apt-get install ffmpeg espeak-ng; brew install ffmpeg espeak-ng"
@@ -193,27 +196,29 @@ def _executable(value: str) -> str | None:
 def _packaged(name: str) -> str | None:
     if name == FFMPEG:
         return packaged_ffmpeg()
-    if importlib.util.find_spec(PACKAGES[name].replace("-", "_")) is None:
+    if importlib.util.find_spec(PACKAGE_MODULES[name]) is None:
         return None
     if name == ESPEAK and not _espeak_library_present():
         return None
     return _console_script(PACKAGED_COMMANDS[name])
 
 
-@lru_cache(maxsize=1)
 def packaged_ffmpeg() -> str | None:
     """The ffmpeg binary inside the imageio-ffmpeg wheel (never a system one; ``None`` without the wheel)."""
-    spec = importlib.util.find_spec("imageio_ffmpeg")
+    spec = importlib.util.find_spec(PACKAGE_MODULES[FFMPEG])
     if spec is None or spec.origin is None:
         return None
-    binaries = Path(spec.origin).parent / "binaries"
+    return _binary_in(Path(spec.origin).parent / "binaries")
+
+
+@lru_cache(maxsize=4)
+def _binary_in(binaries: Path) -> str | None:
     found = sorted(p for p in binaries.glob("ffmpeg*") if p.is_file() and os.access(p, os.X_OK))
     return str(found[-1]) if found else None
 
 
-@lru_cache(maxsize=1)
 def _espeak_library_present() -> bool:
-    spec = importlib.util.find_spec("espeakng_loader")
+    spec = importlib.util.find_spec(PACKAGE_MODULES[ESPEAK])
     if spec is None or spec.origin is None:
         return False
     folder = Path(spec.origin).parent
