@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.media_links import derive_key
+from handlers.flow_control import KEY_PREFIX_PATTERN, StepFlowControl, default_key_prefix
 from projections.database import ConfigurationError, DatabaseUrl
 
 # The official QStash dev server's test user: the embedded default's local server uses it too.
@@ -82,6 +83,33 @@ class Settings(BaseSettings):
     thread, so a burst of QStash deliveries neither starts a hundred ffmpeg processes nor takes
     the threads that answer the public API."""
 
+    flow_control: bool = Field(default=True, alias="VIDPIPE_FLOW_CONTROL")
+    """Publish step messages with QStash flow control: at most ``VIDPIPE_PARALLELISM_<STEP>``
+    deliveries of a step kind run at once across every replica, the rest wait at QStash (holding
+    no connection, spending no retry). ``false``: QStash delivers every due message at once and only
+    each process's ``VIDPIPE_MAX_CONCURRENT_STEPS`` bounds the work."""
+
+    flow_control_key_prefix: str | None = Field(
+        default=None, pattern=KEY_PREFIX_PATTERN, alias="VIDPIPE_FLOW_CONTROL_KEY_PREFIX"
+    )
+    """Start of the flow-control keys (``<prefix>-transcribe``, ...). Keys are shared by everything
+    publishing with one QStash account, so two deployments sharing an account need different
+    prefixes; unset: ``vidpipe-<host of the public URL>``, which every replica of one deployment
+    shares. Set it explicitly when replicas publish under different URLs."""
+
+    parallelism_compress: int = Field(default=4, ge=0, alias="VIDPIPE_PARALLELISM_COMPRESS")
+    """Compress deliveries running at once across all replicas (ffmpeg or Cloudinary); 0: unbounded."""
+
+    parallelism_audio_convert: int = Field(default=4, ge=0, alias="VIDPIPE_PARALLELISM_AUDIO_CONVERT")
+    """Audio-convert deliveries running at once across all replicas; 0: unbounded."""
+
+    parallelism_transcribe: int = Field(default=2, ge=0, alias="VIDPIPE_PARALLELISM_TRANSCRIBE")
+    """Transcriptions running at once across all replicas: size it to what the Whisper servers serve
+    at once (a Hugging Face Space: 1); 0: unbounded."""
+
+    parallelism_embed: int = Field(default=4, ge=0, alias="VIDPIPE_PARALLELISM_EMBED")
+    """Embed deliveries running at once across all replicas (BGE, or E5 as fallback); 0: unbounded."""
+
     max_step_body_bytes: int = Field(default=1024 * 1024, ge=1024, alias="VIDPIPE_MAX_STEP_BODY_BYTES")
     """Largest body a step webhook reads (413 beyond). QStash caps message bodies at 1 MB and a
     step message is about a hundred bytes; a larger declared ``Content-Length`` is refused before
@@ -147,6 +175,20 @@ class Settings(BaseSettings):
             host = self.vercel_url.removeprefix("https://").removeprefix("http://")
             return f"https://{host.rstrip('/')}"
         return f"http://127.0.0.1:{self.port}"
+
+    def step_flow_control(self) -> StepFlowControl | None:
+        """The flow-control keys and limits step messages are published with (``None``: off)."""
+        if not self.flow_control:
+            return None
+        return StepFlowControl(
+            self.flow_control_key_prefix or default_key_prefix(self.public_base_url),
+            {
+                "compress": self.parallelism_compress,
+                "audio-convert": self.parallelism_audio_convert,
+                "transcribe": self.parallelism_transcribe,
+                "embed": self.parallelism_embed,
+            },
+        )
 
     @property
     def database(self) -> DatabaseUrl:

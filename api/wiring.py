@@ -54,7 +54,7 @@ def build_dispatcher(settings: Settings, core: Core) -> EventFollower:
         retries=settings.qstash_delivery_retries,
         retry_delay=settings.qstash_retry_delay,
     )
-    dispatcher = Dispatcher(bus, settings.public_base_url, core.view)
+    dispatcher = Dispatcher(bus, settings.public_base_url, core.view, settings.step_flow_control())
     return EventFollower(core.app, core.view, dispatcher, poll_interval=settings.projection_poll_seconds)
 
 

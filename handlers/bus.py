@@ -2,6 +2,10 @@
 
 Production points ``QSTASH_URL`` at Upstash; the embedded default at the local
 QStash-compatible server (``local/qstash``). Same SDK, same HTTP API.
+A publish may carry flow control (:mod:`handlers.flow_control`): the SDK's
+``flow_control`` argument, sent as ``Upstash-Flow-Control-Key`` and
+``Upstash-Flow-Control-Value: parallelism=N``, which Upstash and the local
+server both honour.
 """
 
 from __future__ import annotations
@@ -11,22 +15,31 @@ from typing import Any, Protocol
 
 from qstash import QStash
 from qstash.errors import QStashError
+from qstash.message import FlowControl
+
+from handlers.flow_control import FlowLimit
 
 logger = logging.getLogger(__name__)
 
 
 class MessageBus(Protocol):
     def publish(
-        self, url: str, body: dict[str, Any], *, deduplication_id: str, delay_seconds: float
+        self,
+        url: str,
+        body: dict[str, Any],
+        *,
+        deduplication_id: str,
+        delay_seconds: float,
+        flow_control: FlowLimit | None = None,
     ) -> str:
-        """Publish ``body`` to ``url``; return the bus's message id."""
+        """Publish ``body`` to ``url`` (delivered within ``flow_control``'s limits); return the message id."""
 
     def cancel(self, message_id: str) -> bool:
         """Cancel a pending message; False when it is no longer pending."""
 
 
 class QStashBus:
-    """Publishes with deduplication ids and delays; cancels pending messages."""
+    """Publishes with deduplication ids, delays and flow control; cancels pending messages."""
 
     def __init__(
         self,
@@ -43,7 +56,13 @@ class QStashBus:
         self.timeout_seconds = timeout_seconds
 
     def publish(
-        self, url: str, body: dict[str, Any], *, deduplication_id: str, delay_seconds: float
+        self,
+        url: str,
+        body: dict[str, Any],
+        *,
+        deduplication_id: str,
+        delay_seconds: float,
+        flow_control: FlowLimit | None = None,
     ) -> str:
         response = self.client.message.publish_json(
             url=url,
@@ -54,6 +73,9 @@ class QStashBus:
             retry_delay=self.retry_delay,
             timeout=f"{self.timeout_seconds}s" if self.timeout_seconds else None,
             label="vidpipe",
+            flow_control=None if flow_control is None else FlowControl(
+                key=flow_control.key, parallelism=flow_control.parallelism
+            ),
         )
         return response.message_id  # type: ignore[union-attr]
 

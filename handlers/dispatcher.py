@@ -9,6 +9,10 @@ The event log is the outbox. On
   ``delay_seconds`` (QStash carries the delay; no handler sleeps);
 - ``Cancelled``: every message of the queue still pending is cancelled.
 
+Every message of a step kind carries that kind's flow-control key and
+parallelism (:mod:`handlers.flow_control`), a retry too, so QStash delivers
+at most that many of the kind at once across every replica.
+
 Publishing happens before the batch's transaction (so SQLite's write lock is
 not held during HTTP calls); the transaction then records the message ids in
 ``video_processing_messages`` and the dispatcher's position. If the process
@@ -28,6 +32,7 @@ from typing import Any
 from domain.queue import ProcessingQueue
 from handlers.bus import MessageBus
 from handlers.failpoints import failpoint
+from handlers.flow_control import StepFlowControl
 from handlers.step_runner import StepMessage
 from projections.views import ReadModelView, SqlSession
 
@@ -54,10 +59,13 @@ class Dispatcher:
 
     name = "dispatcher"
 
-    def __init__(self, bus: MessageBus, base_url: str, view: ReadModelView) -> None:
+    def __init__(
+        self, bus: MessageBus, base_url: str, view: ReadModelView, flow_control: StepFlowControl | None = None
+    ) -> None:
         self.bus = bus
         self.base_url = base_url
         self.view = view
+        self.flow_control = flow_control
         self._published: dict[tuple[str, str, int], tuple[str, float]] = {}
         self._cancelled: set[str] = set()
 
@@ -104,6 +112,7 @@ class Dispatcher:
             m.as_body(),
             deduplication_id=publication.deduplication_id,
             delay_seconds=publication.delay_seconds,
+            flow_control=None if self.flow_control is None else self.flow_control.for_step(m.step),
         )
         self._published[key] = (message_id, publication.delay_seconds)
         failpoint("dispatcher.after_publish")  # published, not yet recorded in video_processing_messages

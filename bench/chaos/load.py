@@ -256,8 +256,9 @@ def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
     upload_ms: list[float] = []
     upload_lock = threading.Lock()
     # like real QStash without flow control: every due message is delivered at once (the local server
-    # otherwise caps itself at 16), so the API's own step limit is what bounds the work
-    stack = ChaosStack(url, workdir, steps="pipeline",
+    # otherwise caps itself at 16, and vidpipe's flow-control keys would hold them at QStash), so the
+    # API's own step limit is what bounds the work (flow control has its own scenario: flow_control.py)
+    stack = ChaosStack(url, workdir, steps="pipeline", env={"VIDPIPE_FLOW_CONTROL": "false"},
                        service_env={"qstash": {"LOCAL_QSTASH_CONCURRENCY": str(QSTASH_CONCURRENCY)}})
     with stack:
         stack.wait_models_ready()
