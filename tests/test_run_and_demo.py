@@ -1,13 +1,22 @@
 """The README's two commands, in a throw-away copy of the repository.
 
 ``make run`` is ``python -m local.stack`` and ``make demo`` is
-``python -m local.demo``: this test runs both as a user would, from a copy
-of the working tree (tracked and untracked-but-not-ignored files, no
-``data/``, no ``../shared``) with this interpreter, so nothing is installed.
-The stack gets free ports; the demo makes its own lecture clip, uploads it
-and follows it to ``completed``; then Ctrl-C (SIGINT to the launcher's
-process group) must stop everything: the launcher exits 0 and no process of
-that run remains.
+``python -m local.demo``. The first test runs ``make install``, ``make run``
+and ``make demo`` as a user would, from a copy of the working tree (tracked
+and untracked-but-not-ignored files, no ``data/``, no ``../shared``), on a
+``PATH`` that holds no ffmpeg, ffprobe or espeak-ng: one folder of links to
+make, the shell and a few coreutils (Debian keeps the media tools in
+``/usr/bin`` beside them, so ``/usr/bin`` itself cannot be on it). To stay
+fast the copy reuses this virtualenv (``.venv`` is a link to it, as are the
+TypeScript tests' ``node_modules``), so ``make install`` finds everything
+installed and changes nothing; the media tools then come from the packages
+``make install`` installed in it (imageio-ffmpeg, PyAV, espeakng-loader), and
+the test checks that the stack says so. The stack gets free ports; the demo
+makes its own lecture clip, uploads it and follows it to ``completed``; then
+Ctrl-C (SIGINT to the launcher's process group) must stop everything: no
+process of that run remains. A second test breaks one tool
+(``VIDPIPE_FFMPEG=/nonexistent``): ``make run`` must refuse at once, naming
+it and its fix, having started nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +45,10 @@ REDIRECTING = (
     "NEXTAUTH_URL", "VERCEL_URL", "CLOUDINARY_URL", "MEGA_EMAIL", "MEGA_PASSWORD", "ONESIGNAL_REST_API_KEY",
 )
 STARTED = re.compile(r"\[stack\] starting (\S+) \(pid (\d+)\)")
+MEDIA_TOOLS = ("ffmpeg", "ffprobe", "espeak-ng")
+BARE_PROGRAMS = ("make", "sh", "bash", "env", "test", "touch", "cat", "grep", "sed", "expand", "rm", "mkdir", "ls",
+                 "uname", "dirname", "basename", "id")
+"""What make and the Makefile's recipes call by name; everything else runs by absolute path."""
 
 
 UNCOPIED = (".git", ".venv", "data", "tests/artifacts", ".pytest_cache", ".hypothesis", ".ruff_cache")
@@ -138,9 +151,50 @@ class Launcher:
         return self.process.wait(60)
 
 
+def bare_path(folder: Path) -> str:
+    """A ``PATH`` of one folder: links to python3, make and :data:`BARE_PROGRAMS`, no media tool."""
+    folder.mkdir()
+    (folder / "python3").symlink_to(sys.executable)
+    for name in BARE_PROGRAMS:
+        found = shutil.which(name)
+        if found is not None:
+            (folder / name).symlink_to(found)
+    path = str(folder)
+    assert shutil.which("make", path=path), "make is not installed"
+    assert not [tool for tool in MEDIA_TOOLS if shutil.which(tool, path=path)]
+    return path
+
+
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
     return copy_working_tree(tmp_path / "vidpipe")
+
+
+@pytest.fixture
+def installed_copy(repo_copy: Path) -> Path:
+    """The copy with this virtualenv (and the TypeScript tests' node packages) linked in, as after make install."""
+    venv = Path(sys.prefix)
+    assert venv != Path(sys.base_prefix), "run the tests with the virtualenv's interpreter (make test)"
+    assert (venv / ".installed").is_file(), f"{venv} was not made by make install"
+    (repo_copy / ".venv").symlink_to(venv)
+    node_modules = Path("tests/local/qstash_js/node_modules")
+    assert (ROOT / node_modules).is_dir(), "run make install first (the TypeScript tests' node packages)"
+    (repo_copy / node_modules).symlink_to(ROOT / node_modules)
+    # make install in the copy must find nothing to do: were it to reinstall, it would point the shared
+    # virtualenv's editable install at this throw-away copy
+    planned = subprocess.run(["make", "--dry-run", "install"], cwd=repo_copy, capture_output=True, text=True,
+                             timeout=60, check=False)
+    if planned.returncode != 0 or "Nothing to be done" not in planned.stdout:
+        pytest.fail(f"{venv} is older than pyproject.toml or the node packages: run make install first\n"
+                    f"{planned.stdout}{planned.stderr}")
+    return repo_copy
+
+
+@pytest.fixture
+def bare_environment(environment: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """:func:`environment` on a ``PATH`` without ffmpeg, ffprobe or espeak-ng."""
+    drop = ("VIRTUAL_ENV", "PYTHONPATH", "IMAGEIO_FFMPEG_EXE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+    return {**{k: v for k, v in environment.items() if k not in drop}, "PATH": bare_path(tmp_path / "bin")}
 
 
 @pytest.fixture
@@ -150,14 +204,9 @@ def environment() -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def launcher(repo_copy: Path, environment: dict[str, str]) -> Iterator[Launcher]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local.stack"], cwd=repo_copy, env=environment, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
-    started = Launcher(process)
+def _stopped(started: Launcher) -> Iterator[Launcher]:
     yield started
+    process = started.process
     if process.poll() is None:  # the test failed before Ctrl-C: leave nothing behind
         started.ctrl_c()
     for pid in started.children().values():
@@ -168,19 +217,43 @@ def launcher(repo_copy: Path, environment: dict[str, str]) -> Iterator[Launcher]
     process.stdout.close()
 
 
+@pytest.fixture
+def launcher(repo_copy: Path, environment: dict[str, str]) -> Iterator[Launcher]:
+    """``python -m local.stack`` in the copy."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local.stack"], cwd=repo_copy, env=environment, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    yield from _stopped(Launcher(process))
+
+
+@pytest.fixture
+def make_launcher(installed_copy: Path, bare_environment: dict[str, str]) -> Iterator[Launcher]:
+    """``make install`` then ``make run`` in the copy, on a PATH without media tools."""
+    installed = subprocess.run(["make", "install"], cwd=installed_copy, env=bare_environment, stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=600, check=False)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    process = subprocess.Popen(
+        ["make", "run"], cwd=installed_copy, env=bare_environment, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    yield from _stopped(Launcher(process))
+
+
 @pytest.mark.timeout(420)
-def test_make_run_then_make_demo_completes_and_ctrl_c_leaves_nothing_behind(
-    launcher: Launcher, repo_copy: Path, environment: dict[str, str]
+def test_make_install_run_and_demo_complete_without_media_tools_on_path_and_ctrl_c_leaves_nothing_behind(
+    make_launcher: Launcher, installed_copy: Path, bare_environment: dict[str, str]
 ) -> None:
+    launcher, repo_copy, environment = make_launcher, installed_copy, bare_environment
     launcher.wait_for("vidpipe is running", timeout=240)
     assert "dev token   ey" in launcher.output
+    for tool, package in (("ffmpeg", "imageio-ffmpeg"), ("ffprobe", "PyAV"), ("espeak-ng", "espeakng-loader")):
+        assert re.search(rf"^\[stack\] {tool}: /\S+ \({package}\)$", launcher.output, re.MULTILINE), launcher.output
     children = launcher.children()
     assert set(children) == {"qstash", "whisper", "embeddings", "api"}, launcher.output
 
-    api = f"http://127.0.0.1:{environment['PORT']}"
     demo = subprocess.run(
-        [sys.executable, "-m", "local.demo", "--api", api, "--timeout", "240"],
-        check=False, cwd=repo_copy, env={**environment, "COLUMNS": "160"}, stdin=subprocess.DEVNULL,
+        ["make", "demo"], check=False, cwd=repo_copy, env={**environment, "COLUMNS": "160"}, stdin=subprocess.DEVNULL,
         capture_output=True, text=True, timeout=300,
     )
     out = demo.stdout + demo.stderr
@@ -198,7 +271,8 @@ def test_make_run_then_make_demo_completes_and_ctrl_c_leaves_nothing_behind(
     for fmt in ("json", "srt", "vtt", "txt"):
         assert f"/transcript?format={fmt}" in out
 
-    assert launcher.ctrl_c() == 0, launcher.output[-4000:]
+    # make waits for the stack to stop, then ends by the SIGINT itself, as in a terminal
+    assert launcher.ctrl_c() in (0, -signal.SIGINT), launcher.output[-4000:]
     assert "[stack] stopped" in launcher.output
     left = {name: pid for name, pid in children.items() if alive(pid)}
     assert not left, f"still running after Ctrl-C: {left}"
@@ -250,7 +324,7 @@ def test_ctrl_c_mid_processing_loses_nothing_and_a_restart_resumes_the_queue(
         while (row := status())["status"] not in ("completed", "failed", "cancelled"):
             assert time.monotonic() < deadline, row
             time.sleep(0.5)
-        assert row["status"] == "completed", row
+        assert row["status"] == "completed", (row.get("error"), row.get("steps"))
         events = httpx.get(f"{api}/api/video-processing/status/{queue_id}/events", headers=headers, timeout=10).json()
         completed = [e["step"] for e in events["events"] if e["event"] == "StepCompleted"]
         assert sorted(completed) == sorted(["compress", "audio-convert", "transcribe", "embed"])
@@ -261,3 +335,30 @@ def test_ctrl_c_mid_processing_loses_nothing_and_a_restart_resumes_the_queue(
         assert restarted.process.stdout is not None
         restarted.process.stdout.close()
     assert not processes_in(repo_copy)
+
+
+@pytest.mark.timeout(120)
+def test_make_run_with_missing_tools_refuses_at_once_naming_each_with_its_fix_and_starts_nothing(
+    installed_copy: Path, bare_environment: dict[str, str]
+) -> None:
+    from local.stack import _port_free
+
+    env = {**bare_environment, "VIDPIPE_FFMPEG": "/nonexistent/ffmpeg", "VIDPIPE_FFPROBE": "no-such-ffprobe"}
+    began = time.monotonic()
+    done = subprocess.run(["make", "run"], cwd=installed_copy, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60, check=False)
+    elapsed = time.monotonic() - began
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out
+    refusals = [line for line in out.splitlines() if line.startswith("[stack] cannot start: ")]
+    assert refusals == [
+        "[stack] cannot start: ffmpeg is missing: VIDPIPE_FFMPEG=/nonexistent/ffmpeg is not an executable program"
+        " — fix: set VIDPIPE_FFMPEG to an existing ffmpeg program, or unset it to use the packaged one",
+        "[stack] cannot start: ffprobe is missing: VIDPIPE_FFPROBE=no-such-ffprobe is not an executable program"
+        " — fix: set VIDPIPE_FFPROBE to an existing ffprobe program, or unset it to use the packaged one",
+    ], out
+    assert "[stack] starting" not in out and "vidpipe is running" not in out, out
+    assert not (installed_copy / "data").exists()
+    assert processes_in(installed_copy) == []
+    assert all(_port_free(int(env[name])) for name in PORT_VARIABLES)
+    assert elapsed < 30, f"took {elapsed:.1f} s to refuse"
