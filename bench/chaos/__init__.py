@@ -27,6 +27,7 @@ SCENARIOS = {
     "postgres-restart": "bench.chaos.postgres_restart",
     "model-servers": "bench.chaos.model_servers",
     "load": "bench.chaos.load",
+    "flow-control": "bench.chaos.flow_control",
     "bad-input": "bench.chaos.bad_input",
 }
 
