@@ -21,7 +21,10 @@ run in threads of their own limiter, never in the pool that serves the public
 API's synchronous endpoints: however many deliveries QStash sends at once, the
 work (and its ffmpeg processes, memory and CPU) stays bounded and a tutor's
 status request does not queue behind a hundred running steps. Waiting spends
-none of QStash's retries (a 503 would).
+none of QStash's retries (a 503 would), but it does run inside the delivery:
+it holds the step kind's flow-control slot and counts toward QStash's delivery
+timeout. Across replicas, QStash's flow control (:mod:`handlers.flow_control`)
+bounds each step kind before delivery; this limiter bounds one process.
 """
 
 from __future__ import annotations
