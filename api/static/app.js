@@ -3,7 +3,13 @@
 // Sign in with a bearer token (kept in sessionStorage), upload with
 // XMLHttpRequest (upload progress), follow a queue's server-sent events with
 // fetch() + a stream reader (EventSource cannot send an Authorization
-// header), cancel, read the transcript, list one's own queues.
+// header), cancel, read the transcript, list one's own queues, search every
+// lecture for a moment and watch it: a <video> on signed media links (it
+// cannot send the token either), captions from the VTT transcript, and a
+// transcript panel that follows playback, seeks and finds words.
+//
+// Text from the server is only ever set with textContent; matched words are
+// <mark> elements built here from character offsets, never parsed HTML.
 "use strict";
 
 (function () {
@@ -17,6 +23,14 @@
     embed: "Embeddings",
   };
   const PAGE_SIZE = 10;
+  const SEARCH_DELAY_MS = 300; // debounce of search-as-you-type
+  const SEARCH_LIMIT = 10;
+  const RETRIEVERS = {
+    keyword: "found by its words",
+    semantic: "found by meaning",
+    both: "found by words and meaning",
+  };
+  const FOLLOW_PAUSE_MS = 4000; // the transcript stops following while the tutor scrolls it
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -28,7 +42,26 @@
     announced: new Map(), // step -> status last announced
     listOffset: 0,
     listItems: [],
+    currentName: null,
+    search: { timer: null, controller: null, query: "" },
+    player: idlePlayer(),
   };
+
+  function idlePlayer() {
+    return {
+      queueId: null,
+      name: "",
+      segments: [], // transcript segments {start, end, text}
+      lines: [], // their <li> elements
+      now: -1, // index of the line being spoken
+      focus: 0, // index of the line that holds the tab stop
+      refreshTimer: null,
+      links: null,
+      recovering: false,
+      userScrolledAt: 0,
+      opening: 0, // increments with each open, so a late answer for an older one is dropped
+    };
+  }
 
   class ApiError extends Error {
     constructor(status, message) {
@@ -121,6 +154,43 @@
     return (h ? h + ":" : "") + mm + ":" + rest;
   }
 
+  // 75 -> "1:15", 3725 -> "1:02:05": how a player shows a time.
+  function shortClock(seconds) {
+    const s = Math.max(0, Math.floor(Number(seconds) || 0));
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const rest = String(s % 60).padStart(2, "0");
+    return h ? h + ":" + String(m).padStart(2, "0") + ":" + rest : m + ":" + rest;
+  }
+
+  function duration(seconds) {
+    return "PT" + Math.max(0, Number(seconds) || 0).toFixed(1) + "S";
+  }
+
+  // Spans of code points (what the API counts, as Python does) -> spans of UTF-16 units (what JS counts).
+  function unitSpans(text, spans) {
+    const offsets = [0];
+    for (const ch of text) offsets.push(offsets[offsets.length - 1] + ch.length);
+    const last = offsets.length - 1;
+    const at = (i) => offsets[Math.max(0, Math.min(last, Math.floor(Number(i) || 0)))];
+    return (spans || []).map((span) => [at(span[0]), at(span[1])]);
+  }
+
+  // The text as nodes, each span [start, end) (UTF-16 offsets) inside a <mark>.
+  function markedNodes(text, spans) {
+    const sorted = spans.filter(([a, b]) => b > a).sort((x, y) => x[0] - y[0] || y[1] - x[1]);
+    const nodes = [];
+    let done = 0;
+    for (const [start, end] of sorted) {
+      if (start < done) continue; // overlapping spans: the first wins
+      if (start > done) nodes.push(document.createTextNode(text.slice(done, start)));
+      nodes.push(el("mark", { text: text.slice(start, end) }));
+      done = end;
+    }
+    if (done < text.length) nodes.push(document.createTextNode(text.slice(done)));
+    return nodes;
+  }
+
   function when(iso) {
     if (!iso) return "";
     const date = new Date(iso);
@@ -133,7 +203,7 @@
 
   // ------------------------------------------------------------ sign in
   function showSignedIn(signedIn) {
-    for (const id of ["upload", "queues"]) $(id).hidden = !signedIn;
+    for (const id of ["upload", "search", "queues"]) $(id).hidden = !signedIn;
     $("signout-button").hidden = !signedIn;
     $("signin-fields").hidden = signedIn;
     $("signin-button").hidden = signedIn;
@@ -142,6 +212,8 @@
       $("current").hidden = true;
       $("transcript").hidden = true;
       $("who").textContent = "";
+      closePlayer();
+      clearSearch();
     }
   }
 
@@ -262,10 +334,12 @@
     $("activity").replaceChildren();
     $("steps").replaceChildren();
     $("current-id").textContent = queueId;
+    state.currentName = name || null;
     $("current-file").textContent = name || "—";
     $("queue-error").hidden = true;
     $("cancel-button").disabled = false;
     $("transcript-button").disabled = true;
+    $("watch-button").disabled = true;
     setBadge($("current-status"), "pending");
     setProgress($("overall-progress"), $("overall-percent"), 0);
     setMessage("status-message", "Waiting for the first update…");
@@ -446,6 +520,12 @@
     $("cancel-button").disabled = terminal;
     const transcribe = (row.steps || []).find((s) => s.step === "transcribe");
     $("transcript-button").disabled = !(transcribe && transcribe.status === "completed");
+    const compress = (row.steps || []).find((s) => s.step === "compress");
+    $("watch-button").disabled = !(compress && compress.status === "completed") || row.status === "cancelled";
+    if (row.filename && !state.currentName) {
+      state.currentName = row.filename;
+      $("current-file").textContent = row.filename;
+    }
     if (terminal) {
       const summary = {
         completed: "Processing completed. The transcript is ready.",
@@ -535,6 +615,454 @@
     }
   }
 
+  // ------------------------------------------------------------ search
+  function clearSearch() {
+    const search = state.search;
+    clearTimeout(search.timer);
+    if (search.controller) search.controller.abort();
+    search.controller = null;
+    search.query = "";
+    $("search-results").replaceChildren();
+    $("search-results").removeAttribute("aria-busy");
+    $("search-notice").hidden = true;
+    setMessage("search-message", "");
+  }
+
+  function scheduleSearch() {
+    clearTimeout(state.search.timer);
+    state.search.timer = setTimeout(runSearch, SEARCH_DELAY_MS);
+  }
+
+  async function runSearch(force) {
+    const search = state.search;
+    clearTimeout(search.timer);
+    const query = $("search-q").value.trim();
+    if (!query) return clearSearch();
+    if (query === search.query && !force) return;
+    if (search.controller) search.controller.abort();
+    const controller = new AbortController();
+    search.controller = controller;
+    search.query = query;
+    const results = $("search-results");
+    results.setAttribute("aria-busy", "true");
+    const params = new URLSearchParams({ q: query, limit: String(SEARCH_LIMIT) });
+    let answer;
+    try {
+      answer = await (await api("/api/search?" + params, { signal: controller.signal })).json();
+    } catch (error) {
+      if (controller.signal.aborted) return;
+      search.query = "";
+      results.removeAttribute("aria-busy");
+      setMessage("search-message", "Cannot search: " + error.message, true);
+      return;
+    }
+    if (controller.signal.aborted) return;
+    search.controller = null;
+    renderAnswer(answer);
+  }
+
+  function renderAnswer(answer) {
+    const moments = answer.moments || [];
+    $("search-results").replaceChildren(...moments.map(hitItem));
+    $("search-results").removeAttribute("aria-busy");
+    const notice = $("search-notice");
+    notice.hidden = !answer.notice;
+    notice.textContent = answer.notice || "";
+    const found = moments.length
+      ? plural(moments.length, "moment") + " found"
+      : "No moment of your lectures answers “" + answer.query + "”";
+    setMessage("search-message", found + (answer.notice ? " (" + answer.notice + ")." : "."));
+  }
+
+  function hitItem(moment, index) {
+    const name = moment.filename || moment.queue_id;
+    const text = moment.text || "";
+    return el("li", { className: "hit", dataset: { queue: moment.queue_id, start: String(moment.start_seconds) } },
+      el("button", {
+        type: "button", className: "hit-open",
+        onclick: () => openPlayer(moment.queue_id, name, moment.start_seconds, { play: true }),
+        onkeydown: (event) => moveAmongHits(event, index),
+      },
+      el("span", { className: "hit-head" },
+        el("span", { className: "hit-file", text: name }),
+        el("time", { className: "hit-time", datetime: duration(moment.start_seconds), text: shortClock(moment.start_seconds) })),
+      el("span", { className: "hit-text" }, ...markedNodes(text, unitSpans(text, moment.highlights))),
+      el("span", { className: "hit-by", dataset: { retriever: moment.retriever }, text: RETRIEVERS[moment.retriever] || moment.retriever })));
+  }
+
+  function moveAmongHits(event, index) {
+    const buttons = $("search-results").querySelectorAll(".hit-open");
+    let target = null;
+    if (event.key === "ArrowDown") target = buttons[Math.min(buttons.length - 1, index + 1)];
+    else if (event.key === "ArrowUp") target = index === 0 ? $("search-q") : buttons[index - 1];
+    else return;
+    event.preventDefault();
+    target.focus();
+  }
+
+  function wireSearch() {
+    const input = $("search-q");
+    input.addEventListener("input", scheduleSearch);
+    $("search-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      runSearch(true);
+    });
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        input.value = "";
+        clearSearch();
+      } else if (event.key === "ArrowDown") {
+        const first = $("search-results").querySelector(".hit-open");
+        if (first) {
+          event.preventDefault();
+          first.focus();
+        }
+      }
+    });
+  }
+
+  // ------------------------------------------------------------ player
+  function mediaUrl(queueId) {
+    return API + "/status/" + encodeURIComponent(queueId) + "/media";
+  }
+
+  async function fetchLinks(queueId) {
+    return (await api(mediaUrl(queueId))).json();
+  }
+
+  // Ask for fresh links a while before these expire (a minute, or a fifth of a short lifetime).
+  function scheduleRefresh(links) {
+    const player = state.player;
+    clearTimeout(player.refreshTimer);
+    player.links = links;
+    const lifetime = Date.parse(links.expires_at) - Date.now();
+    if (!(lifetime > 0)) return;
+    const margin = Math.min(60000, Math.max(2000, lifetime / 5));
+    player.refreshTimer = setTimeout(() => refreshLinks(player.queueId), Math.max(1000, lifetime - margin));
+  }
+
+  async function refreshLinks(queueId) {
+    let links;
+    try {
+      links = await fetchLinks(queueId);
+    } catch (error) {
+      if (state.player.queueId !== queueId) return;
+      setMessage("player-message", "Cannot renew the video's link (" + error.message + "); trying again.", true);
+      state.player.refreshTimer = setTimeout(() => refreshLinks(queueId), 15000);
+      return;
+    }
+    if (state.player.queueId !== queueId) return;
+    swapVideoSource(links.video_url);
+    const track = $("captions");
+    if (links.captions_url && track.readyState !== 2) track.src = links.captions_url; // not loaded yet: new link
+    scheduleRefresh(links);
+  }
+
+  // A new link for the same video: carry on from the same place, playing if it was.
+  function swapVideoSource(url) {
+    const video = $("video");
+    const at = video.currentTime;
+    const wasPlaying = !video.paused && !video.ended;
+    video.addEventListener("loadedmetadata", () => {
+      video.currentTime = at;
+      if (wasPlaying) video.play().catch(() => {});
+    }, { once: true });
+    video.src = url;
+  }
+
+  // A fresh <track> per lecture, so no cue of the last one lingers.
+  function setCaptions(url) {
+    const old = $("captions");
+    const track = el("track", { id: "captions", kind: "captions", srclang: "en", label: "Captions", default: true });
+    if (url) track.src = url;
+    old.replaceWith(track);
+    return track;
+  }
+
+  function showCaptions() {
+    const video = $("video");
+    for (const track of video.textTracks) {
+      if (track.kind === "captions") track.mode = "showing";
+    }
+  }
+
+  // A moment starts where the caption before it ends. Chromium counts a cue as showing at its end time
+  // too, and after a seek to exactly that time it keeps the old caption on screen beside the new one
+  // until the new one ends; a millisecond later only the new one shows.
+  function cueSafe(seconds) {
+    return Math.max(0, Number(seconds) || 0) + 0.001;
+  }
+
+  function metadataReady(video) {
+    if (video.readyState >= 1) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (ok) => {
+        video.removeEventListener("loadedmetadata", loaded);
+        video.removeEventListener("error", failed);
+        resolve(ok);
+      };
+      const loaded = () => done(true);
+      const failed = () => done(false);
+      video.addEventListener("loadedmetadata", loaded);
+      video.addEventListener("error", failed);
+    });
+  }
+
+  // Open a lecture in the player at `at` seconds; `play` starts it, `focus` moves focus to the player.
+  async function openPlayer(queueId, name, at, options) {
+    const opts = options || {};
+    const video = $("video");
+    const section = $("player");
+    section.hidden = false;
+    let player = state.player;
+    if (player.queueId !== queueId) {
+      closePlayer(true);
+      player = state.player;
+      player.queueId = queueId;
+      player.name = name;
+      const opening = player.opening;
+      $("player-file").textContent = name;
+      setMessage("player-message", "Loading " + name + "…");
+      let links;
+      try {
+        links = await fetchLinks(queueId);
+      } catch (error) {
+        if (state.player.opening !== opening) return;
+        setMessage("player-message", "Cannot play " + name + ": " + error.message, true);
+        player.queueId = null;
+        return;
+      }
+      if (state.player.opening !== opening) return;
+      setCaptions(links.captions_url);
+      video.src = links.video_url;
+      showCaptions();
+      scheduleRefresh(links);
+      loadLines(queueId);
+    }
+    if (opts.focus) $("player-title").focus();
+    section.scrollIntoView({ block: "start" });
+    const opening = player.opening;
+    if (!(await metadataReady(video)) || state.player.opening !== opening) return;
+    video.currentTime = cueSafe(at);
+    const from = " from " + shortClock(at);
+    if (!opts.play) {
+      setMessage("player-message", name + " is ready to play" + from + ".");
+      return;
+    }
+    try {
+      await video.play();
+      setMessage("player-message", "Playing " + name + from + ".");
+    } catch (error) {
+      if (state.player.opening !== opening) return;
+      setMessage("player-message", name + " is ready" + from + ": press play to start.");
+    }
+  }
+
+  // Stop playback and forget the lecture; `keepOpen` leaves the section visible (another lecture follows).
+  function closePlayer(keepOpen) {
+    const player = state.player;
+    clearTimeout(player.refreshTimer);
+    const video = $("video");
+    video.pause();
+    if (video.hasAttribute("src")) {
+      video.removeAttribute("src");
+      video.load();
+    }
+    setCaptions(null);
+    state.player = Object.assign(idlePlayer(), { opening: player.opening + 1 });
+    $("lines").replaceChildren();
+    $("find-q").value = "";
+    setMessage("find-message", "");
+    if (!keepOpen) {
+      $("player").hidden = true;
+      $("player-file").textContent = "";
+      setMessage("player-message", "");
+    }
+  }
+
+  // A link refused while playing (it expired while the computer slept, say): renew it once and go on.
+  async function recoverVideo() {
+    const video = $("video");
+    const player = state.player;
+    if (!player.queueId || !video.error) return;
+    if (player.recovering) {
+      setMessage("player-message", "The video cannot be played (" + (video.error.message || "media error " + video.error.code) + ").", true);
+      return;
+    }
+    player.recovering = true;
+    setMessage("player-message", "Renewing the video's link…");
+    await refreshLinks(player.queueId);
+    setTimeout(() => { player.recovering = false; }, 30000);
+  }
+
+  // ------------------------------------------------------------ transcript lines
+  async function loadLines(queueId) {
+    const player = state.player;
+    const box = $("lines");
+    box.setAttribute("aria-busy", "true");
+    let data;
+    try {
+      data = await (await api(API + "/status/" + encodeURIComponent(queueId) + "/transcript?format=json")).json();
+    } catch (error) {
+      if (state.player !== player) return;
+      box.removeAttribute("aria-busy");
+      setMessage("find-message", error.status === 404 ? "This lecture has no transcript yet." :
+        "Cannot load the transcript: " + error.message, error.status !== 404);
+      return;
+    }
+    if (state.player !== player) return;
+    player.segments = (data.segments || []).map((s) => ({ start: Number(s.start) || 0, end: Number(s.end) || 0, text: String(s.text || "").trim() }));
+    player.lines = player.segments.map((segment, index) =>
+      el("li", { className: "line", dataset: { index: String(index), start: String(segment.start) } },
+        el("button", { type: "button", className: "line-seek", tabindex: index === 0 ? "0" : "-1" },
+          el("time", { className: "line-time", datetime: duration(segment.start), text: shortClock(segment.start) }),
+          el("span", { className: "line-text", text: segment.text }))));
+    box.replaceChildren(...player.lines);
+    box.removeAttribute("aria-busy");
+    setMessage("find-message", plural(player.lines.length, "line") + ".");
+    if ($("find-q").value.trim()) findInTranscript();
+    followPlayback();
+  }
+
+  // The line being spoken at `t` seconds: the last that started, unless it ended well before.
+  function lineAt(segments, t) {
+    let low = 0;
+    let high = segments.length - 1;
+    let found = -1;
+    while (low <= high) {
+      const mid = (low + high) >> 1;
+      if (segments[mid].start <= t) {
+        found = mid;
+        low = mid + 1;
+      } else high = mid - 1;
+    }
+    if (found === -1) return -1;
+    const next = segments[found + 1];
+    return t < Math.max(segments[found].end, next ? Math.min(next.start, segments[found].end + 1) : 0) ? found : -1;
+  }
+
+  function followPlayback() {
+    const player = state.player;
+    if (!player.lines.length) return;
+    const index = lineAt(player.segments, $("video").currentTime);
+    if (index === player.now) return;
+    const before = player.lines[player.now];
+    if (before) {
+      before.classList.remove("is-now");
+      before.querySelector(".line-seek").removeAttribute("aria-current");
+    }
+    player.now = index;
+    const line = player.lines[index];
+    if (!line) return;
+    line.classList.add("is-now");
+    line.querySelector(".line-seek").setAttribute("aria-current", "true");
+    if (!line.hidden && Date.now() - player.userScrolledAt > FOLLOW_PAUSE_MS) scrollToLine(line);
+  }
+
+  // Scroll the transcript box (never the page) so the line sits a third of the way down.
+  function scrollToLine(line) {
+    const box = $("lines");
+    const top = line.offsetTop - box.clientHeight / 3;
+    const smooth = !window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+    box.scrollTo({ top: Math.max(0, top), behavior: smooth ? "smooth" : "auto" });
+  }
+
+  function seekToLine(index) {
+    const player = state.player;
+    const segment = player.segments[index];
+    if (!segment) return;
+    const video = $("video");
+    video.currentTime = cueSafe(segment.start);
+    setTabStop(index);
+    video.play().catch(() => {});
+    setMessage("player-message", "Playing " + player.name + " from " + shortClock(segment.start) + ".");
+  }
+
+  function setTabStop(index) {
+    const player = state.player;
+    const old = player.lines[player.focus];
+    if (old) old.querySelector(".line-seek").tabIndex = -1;
+    player.focus = index;
+    const line = player.lines[index];
+    if (line) line.querySelector(".line-seek").tabIndex = 0;
+  }
+
+  // Arrow keys, Home and End move among the lines that are shown; Enter and Space (the button's own) seek.
+  function moveAmongLines(event) {
+    const player = state.player;
+    const shown = player.lines.filter((line) => !line.hidden);
+    if (!shown.length) return;
+    const here = shown.indexOf(event.target.closest("li"));
+    let target;
+    if (event.key === "ArrowDown") target = shown[Math.min(shown.length - 1, here + 1)];
+    else if (event.key === "ArrowUp") target = shown[Math.max(0, here - 1)];
+    else if (event.key === "Home") target = shown[0];
+    else if (event.key === "End") target = shown[shown.length - 1];
+    else return;
+    event.preventDefault();
+    setTabStop(Number(target.dataset.index));
+    target.querySelector(".line-seek").focus();
+  }
+
+  function escapeRegExp(text) {
+    return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  }
+
+  // Keep the lines holding every word of the box (any case), the words marked; an empty box shows all.
+  function findInTranscript() {
+    const player = state.player;
+    const words = $("find-q").value.trim().split(/\s+/).filter(Boolean).slice(0, 20);
+    const tests = words.map((word) => new RegExp(escapeRegExp(word), "iu"));
+    const marker = words.length ? new RegExp(words.map(escapeRegExp).join("|"), "giu") : null;
+    let shown = 0;
+    player.lines.forEach((line, index) => {
+      const text = player.segments[index].text;
+      const match = tests.every((test) => test.test(text));
+      line.hidden = !match;
+      const spans = [];
+      if (marker && match) {
+        for (const found of text.matchAll(marker)) spans.push([found.index, found.index + found[0].length]);
+      }
+      line.querySelector(".line-text").replaceChildren(...markedNodes(text, spans));
+      if (match) shown += 1;
+    });
+    const first = player.lines.find((line) => !line.hidden);
+    const holder = player.lines[player.focus];
+    if (first && (!holder || holder.hidden)) setTabStop(Number(first.dataset.index));
+    if (!words.length) setMessage("find-message", plural(player.lines.length, "line") + ".");
+    else if (!shown) setMessage("find-message", "No line has “" + words.join(" ") + "”.");
+    else setMessage("find-message", shown + " of " + plural(player.lines.length, "line") + " match “" + words.join(" ") + "”.");
+  }
+
+  function wirePlayer() {
+    const video = $("video");
+    video.addEventListener("timeupdate", followPlayback);
+    video.addEventListener("seeked", followPlayback);
+    video.addEventListener("error", recoverVideo);
+    $("player-close").addEventListener("click", () => closePlayer(false));
+    const box = $("lines");
+    box.addEventListener("click", (event) => {
+      const line = event.target.closest("li.line");
+      if (line) seekToLine(Number(line.dataset.index));
+    });
+    box.addEventListener("keydown", moveAmongLines);
+    for (const name of ["wheel", "touchmove"]) {
+      box.addEventListener(name, () => { state.player.userScrolledAt = Date.now(); }, { passive: true });
+    }
+    const find = $("find-q");
+    find.addEventListener("input", findInTranscript);
+    find.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        find.value = "";
+        findInTranscript();
+      } else if (event.key === "Enter") {
+        event.preventDefault();
+        const first = state.player.lines.find((line) => !line.hidden);
+        if (first) first.querySelector(".line-seek").focus();
+      }
+    });
+  }
+
   // ------------------------------------------------------------ queue list
   async function loadQueues(more) {
     if (!state.token) return;
@@ -558,7 +1086,7 @@
 
   function renderQueues() {
     const items = state.listItems.map((row) => {
-      const name = row.attachment_id || row.queue_id;
+      const name = queueName(row);
       return el("li", { dataset: { queue: row.queue_id }, className: row.queue_id === state.queueId ? "is-current" : "" },
         el("span", { className: "q-name", text: name }),
         el("span", { className: "q-when", text: when(row.created_at) }),
@@ -573,9 +1101,21 @@
             $("current-title").setAttribute("tabindex", "-1");
             $("current-title").focus();
           },
-        }));
+        }),
+        row.status === "completed"
+          ? el("button", {
+            type: "button", className: "secondary q-watch", text: "Watch",
+            "aria-label": "Watch " + name,
+            onclick: () => openPlayer(row.queue_id, name, 0, { play: false, focus: true }),
+          })
+          : null);
     });
     $("queue-list").replaceChildren(...items);
+  }
+
+  // What a tutor calls a video: the file name they uploaded (ids only when there is none).
+  function queueName(row) {
+    return row.filename || row.attachment_id || row.queue_id;
   }
 
   function updateListItem(row) {
@@ -619,6 +1159,10 @@
     });
     $("cancel-button").addEventListener("click", cancelCurrent);
     $("transcript-button").addEventListener("click", openTranscript);
+    $("watch-button").addEventListener("click", () =>
+      openPlayer(state.queueId, state.currentName || state.queueId, 0, { play: false, focus: true }));
+    wireSearch();
+    wirePlayer();
     for (const button of document.querySelectorAll("[data-format]")) {
       button.addEventListener("click", () => download(button.dataset.format));
     }

@@ -11,7 +11,7 @@ same pipeline as ``make run``. ``browser`` is Debian's Chromium
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,18 +42,27 @@ class WebStack:
     models: dict[str, str]
     running: list[Any] = field(default_factory=list)
 
-    def app(self, name: str, **overrides: Any) -> ServedApp:
-        """A served app with its own database, storage and QStash server; overrides by env name."""
+    def database_url(self, name: str) -> str:
+        return f"sqlite:///{self.directory}/{name}.db"
+
+    def storage_dir(self, name: str) -> Path:
+        return self.directory / f"{name}-storage"
+
+    def app(self, name: str, providers: Mapping[str, Any] | None = None, **overrides: Any) -> ServedApp:
+        """A served app with its own database, storage and QStash server; overrides by env name.
+
+        ``providers`` replaces the step providers (all four steps), as ``create_app`` takes them.
+        """
         qstash = local_qstash(self.directory / f"{name}-qstash.sqlite3")
         self.running.append(qstash)
         sock = reserve_port()
         values: dict[str, Any] = {
             "VIDPIPE_ENV": "development",
-            "DATABASE_URL": f"sqlite:///{self.directory}/{name}.db",
+            "DATABASE_URL": self.database_url(name),
             "PORT": sock.getsockname()[1],
             "QSTASH_URL": qstash.url,
             "VIDPIPE_STEP_PROVIDERS": "pipeline",
-            "VIDPIPE_STORAGE_DIR": str(self.directory / f"{name}-storage"),
+            "VIDPIPE_STORAGE_DIR": str(self.storage_dir(name)),
             "VIDPIPE_WORK_DIR": str(self.directory / f"{name}-work"),
             "WHISPER_HG_VOICE_TO_TEXT_SERVER_API_URL": self.models["whisper"],
             "BGE_HG_EMBEDDING_SERVER_API_URL": self.models["embeddings"],
@@ -62,13 +71,38 @@ class WebStack:
             "VIDPIPE_CANCEL_POLL_SECONDS": 0.2,
         }
         values.update(overrides)
-        served = ServedApp(create_app(Settings(**values)), sock)
+        served = ServedApp(create_app(Settings(**values), providers=providers), sock)
         self.running.append(served)
         return served
 
     def stop(self) -> None:
         for server in reversed(self.running):
             server.stop()
+
+
+def sign_in(page: Any, app: ServedApp) -> None:
+    """Open the page and sign in with the development token the server filled in."""
+    from playwright.sync_api import expect
+
+    page.goto(app.url + "/")
+    token = page.get_by_label("Access token")
+    expect(token).not_to_have_value("")  # the development token, filled in by the server
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#who")).to_have_text("Signed in as dev-tutor")
+    expect(page.get_by_role("heading", name="Upload a lecture video")).to_be_visible()
+
+
+def upload_by_keyboard(page: Any, video: Path) -> None:
+    """Choose the file, then reach the upload button with Tab and press Enter."""
+    from playwright.sync_api import expect
+
+    page.get_by_label("Video file").set_input_files(str(video))
+    page.get_by_label("Video file").focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "upload-button"
+    page.keyboard.press("Enter")
+    expect(page.locator("#upload-message")).to_contain_text("processing has started")
+    expect(page.locator("#upload-progress")).to_have_js_property("value", 100)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from api.token import mint
 from api.web import render_index
 from tests.mediafiles import JFK_FLAC, LECTURE_SENTENCES, jfk_video, lecture_video, media_directory
 from tests.support import ServedApp
-from tests.web.conftest import WebStack
+from tests.web.conftest import WebStack, sign_in, upload_by_keyboard
 
 STEPS = ["compress", "audio-convert", "transcribe", "embed"]
 SENTENCE = "ask not what your country can do for you"
@@ -60,26 +60,6 @@ def _words(text: str) -> str:
 @pytest.fixture(scope="module")
 def main_app(web_stack: WebStack) -> ServedApp:
     return web_stack.app("main")
-
-
-def sign_in(page: Page, app: ServedApp) -> None:
-    page.goto(app.url + "/")
-    token = page.get_by_label("Access token")
-    expect(token).not_to_have_value("")  # the development token, filled in by the server
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.locator("#who")).to_have_text("Signed in as dev-tutor")
-    expect(page.get_by_role("heading", name="Upload a lecture video")).to_be_visible()
-
-
-def upload_by_keyboard(page: Page, video: Path) -> None:
-    """Choose the file, then reach the upload button with Tab and press Enter."""
-    page.get_by_label("Video file").set_input_files(str(video))
-    page.get_by_label("Video file").focus()
-    page.keyboard.press("Tab")
-    assert page.evaluate("document.activeElement.id") == "upload-button"
-    page.keyboard.press("Enter")
-    expect(page.locator("#upload-message")).to_contain_text("processing has started")
-    expect(page.locator("#upload-progress")).to_have_js_property("value", 100)
 
 
 def step(page: Page, name: str) -> Any:
