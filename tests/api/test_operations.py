@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -185,7 +186,7 @@ def test_doctor_prints_a_line_per_check_wakes_servers_and_fails_with_fixes(
     lines = out.getvalue().splitlines()
     assert lines[-1].startswith("ready:")
     names = [line.split()[1] for line in lines[:-1]]
-    assert names[:5] == ["configuration", "variables", "database", "qstash", "qstash"]
+    assert names[:8] == ["configuration", "variables", "ffmpeg", "ffprobe", "espeak-ng", "database", "qstash", "qstash"]
     assert "(woke up)" in out.getvalue()
 
     monkeypatch.setenv("QSTASH_URL", f"http://127.0.0.1:{closed_port()}")
@@ -200,3 +201,25 @@ def test_doctor_prints_a_line_per_check_wakes_servers_and_fails_with_fixes(
     assert text.splitlines()[-1].startswith("not ready") and "qstash" in text.splitlines()[-1]
     server.shutdown()
     server.server_close()
+
+
+def test_doctor_reports_each_media_tool_with_path_source_and_version_and_a_missing_one_with_its_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for variable in ("VIDPIPE_FFMPEG", "VIDPIPE_FFPROBE", "VIDPIPE_ESPEAK"):
+        monkeypatch.delenv(variable, raising=False)
+    found = {result.name: result for result in doctor.check_tools()}
+    assert list(found) == ["ffmpeg", "ffprobe", "espeak-ng"]
+    assert all(result.ok for result in found.values()), found
+    assert re.fullmatch(r"/\S+ \(imageio-ffmpeg\): ffmpeg version \S+", found["ffmpeg"].detail), found["ffmpeg"]
+    assert re.fullmatch(r"/\S+/vidpipe-ffprobe \(PyAV\): vidpipe-ffprobe \(PyAV .*\)", found["ffprobe"].detail)
+    assert "(espeakng-loader): eSpeak NG text-to-speech: 1." in found["espeak-ng"].detail
+
+    monkeypatch.setenv("VIDPIPE_FFMPEG", "/nonexistent/ffmpeg")
+    monkeypatch.setenv("VIDPIPE_ESPEAK", "/nonexistent/espeak-ng")
+    lines = [doctor.line(result) for result in doctor.check_tools()]
+    assert lines[0] == ("FAIL  ffmpeg         not found: VIDPIPE_FFMPEG=/nonexistent/ffmpeg is not an executable "
+                        "program  → fix: set VIDPIPE_FFMPEG to an existing ffmpeg program, or unset it to use the "
+                        "packaged one")
+    assert lines[1].startswith("ok    ffprobe ")
+    assert lines[2].startswith("warn  espeak-ng      not found: VIDPIPE_ESPEAK=/nonexistent/espeak-ng")
