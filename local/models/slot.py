@@ -8,15 +8,24 @@ model request are too, and ``never_wake`` turns all of them away: the
 behaviours of a Hugging Face Space that sleeps, for clients to be tested
 against. ``slow_requests`` requests the awake model serves are first held for
 ``slow_seconds`` (a server slower than its clients' timeout).
+
+The model is loaded on a thread of its own that lives as long as the slot
+(:class:`ModelThread`), and work handed to :meth:`ModelSlot.submit` runs there,
+one call after another. Loading on a thread that then exits made CTranslate2
+(faster-whisper) spend 4-7x the CPU on every later transcription: its GNU
+OpenMP threads then spin-wait at full speed instead of yielding the cores
+(``OMP_WAIT_POLICY=passive`` or ``GOMP_SPINCOUNT=0`` hide it too).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
@@ -26,6 +35,7 @@ from local.models.settings import ModelServerSettings
 logger = logging.getLogger(__name__)
 
 M = TypeVar("M")
+T = TypeVar("T")
 
 State = Literal["loading", "asleep", "ready", "failed"]
 
@@ -37,6 +47,39 @@ class SlotStatus:
     state: State
     estimated_time: float | None = None
     error: str | None = None
+
+
+class ModelThread:
+    """One daemon thread that runs the calls submitted to it, in order, until closed."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], object], Future[object]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, call: Callable[[], T]) -> Future[T]:
+        """Run ``call`` on the thread after everything submitted before it; its result as a future."""
+        future: Future[T] = Future()
+        self._calls.put((call, future))  # type: ignore[arg-type]
+        return future
+
+    def close(self) -> None:
+        """Let the thread end once the calls already submitted have run."""
+        self._calls.put(None)
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            call, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # handed to whoever waits on the future
+                future.set_exception(exc)
 
 
 class ModelSlot(Generic[M]):
@@ -55,29 +98,41 @@ class ModelSlot(Generic[M]):
         """When the ``sleep_seconds`` end: set by the first model request after loading."""
         self._slow_left = settings.slow_requests
         self._started_at: float | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: ModelThread | None = None
+        self._loaded: Future[None] | None = None
 
     def start(self) -> None:
-        """Begin loading in a daemon thread (once)."""
+        """Begin loading on the model's own thread (once)."""
         if self._thread is not None:
             return
         self._started_at = time.monotonic()
+        self._thread = ModelThread(f"model-{self.name}")
         if self._settings.never_wake:
             logger.warning("Model %s never wakes (MODEL_SERVER_NEVER_WAKE): not loading it", self.name)
             return
-        self._thread = threading.Thread(target=self._run, name=f"load-{self.name}", daemon=True)
-        self._thread.start()
+        self._loaded = self._thread.submit(self._run)
 
     def stop(self) -> None:
-        """Interrupt an artificial load delay; a load in progress finishes on its own."""
+        """Interrupt an artificial load delay and let the model's thread end after the work it has."""
         self._stopping.set()
+        if self._thread is not None:
+            self._thread.close()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until loading ended (either way); True when it did in time."""
-        if self._thread is None:
+        if self._loaded is None:
             return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        try:
+            self._loaded.result(timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def submit(self, call: Callable[[], T]) -> Future[T]:
+        """Run ``call`` on the model's thread, after the calls submitted before it."""
+        if self._thread is None:
+            raise RuntimeError(f"model slot {self.name} was not started")
+        return self._thread.submit(call)
 
     @property
     def model(self) -> M | None:
