@@ -13,7 +13,7 @@ help: ## list the targets
 QSTASH_JS := tests/local/qstash_js
 NODE_STAMP := $(QSTASH_JS)/node_modules/.package-lock.json
 
-install: $(STAMP) $(NODE_STAMP) ## create .venv with every dependency, and the node packages of the TS SDK tests (idempotent)
+install: $(STAMP) $(NODE_STAMP) ## create .venv with every dependency (ffmpeg, ffprobe, espeak-ng too, from wheels), and the node packages of the TS SDK tests (idempotent)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
