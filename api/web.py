@@ -3,7 +3,10 @@
 Plain HTML, CSS and JavaScript from ``api/static`` (no build step) that speak
 the public API like any other client: the tutor signs in with a bearer token,
 uploads, follows the queue's server-sent-event stream, cancels, reads the
-transcript and lists their queues.
+transcript, lists their queues, searches their lectures and watches a moment
+(a ``<video>`` on the signed media links, captions from the VTT transcript, a
+transcript panel that follows playback). The CSP's ``default-src 'self'``
+covers the media: links are same-origin ``/media/...`` paths.
 
 In the embedded default (``VIDPIPE_ENV=development`` with the HS256
 development secret) the page carries a development tutor token in

@@ -685,9 +685,14 @@
       },
       el("span", { className: "hit-head" },
         el("span", { className: "hit-file", text: name }),
-        el("time", { className: "hit-time", datetime: duration(moment.start_seconds), text: shortClock(moment.start_seconds) })),
+        el("time", {
+          className: "hit-time", datetime: duration(moment.start_seconds), text: shortClock(moment.start_seconds),
+        })),
       el("span", { className: "hit-text" }, ...markedNodes(text, unitSpans(text, moment.highlights))),
-      el("span", { className: "hit-by", dataset: { retriever: moment.retriever }, text: RETRIEVERS[moment.retriever] || moment.retriever })));
+      el("span", {
+        className: "hit-by", dataset: { retriever: moment.retriever },
+        text: RETRIEVERS[moment.retriever] || moment.retriever,
+      })));
   }
 
   function moveAmongHits(event, index) {
@@ -886,7 +891,8 @@
     const player = state.player;
     if (!player.queueId || !video.error) return;
     if (player.recovering) {
-      setMessage("player-message", "The video cannot be played (" + (video.error.message || "media error " + video.error.code) + ").", true);
+      const why = video.error.message || "media error " + video.error.code;
+      setMessage("player-message", "The video cannot be played (" + why + ").", true);
       return;
     }
     player.recovering = true;
@@ -911,7 +917,9 @@
       return;
     }
     if (state.player !== player) return;
-    player.segments = (data.segments || []).map((s) => ({ start: Number(s.start) || 0, end: Number(s.end) || 0, text: String(s.text || "").trim() }));
+    player.segments = (data.segments || []).map((s) => ({
+      start: Number(s.start) || 0, end: Number(s.end) || 0, text: String(s.text || "").trim(),
+    }));
     player.lines = player.segments.map((segment, index) =>
       el("li", { className: "line", dataset: { index: String(index), start: String(segment.start) } },
         el("button", { type: "button", className: "line-seek", tabindex: index === 0 ? "0" : "-1" },
@@ -1031,7 +1039,8 @@
     if (first && (!holder || holder.hidden)) setTabStop(Number(first.dataset.index));
     if (!words.length) setMessage("find-message", plural(player.lines.length, "line") + ".");
     else if (!shown) setMessage("find-message", "No line has “" + words.join(" ") + "”.");
-    else setMessage("find-message", shown + " of " + plural(player.lines.length, "line") + " match “" + words.join(" ") + "”.");
+    else setMessage("find-message", shown + " of " + plural(player.lines.length, "line") +
+      " match “" + words.join(" ") + "”.");
   }
 
   function wirePlayer() {
@@ -1092,6 +1101,7 @@
         el("span", { className: "q-when", text: when(row.created_at) }),
         el("span", { className: "badge q-status", dataset: { status: row.status }, text: row.status }),
         el("span", { className: "percent q-progress", text: percent(row.progress_percentage) + "%" }),
+        el("span", { className: "q-actions" },
         el("button", {
           type: "button", className: "secondary", text: "Open",
           "aria-label": "Open " + name + " (" + row.status + ")",
@@ -1108,7 +1118,7 @@
             "aria-label": "Watch " + name,
             onclick: () => openPlayer(row.queue_id, name, 0, { play: false, focus: true }),
           })
-          : null);
+          : null));
     });
     $("queue-list").replaceChildren(...items);
   }

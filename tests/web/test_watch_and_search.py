@@ -138,7 +138,8 @@ def test_a_question_typed_in_the_search_box_plays_the_moment_with_captions(
     wait_searchable(tutor, queue_id, LECTURES["photosynthesis.mp4"][0][2])
     # the list names videos by the file uploaded, newest first, never by storage id
     expect(page.locator("#queue-list .q-name")).to_have_text(["photosynthesis.mp4", "french-revolution.mp4"])
-    assert queue_id not in page.locator("#queue-list").inner_text() and french not in page.locator("#queue-list").inner_text()
+    listed = page.locator("#queue-list").inner_text()
+    assert queue_id not in listed and french not in listed
 
     expected = api_search(tutor, QUESTION)["moments"][0]
     assert expected["queue_id"] == queue_id and "At night" in expected["text"], expected
@@ -148,14 +149,14 @@ def test_a_question_typed_in_the_search_box_plays_the_moment_with_captions(
     page.on("request", lambda request: searches.append(request.url) if "/api/search?" in request.url else None)
     page.get_by_label("Search all your lectures").press_sequentially(QUESTION, delay=25)
     first = page.locator("#search-results li").first
-    expect(first).to_be_visible()
-    assert 1 <= len(searches) <= 3, searches  # debounced: not one request per keystroke
+    expect(first.locator(".hit-text")).to_have_text(expected["text"])
+    marked = [expected["text"][start:end] for start, end in expected["highlights"]]
+    assert marked
+    expect(first.locator("mark")).to_have_text(marked)  # the words of the whole question, not of a prefix
+    assert 1 <= len(searches) <= len(QUESTION) // 4, searches  # debounced: not one request per keystroke
     expect(page.locator("#search-message")).to_contain_text("found")
     expect(first.locator(".hit-file")).to_have_text("photosynthesis.mp4")
     expect(first.locator(".hit-time")).to_have_text(short_clock(expected["start_seconds"]))
-    expect(first.locator(".hit-text")).to_have_text(expected["text"])
-    marked = [expected["text"][start:end] for start, end in expected["highlights"]]
-    assert marked and first.locator("mark").all_inner_texts() == marked
     expect(first.locator(".hit-by")).to_have_attribute("data-retriever", expected["retriever"])
     expect(first.locator(".hit-by")).to_contain_text("found by")
     names = set(page.locator("#search-results .hit-file").all_inner_texts())
@@ -180,7 +181,8 @@ def test_a_question_typed_in_the_search_box_plays_the_moment_with_captions(
     expect(page.locator("#player-message")).to_have_text(
         f"Playing photosynthesis.mp4 from {short_clock(expected['start_seconds'])}.")
     # the transcript panel shows the line being spoken
-    expect(page.locator("#lines li.is-now .line-text")).to_have_text(spoken_at("photosynthesis.mp4", page.evaluate(f"{VIDEO}.currentTime")))
+    spoken = spoken_at("photosynthesis.mp4", page.evaluate(f"{VIDEO}.currentTime"))
+    expect(page.locator("#lines li.is-now .line-text")).to_have_text(spoken)
     expect(page.locator("#lines li.is-now .line-seek")).to_have_attribute("aria-current", "true")
     screenshot(page, "02-playing-the-moment")
 
@@ -244,6 +246,7 @@ def test_the_transcript_follows_playback_seeks_on_click_and_on_enter_and_finds_w
     expect(page.locator("#lines mark")).to_have_count(0)
 
     # the panel follows playback: the line being spoken is scrolled into the panel's view
+    assert page.evaluate("(() => { const b = document.getElementById('lines'); return b.scrollHeight > b.clientHeight; })()")
     page.evaluate(f"{VIDEO}.currentTime = {script[0][0] + 1}")
     page.evaluate("document.getElementById('lines').scrollTop = 0")
     page.evaluate(f"{VIDEO}.currentTime = {script[-1][0] + 1}")
