@@ -70,6 +70,26 @@ class ModelLoading(ModelServerError):
         return {"Retry-After": str(math.ceil(self.estimated_time))}
 
 
+class ModelBusy(ModelServerError):
+    """The model is working and as many requests as allowed already wait: come back in ``retry_after`` s.
+
+    503 with ``Retry-After``, as while loading, but without ``estimated_time``
+    (the model is awake; clients read this as "busy", not "asleep").
+    """
+
+    status_code = 503
+
+    def __init__(self, model_name: str, *, waiting: int, retry_after: int) -> None:
+        super().__init__(
+            f"Model {model_name} is busy: one request is being served and {waiting} wait, the most this server "
+            f"queues (WHISPER_MAX_QUEUED); try again in about {retry_after} s"
+        )
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 class ModelFailed(ModelServerError):
     """The model could not be loaded; the operator must fix the configuration."""
 
@@ -82,7 +102,7 @@ def error_response(error: ModelServerError) -> JSONResponse:
 
 async def _on_model_server_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ModelServerError)
-    if exc.status_code >= 500 and not isinstance(exc, ModelLoading):
+    if exc.status_code >= 500 and not isinstance(exc, (ModelLoading, ModelBusy)):
         logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
     return error_response(exc)
 

@@ -3,6 +3,13 @@
 Each renderer takes faster-whisper's lazy segment generator and yields text,
 so a long transcript streams to the client instead of sitting in memory
 (``verbose_json`` keeps only the plain text, which it writes last).
+
+With ``stream=true`` the answer is server-sent events instead
+(:func:`render_events`), OpenAI's streaming-transcription events: a
+``transcript.text.delta`` and a ``transcript.text.segment`` (with ``start`` and
+``end``) as each segment is decoded, then one ``transcript.text.done`` that
+carries the whole result — for ``verbose_json`` every field the plain answer
+has, beside ``type``.
 """
 
 from __future__ import annotations
@@ -106,6 +113,47 @@ def render_verbose_json(
         yield ', "words": ' + json.dumps(words)
     usage = {"type": "duration", "seconds": math.ceil(duration)}
     yield f', "text": {json.dumps("".join(text).strip())}, "usage": {json.dumps(usage)}}}'
+
+
+EVENT_STREAM = "text/event-stream"
+STREAMABLE_FORMATS = ("json", "verbose_json")
+
+
+def server_event(data: dict[str, Any]) -> str:
+    """One server-sent event: ``data: <json>`` and a blank line."""
+    return f"data: {json.dumps(data)}\n\n"
+
+
+def render_events(
+    segments: Iterable[Segment], *, verbose: bool, language: str, duration: float, with_words: bool
+) -> Iterator[str]:
+    """Server-sent events: two per segment as it is decoded, then ``transcript.text.done`` with the result."""
+    objects: list[dict[str, Any]] = []
+    words: list[dict[str, Any]] = []
+    text: list[str] = []
+    for index, segment in enumerate(segments):
+        entry = segment_object(index, segment)
+        segment_id = f"seg_{index}"
+        yield server_event({"type": "transcript.text.delta", "delta": segment.text, "segment_id": segment_id})
+        yield server_event({"type": "transcript.text.segment", "id": segment_id, "start": entry["start"],
+                            "end": entry["end"], "text": segment.text})
+        text.append(segment.text)
+        if verbose:
+            objects.append(entry)
+            if with_words:
+                words.extend(word_object(word) for word in segment.words or ())
+    done: dict[str, Any] = {"type": "transcript.text.done"}
+    if verbose:
+        done.update(task="transcribe", language=language, duration=round(duration, 3), segments=objects)
+        if with_words:
+            done["words"] = words
+    done.update(text="".join(text).strip(), usage={"type": "duration", "seconds": math.ceil(duration)})
+    yield server_event(done)
+
+
+def error_event(message: str) -> str:
+    """What a stream ends with when decoding failed after it began."""
+    return server_event({"type": "error", "error": message})
 
 
 def segment_object(index: int, segment: Segment) -> dict[str, Any]:

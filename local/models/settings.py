@@ -96,7 +96,23 @@ class TranscriptionSettings(BaseSettings):
     """``WHISPER_BEAM_SIZE``: beam width (faster-whisper's default 5; 1 is greedy and faster)."""
 
     vad_filter: bool = False
-    """``WHISPER_VAD_FILTER``: skip silence with faster-whisper's bundled Silero VAD before decoding."""
+    """``WHISPER_VAD_FILTER``: skip silence with faster-whisper's bundled Silero VAD before sequential decoding
+    (batched decoding always cuts the audio at VAD's speech boundaries).
+    """
+
+    batched: bool = True
+    """``WHISPER_BATCHED``: decode with faster-whisper's ``BatchedInferencePipeline`` (VAD cuts the audio into
+    speech chunks of at most 30 s, decoded ``WHISPER_BATCH_SIZE`` at a time, without temperature fallback);
+    ``false``: the sequential decoder, 30 s windows each conditioned on the text before.
+    """
+
+    batch_size: int = Field(8, ge=1, le=64)
+    """``WHISPER_BATCH_SIZE``: speech chunks decoded together when ``WHISPER_BATCHED`` is on."""
+
+    max_queued: int = Field(4, ge=0)
+    """``WHISPER_MAX_QUEUED``: requests that may wait while one is transcribed (the model serves one at a time);
+    the next is answered 503 with ``Retry-After``.
+    """
 
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1)
     """``WHISPER_MAX_UPLOAD_BYTES``: largest audio upload accepted; larger is 413."""

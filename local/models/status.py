@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -12,15 +13,17 @@ from local.models.errors import ModelLoading
 from local.models.slot import ModelSlot
 
 
-def status_router(slot: ModelSlot[Any], owned_by: str) -> APIRouter:
-    """``/health`` answers 200 only when the next model request would succeed."""
+def status_router(
+    slot: ModelSlot[Any], owned_by: str, details: Callable[[], dict[str, Any]] | None = None
+) -> APIRouter:
+    """``/health`` answers 200 only when the next model request would succeed; ``details`` adds to its body."""
     router = APIRouter()
     created = int(time.time())
 
     @router.get("/health")
     def health() -> JSONResponse:
         status = slot.status()
-        body: dict[str, Any] = {"status": status.state, "model": slot.name}
+        body: dict[str, Any] = {"status": status.state, "model": slot.name, **(details() if details else {})}
         if status.state == "ready":
             return JSONResponse(body)
         if status.state == "failed":

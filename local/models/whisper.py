@@ -7,15 +7,17 @@ model loads or audio is decoded, never when this module is imported.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from local.models.errors import BadInput
 from local.models.settings import TranscriptionSettings
 
 if TYPE_CHECKING:
     import numpy as np
-    from faster_whisper import WhisperModel
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+    from faster_whisper.transcribe import Segment, TranscriptionInfo
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,52 @@ def load_whisper(settings: TranscriptionSettings) -> WhisperModel:
         cpu_threads=settings.cpu_threads,
         local_files_only=not settings.server.allow_download,
     )
+
+
+class Whisper:
+    """The loaded model and the way the server decodes with it: batched (with VAD) or sequential."""
+
+    def __init__(self, model: WhisperModel, settings: TranscriptionSettings) -> None:
+        self.model = model
+        self.settings = settings
+        self.batched: BatchedInferencePipeline | None = None
+        if settings.batched:
+            from faster_whisper import BatchedInferencePipeline
+
+            self.batched = BatchedInferencePipeline(model)
+
+    @property
+    def supported_languages(self) -> list[str]:
+        return list(self.model.supported_languages)
+
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None,
+        prompt: str | None,
+        temperatures: Sequence[float],
+        word_timestamps: bool,
+    ) -> tuple[Iterable[Segment], TranscriptionInfo]:
+        """faster-whisper's lazy segments and the audio's facts; decoding happens as the segments are read."""
+        options: dict[str, Any] = {
+            "language": language,
+            "initial_prompt": prompt,
+            "temperature": list(temperatures),
+            "beam_size": self.settings.beam_size,
+            "word_timestamps": word_timestamps,
+        }
+        if self.batched is not None:
+            # timestamps on: segments at Whisper's own sentence-like boundaries, not one per 30 s chunk
+            return self.batched.transcribe(
+                audio, batch_size=self.settings.batch_size, vad_filter=True, without_timestamps=False, **options
+            )
+        return self.model.transcribe(audio, vad_filter=self.settings.vad_filter, **options)
+
+
+def load_transcriber(settings: TranscriptionSettings) -> Whisper:
+    """:func:`load_whisper`, wrapped for decoding as configured."""
+    return Whisper(load_whisper(settings), settings)
 
 
 def decode(upload: BinaryIO) -> np.ndarray:

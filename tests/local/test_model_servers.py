@@ -8,6 +8,7 @@ fraction of a second because the libraries are already imported.
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 import socket
@@ -144,8 +145,11 @@ def embedder() -> Iterator[httpx.Client]:
         yield client
 
 
-def transcribe(client: httpx.Client, audio: bytes, name: str = "audio.wav", **form: str) -> httpx.Response:
-    return client.post("/v1/audio/transcriptions", files={"file": (name, audio)}, data=form)
+def transcribe(
+    client: httpx.Client, audio: bytes, name: str = "audio.wav", timeout: float | None = None, **form: str
+) -> httpx.Response:
+    options = {"timeout": timeout} if timeout is not None else {}
+    return client.post("/v1/audio/transcriptions", files={"file": (name, audio)}, data=form, **options)
 
 
 def embed(client: httpx.Client, texts: str | list[str]) -> list[list[float]]:
@@ -276,6 +280,121 @@ def test_compressed_audio_generated_by_ffmpeg(whisper: httpx.Client, tmp_path: P
     assert response.json()["duration"] == pytest.approx(1.5, abs=0.1)
 
 
+# --- transcription: streamed, batched or sequential ----------------------------
+
+
+def server_events(body: str) -> list[dict[str, object]]:
+    """The JSON of every ``data:`` event of a server-sent event stream, asserting its framing."""
+    assert body.endswith("\n\n")
+    events = []
+    for block in body.strip().split("\n\n"):
+        assert block.startswith("data: "), block
+        events.append(json.loads(block.removeprefix("data: ")))
+    return events
+
+
+@needs_shared_jfk
+def test_streamed_transcription_sends_each_segment_then_the_whole_result(whisper: httpx.Client) -> None:
+    plain = transcribe(whisper, JFK.read_bytes(), "jfk.flac", response_format="verbose_json").json()
+    response = transcribe(whisper, JFK.read_bytes(), "jfk.flac", response_format="verbose_json", stream="true")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = server_events(response.text)
+    done = events[-1]
+    assert done["type"] == "transcript.text.done"
+    assert {key for key in done if key != "type"} == set(plain)  # verbose_json's fields, every one
+    assert done["segments"] == plain["segments"] and done["text"] == plain["text"]
+    segments = [event for event in events if event["type"] == "transcript.text.segment"]
+    deltas = [event for event in events if event["type"] == "transcript.text.delta"]
+    assert len(segments) == len(deltas) == len(plain["segments"]) and len(events) == 2 * len(segments) + 1
+    assert [(e["start"], e["end"], e["text"]) for e in segments] == [
+        (s["start"], s["end"], s["text"]) for s in plain["segments"]
+    ]
+    assert "".join(str(delta["delta"]) for delta in deltas).strip() == plain["text"]
+    assert word_error_rate(JFK_TEXT, str(done["text"])) < 0.15
+
+
+def test_streamed_plain_json_and_refused_formats(whisper: httpx.Client) -> None:
+    events = server_events(transcribe(whisper, tone_wav(1.0), stream="true").text)
+    assert events[-1]["type"] == "transcript.text.done"
+    assert set(events[-1]) == {"type", "text", "usage"}
+    refused = transcribe(whisper, tone_wav(0.3), response_format="srt", stream="true")
+    assert refused.status_code == 422
+    assert "stream=true works with response_format json or verbose_json" in refused.json()["error"]
+    assert transcribe(whisper, tone_wav(0.3), stream="maybe").status_code == 422
+
+
+@needs_shared_jfk
+def test_sequential_decoding_answers_the_same_shape() -> None:
+    settings = TranscriptionSettings(cpu_threads=2, batched=False, server=ModelServerSettings())
+    with served(transcription.create_app(settings)) as client:
+        wait_for_state(client, {"ready"})
+        sequential = transcribe(client, JFK.read_bytes(), "jfk.flac", response_format="verbose_json").json()
+    assert set(sequential) == {"task", "language", "duration", "segments", "text", "usage"}
+    assert all(set(segment) == {"id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob",
+                                "compression_ratio", "no_speech_prob"} for segment in sequential["segments"])
+    assert word_error_rate(JFK_TEXT, sequential["text"]) < 0.15
+
+
+@needs_shared_jfk
+def test_one_transcription_at_a_time_and_the_overflow_is_told_to_retry() -> None:
+    """max_waiting + 2 requests: one works, max_waiting wait and are served in order, the last is 503."""
+    max_waiting = 2
+    settings = TranscriptionSettings(cpu_threads=2, max_queued=max_waiting, server=ModelServerSettings())
+    app = transcription.create_app(settings)
+    with served(app) as client:
+        wait_for_state(client, {"ready"})
+        gate = threading.Event()
+        app.state.slot.submit(gate.wait)  # hold the model's thread so the requests pile up
+        started: dict[int, float] = {}
+        statuses: dict[int, int] = {}
+
+        def send(number: int) -> None:
+            with client.stream("POST", "/v1/audio/transcriptions", files={"file": ("jfk.flac", JFK.read_bytes())},
+                               data={"response_format": "verbose_json"}) as response:
+                started[number] = time.monotonic()  # headers come when the model begins on it
+                response.read()
+                statuses[number] = response.status_code
+
+        callers = []
+        for number in range(1 + max_waiting):
+            callers.append(threading.Thread(target=send, args=(number,)))
+            callers[-1].start()
+            deadline = time.monotonic() + 10
+            while client.get("/health").json()["queue"]["waiting"] < number + 1:
+                assert time.monotonic() < deadline, "the request never joined the queue"
+                time.sleep(0.02)
+        overflow = transcribe(client, JFK.read_bytes(), "jfk.flac")
+        assert overflow.status_code == 503
+        assert int(overflow.headers["retry-after"]) >= 1
+        assert "is busy" in overflow.json()["error"]
+        assert "estimated_time" not in overflow.json()  # busy, not asleep
+        gate.set()
+        for caller in callers:
+            caller.join(120)
+        assert statuses == {number: 200 for number in range(1 + max_waiting)}  # none starved
+        assert sorted(started, key=started.__getitem__) == list(range(1 + max_waiting))  # first come, first served
+        assert client.get("/health").json()["queue"] == {"running": 0, "waiting": 0, "max_waiting": max_waiting}
+        assert transcribe(client, tone_wav(0.3)).status_code == 200
+
+
+def test_a_client_that_leaves_while_waiting_gives_its_place_up() -> None:
+    settings = TranscriptionSettings(cpu_threads=2, max_queued=1, server=ModelServerSettings())
+    app = transcription.create_app(settings)
+    with served(app) as client:
+        wait_for_state(client, {"ready"})
+        gate = threading.Event()
+        app.state.slot.submit(gate.wait)
+        with pytest.raises(httpx.ReadTimeout):
+            transcribe(client, tone_wav(0.3), timeout=0.5)
+        deadline = time.monotonic() + 10
+        while client.get("/health").json()["queue"]["waiting"]:
+            assert time.monotonic() < deadline, "the abandoned request kept its place"
+            time.sleep(0.05)
+        gate.set()
+        assert transcribe(client, tone_wav(0.3)).status_code == 200
+
+
 # --- transcription: bad input ----------------------------------------------
 
 
@@ -315,7 +434,8 @@ def test_video_without_audio_track_is_400(whisper: httpx.Client, tmp_path: Path)
 
 
 def test_transcription_models_and_health(whisper: httpx.Client) -> None:
-    assert whisper.get("/health").json() == {"status": "ready", "model": "tiny.en"}
+    queue = {"running": 0, "waiting": 0, "max_waiting": 4}
+    assert whisper.get("/health").json() == {"status": "ready", "model": "tiny.en", "queue": queue}
     models = whisper.get("/v1/models").json()
     assert models["object"] == "list"
     assert [model["id"] for model in models["data"]] == ["tiny.en"]
