@@ -17,7 +17,8 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,12 @@ TOKEN_ENV = "WHISPER_API_KEY"
 
 Splitter = Callable[[Path, Path], list[AudioPiece]]
 """``(audio_path, workdir) -> pieces``: cuts the audio into pieces (files under ``workdir``)."""
+
+SegmentProgress = Callable[[float], None]
+"""Called with the end (seconds from the audio's start) of each segment as the server decodes it."""
+
+STREAM_REFUSED = frozenset({400, 404, 415, 422})
+"""Answers to ``stream=true`` that may mean "no streaming here": the request is sent again without it."""
 
 
 def api_base(url: str) -> str:
@@ -80,25 +87,70 @@ class WhisperClient(RemoteClient):
             transport=transport,
         )
         self._reported_model: str | None = None
+        self.streams: bool | None = True
+        """True: ask for ``stream=true``; None: the last such request was refused (trying without);
+        False: the server does not stream, ask for whole answers."""
 
     @property
     def host(self) -> str:
         return self.server.host
 
-    def transcribe(self, audio: Path) -> Transcript:
-        """The transcript of the audio file, segment timestamps relative to its start."""
-        form: dict[str, Any] = {
-            "model": self.model,
-            "response_format": "verbose_json",
-            "timestamp_granularities[]": "segment",
-        }
-        if self.language:
-            form["language"] = self.language
-        kind = mimetypes.guess_type(audio.name)[0] or "application/octet-stream"
-        with audio.open("rb") as handle:
-            response = self._call("POST", "/v1/audio/transcriptions", files={"file": (audio.name, handle, kind)},
-                                  data=form)
-        return self._transcript(response)
+    def transcribe(self, audio: Path, on_segment: SegmentProgress | None = None) -> Transcript:
+        """The transcript of the audio file, segment timestamps relative to its start.
+
+        ``on_segment`` hears each segment's end as it is decoded when the server streams.
+        """
+        if self.streams is not False:
+            transcript = self._transcribe_streamed(audio, on_segment or (lambda end: None))
+            if transcript is not None:
+                return transcript
+        with self._upload(audio) as files:
+            response = self._call("POST", "/v1/audio/transcriptions", files=files, data=self._form())
+        transcript = self._transcript(self._body(response), response.status_code, response.text)
+        if self.streams is None:
+            self.streams = False  # it refused stream=true but transcribes: don't ask it to stream again
+            logger.info("%s does not stream transcriptions; asking for whole answers from now on", self.server)
+        return transcript
+
+    def _transcribe_streamed(self, audio: Path, on_segment: SegmentProgress) -> Transcript | None:
+        """The transcript, read from server-sent events as they come; None if the server refused to stream."""
+        try:
+            with self._upload(audio) as files, self._http.stream(
+                "POST", "/v1/audio/transcriptions", files=files, data={**self._form(), "stream": "true"}
+            ) as response:
+                if response.status_code in STREAM_REFUSED:
+                    response.read()
+                    logger.info("%s answered %d to stream=true; asking again without it", self.server,
+                                response.status_code)
+                    self.streams = None
+                    return None
+                if not (response.is_success and "text/event-stream" in response.headers.get("content-type", "")):
+                    response.read()  # an error, or it ignored stream=true and answered the whole transcript
+                    raise_for_response(response, self.server)
+                    return self._transcript(self._body(response), response.status_code, response.text)
+                done = self._read_events(response, on_segment)
+                return self._transcript(done, response.status_code, json.dumps(done))
+        except httpx.HTTPError as error:
+            raise error_for_exception(error, self.server) from error
+
+    def _read_events(self, response: httpx.Response, on_segment: SegmentProgress) -> Any:
+        """The ``transcript.text.done`` event's body, reporting each ``transcript.text.segment`` on the way."""
+        data: list[str] = []
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                data.append(line[5:].strip())
+                continue
+            if line or not data:
+                continue  # comments, event names, ids; or a blank line between nothing
+            event, data = _event(data), []
+            kind = event.get("type") if isinstance(event, dict) else None
+            if kind == "transcript.text.segment" and isinstance(event.get("end"), (int, float)):
+                on_segment(float(event["end"]))
+            elif kind == "transcript.text.done":
+                return event
+            elif kind == "error":
+                raise TransientError(f"{self.server} failed while transcribing: {_clip(event.get('error'))}")
+        raise TransientError(f"{self.server} ended its stream before the transcript was complete")
 
     def model_name(self) -> str:
         """The model the server says it runs (``GET /v1/models``), else the one we ask for."""
@@ -121,16 +173,32 @@ class WhisperClient(RemoteClient):
             raise error_for_exception(error, self.server) from error
         return raise_for_response(response, self.server)
 
-    def _transcript(self, response: httpx.Response) -> Transcript:
+    def _form(self) -> dict[str, Any]:
+        form: dict[str, Any] = {
+            "model": self.model,
+            "response_format": "verbose_json",
+            "timestamp_granularities[]": "segment",
+        }
+        if self.language:
+            form["language"] = self.language
+        return form
+
+    @contextmanager
+    def _upload(self, audio: Path) -> Iterator[dict[str, Any]]:
+        kind = mimetypes.guess_type(audio.name)[0] or "application/octet-stream"
+        with audio.open("rb") as handle:
+            yield {"file": (audio.name, handle, kind)}
+
+    @staticmethod
+    def _body(response: httpx.Response) -> Any:
         try:
-            body = response.json()
+            return response.json()
         except ValueError:
-            body = None
+            return None
+
+    def _transcript(self, body: Any, status: int, text: str) -> Transcript:
         if not isinstance(body, dict) or not ("segments" in body or "text" in body):
-            raise TransientError(
-                f"{self.server} answered {response.status_code} without a transcript "
-                f"({response.text[:120]!r})"
-            )
+            raise TransientError(f"{self.server} answered {status} without a transcript ({text[:120]!r})")
         model = body.get("model") or self.model_name()
         try:
             transcript = Transcript.from_dict({**body, "model": model})
@@ -142,6 +210,18 @@ class WhisperClient(RemoteClient):
             segment = Segment(0.0, end, str(body["text"]).strip())
             transcript = Transcript((segment,), transcript.language, end, model)
         return transcript
+
+
+def _event(data: list[str]) -> Any:
+    try:
+        return json.loads("\n".join(data))
+    except ValueError:
+        return None
+
+
+def _clip(value: Any, limit: int = 300) -> str:
+    text = " ".join(str(value or "no details given").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class WhisperTranscriber:
@@ -218,9 +298,15 @@ class WhisperTranscriber:
         done = 0.0
         for number, piece in enumerate(pieces, start=1):
             context.check()
-            transcript = self._piece(workdir, number, piece, len(pieces))
+            length = max(piece.end - piece.start, 0.0)
+
+            def on_segment(end: float, before: float = done, length: float = length) -> None:
+                heard = before + min(max(end, 0.0), length)
+                context.report(98 * heard / total, f"transcribed {_clock(heard)} of {_clock(total)}")
+
+            transcript = self._piece(workdir, number, piece, len(pieces), on_segment)
             parts.append((piece.start, transcript))
-            done += max(piece.end - piece.start, 0.0)
+            done += length
             context.report(98 * done / total, f"transcribed piece {number} of {len(pieces)}")
         duration = max((p.end for p in pieces), default=0.0)
         return merge(parts, duration=duration)
@@ -238,7 +324,9 @@ class WhisperTranscriber:
             raise PermanentError(f"the audio of this video ({key}) is missing from storage") from None
         return target
 
-    def _piece(self, workdir: Path, number: int, piece: AudioPiece, count: int) -> Transcript:
+    def _piece(
+        self, workdir: Path, number: int, piece: AudioPiece, count: int, on_segment: SegmentProgress
+    ) -> Transcript:
         cached = workdir / f"piece-{number}.json"
         if cached.is_file():
             saved = json.loads(cached.read_text())
@@ -247,7 +335,7 @@ class WhisperTranscriber:
                 return Transcript.from_dict(saved["transcript"])
         logger.info("transcribing piece %d of %d (%.1f-%.1f s) on %s", number, count, piece.start, piece.end,
                     self.client.server)
-        transcript = self.client.transcribe(piece.path)
+        transcript = self.client.transcribe(piece.path, on_segment)
         temp = cached.with_suffix(".tmp")
         temp.write_text(json.dumps({"start": piece.start, "end": piece.end, "transcript": transcript.to_dict()}))
         os.replace(temp, cached)
@@ -268,6 +356,11 @@ def store_transcript(storage: Storage, job: StepJob, transcript: Transcript) -> 
         segments=len(transcript.segments),
     )
     return outputs
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"
 
 
 def wake_in_background(wake: Callable[[], object] | None) -> None:

@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import subprocess
+import threading
 import time
 import wave
 from collections.abc import Callable, Iterator
@@ -125,7 +126,12 @@ def job(storage: LocalStorage, audio: Path, queue: str = QUEUE, attempt: int = 1
 class Progress:
     def __init__(self) -> None:
         self.values: list[int] = []
-        self.context = StepContext(lambda percent, detail: self.values.append(percent), min_interval=0)
+        self.details: list[str | None] = []
+        self.context = StepContext(self._heard, min_interval=0)
+
+    def _heard(self, percent: int, detail: str | None) -> None:
+        self.values.append(percent)
+        self.details.append(detail)
 
 
 @pytest.fixture
@@ -416,7 +422,7 @@ def test_request_shape_and_bearer_token(tmp_path: Path) -> None:
     assert request.path == "/v1/audio/transcriptions"
     assert request.headers["authorization"] == "Bearer sekret"
     assert request.form == {"model": "whisper-1", "response_format": "verbose_json",
-                            "timestamp_granularities[]": "segment", "language": "de"}
+                            "timestamp_granularities[]": "segment", "language": "de", "stream": "true"}
     assert request.filename == "lecture.ogg" and request.file_bytes == b"OggS"
     assert transcript.model == "large-v3" and transcript.language == "de"
 
@@ -447,3 +453,148 @@ def test_ping_wakes_a_sleeping_server() -> None:
         assert client.ping() is False
         assert client.ping() is True
     assert [s.path for s in server.seen] == ["/health", "/health"]
+
+
+# --- streamed progress ----------------------------------------------------------------------------
+
+
+def events(*payloads: dict[str, Any]) -> Response:
+    """A server-sent event stream of ``payloads`` (as the reference server writes it)."""
+    body = "".join(f"data: {json.dumps(payload)}\n\n" for payload in payloads)
+    return Response(body, media_type="text/event-stream")
+
+
+def segment_events(segments: list[tuple[float, float, str]], duration: float) -> list[dict[str, Any]]:
+    payloads: list[dict[str, Any]] = []
+    for index, (start, end, text) in enumerate(segments):
+        payloads.append({"type": "transcript.text.delta", "delta": " " + text, "segment_id": f"seg_{index}"})
+        payloads.append({"type": "transcript.text.segment", "id": f"seg_{index}", "start": start, "end": end,
+                         "text": " " + text})
+    done = json.loads(verbose_json(segments, duration=duration).body)
+    return [*payloads, {"type": "transcript.text.done", **done}]
+
+
+@needs_espeak
+@needs_ffmpeg
+def test_progress_moves_with_each_segment_the_reference_server_streams(
+    whisper_url: str, storage: LocalStorage, tmp_path: Path
+) -> None:
+    sentences = [
+        "Photosynthesis turns light into chemical energy inside the leaves of green plants.",
+        "Chlorophyll absorbs red and blue light and reflects the green we see.",
+        "Water is split and oxygen is released into the air as a by product.",
+        "Carbon dioxide enters through small pores called stomata on the underside of the leaf.",
+        "The Calvin cycle fixes that carbon into sugars the plant can store or burn.",
+        "Without this process there would be almost no oxygen in our atmosphere.",
+    ]
+    frames, rate = b"", 22050
+    for number, sentence in enumerate(sentences * 2):
+        wav = tmp_path / f"s{number}.wav"
+        subprocess.run([tools.espeak(), "-v", "en-us", "-s", "140", "-w", str(wav), sentence], check=True)
+        with wave.open(str(wav)) as clip:
+            rate = clip.getframerate()
+            frames += clip.readframes(clip.getnframes()) + b"\0\0" * int(rate * 1.2)
+    speech = tmp_path / "lecture.wav"
+    write_wav(speech, frames, rate)
+    progress = Progress()
+    with WhisperClient(whisper_url) as client:
+        step = WhisperTranscriber(client, storage, ffmpeg_splitter([]), tmp_path / "cache")
+        result = step.run(job(storage, speech), progress.context)
+        assert client.streams is True
+    assert result.outputs["segments"] >= 3
+    during = progress.values[:-1]  # the last report is the piece's end
+    assert len(during) >= 2, progress.values
+    assert progress.values == sorted(set(progress.values)) and progress.values[-1] == 98
+    assert all(detail and re.fullmatch(r"transcribed \d+:\d\d of 1:\d\d", detail)
+               for detail in progress.details[:-1])
+
+
+def test_progress_spans_the_pieces_in_order(storage: LocalStorage, placeholder_audio: Path, tmp_path: Path) -> None:
+    def answer(request: Request, seen: Seen) -> Response:
+        assert seen.form.get("stream") == "true"
+        return events(*segment_events([(0.0, 2.5, "one"), (2.5, 5.0, "two"), (5.0, 10.0, "three")], 10.0))
+
+    progress = Progress()
+    with fake_server(answer) as server, WhisperClient(server.url) as client:
+        step = WhisperTranscriber(client, storage, fixed_splitter([0.0, 10.0, 20.0]), tmp_path / "cache")
+        result = step.run(job(storage, placeholder_audio), progress.context)
+    assert progress.values == [12, 24, 49, 61, 73, 98]  # 98 % spread over 20 s, per segment end
+    assert result.outputs["segments"] == 6
+    transcript = parse_json(storage.path(result.outputs["transcript_json"]).read_bytes())
+    assert [s.text for s in transcript.segments] == ["one", "two", "three"] * 2
+    assert transcript.segments[3].start == 10.0
+
+
+@pytest.mark.parametrize("status", [400, 404, 415, 422])
+def test_a_server_that_refuses_stream_is_asked_again_without_it(status: int, tmp_path: Path) -> None:
+    def answer(request: Request, seen: Seen) -> Response:
+        if "stream" in seen.form:
+            return error(status, "unknown parameter: stream")
+        return verbose_json([(0.0, 1.0, "plain")], duration=1.0)
+
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"RIFF")
+    with fake_server(answer) as server, WhisperClient(server.url) as client:
+        assert client.transcribe(audio).text == "plain"
+        assert client.transcribe(audio).text == "plain"
+        assert client.streams is False
+    asked = [("stream" in seen.form) for seen in server.seen if seen.method == "POST"]
+    assert asked == [True, False, False]  # refused once, then never asked to stream again
+
+
+def test_a_refused_stream_and_a_failing_plain_request_is_the_plain_error(tmp_path: Path) -> None:
+    def answer(request: Request, seen: Seen) -> Response:
+        return error(400, "The audio could not be decoded")
+
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"RIFF")
+    with fake_server(answer) as server, WhisperClient(server.url) as client:
+        with pytest.raises(PermanentError, match="could not be decoded"):
+            client.transcribe(audio)
+        assert client.streams is None  # it may stream still: the input was the problem
+    assert len(server.seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("payloads", "words"),
+    [
+        ([{"type": "transcript.text.segment", "id": "seg_0", "start": 0.0, "end": 1.0, "text": "cut"}],
+         "ended its stream before the transcript was complete"),
+        ([{"type": "error", "error": "Transcription failed: RuntimeError: out of memory"}],
+         "failed while transcribing: Transcription failed: RuntimeError: out of memory"),
+    ],
+    ids=["cut-short", "error-event"],
+)
+def test_a_broken_stream_is_transient(payloads: list[dict[str, Any]], words: str, tmp_path: Path) -> None:
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"RIFF")
+    with fake_server(lambda r, s: events(*payloads)) as server, WhisperClient(server.url) as client:
+        with pytest.raises(TransientError) as caught:
+            client.transcribe(audio)
+    assert type(caught.value) is TransientError and words in str(caught.value)
+
+
+def test_a_busy_reference_server_is_retried_later(tmp_path: Path) -> None:
+    settings = TranscriptionSettings(cpu_threads=2, max_queued=0, server=ModelServerSettings())
+    app = transcription.create_app(settings)
+    served = ServedApp(app, reserve_port())
+    audio = tmp_path / "tone.wav"
+    write_wav(audio, b"\0\0" * 8000, 16000)
+    try:
+        wait_until(lambda: httpx.get(f"{served.url}/health").status_code == 200, 120, "the Whisper model to load")
+        gate = threading.Event()
+        app.state.slot.submit(gate.wait)
+        with httpx.Client(base_url=served.url, timeout=30) as raw, WhisperClient(served.url) as client:
+            waiting = threading.Thread(
+                target=lambda: raw.post("/v1/audio/transcriptions", files={"file": ("t.wav", audio.read_bytes())}))
+            waiting.start()
+            wait_until(lambda: raw.get("/health").json()["queue"]["waiting"] == 1, 10, "the first request to queue")
+            with pytest.raises(TransientError) as caught:
+                client.transcribe(audio)
+            gate.set()
+            waiting.join(30)
+        assert type(caught.value) is TransientError  # busy is not asleep
+        assert caught.value.retry_after is not None and caught.value.retry_after >= 1
+        assert "is busy" in str(caught.value)
+    finally:
+        served.stop()
