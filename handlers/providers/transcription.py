@@ -43,6 +43,8 @@ Splitter = Callable[[Path, Path], list[AudioPiece]]
 SegmentProgress = Callable[[float], None]
 """Called with the end (seconds from the audio's start) of each segment as the server decodes it."""
 
+KNOWN_EVENTS = frozenset({"transcript.text.delta", "transcript.text.segment", "transcript.text.done", "error"})
+
 STREAM_REFUSED = frozenset({400, 404, 415, 422})
 """Answers to ``stream=true`` that may mean "no streaming here": the request is sent again without it."""
 
@@ -129,13 +131,22 @@ class WhisperClient(RemoteClient):
                     raise_for_response(response, self.server)
                     return self._transcript(self._body(response), response.status_code, response.text)
                 done = self._read_events(response, on_segment)
+                if done is None:
+                    logger.info("%s streams events of another kind; asking again without stream", self.server)
+                    self.streams = None
+                    return None
                 return self._transcript(done, response.status_code, json.dumps(done))
         except httpx.HTTPError as error:
             raise error_for_exception(error, self.server) from error
 
-    def _read_events(self, response: httpx.Response, on_segment: SegmentProgress) -> Any:
-        """The ``transcript.text.done`` event's body, reporting each ``transcript.text.segment`` on the way."""
+    def _read_events(self, response: httpx.Response, on_segment: SegmentProgress) -> dict[str, Any] | None:
+        """The ``transcript.text.done`` event's body, reporting each ``transcript.text.segment`` on the way.
+
+        None when the stream ended without a single OpenAI transcription event (another server's own
+        streaming dialect): the caller asks again without streaming.
+        """
         data: list[str] = []
+        understood = False
         for line in response.iter_lines():
             if line.startswith("data:"):
                 data.append(line[5:].strip())
@@ -144,12 +155,15 @@ class WhisperClient(RemoteClient):
                 continue  # comments, event names, ids; or a blank line between nothing
             event, data = _event(data), []
             kind = event.get("type") if isinstance(event, dict) else None
+            understood = understood or kind in KNOWN_EVENTS
             if kind == "transcript.text.segment" and isinstance(event.get("end"), (int, float)):
                 on_segment(float(event["end"]))
             elif kind == "transcript.text.done":
                 return event
             elif kind == "error":
                 raise TransientError(f"{self.server} failed while transcribing: {_clip(event.get('error'))}")
+        if not understood:
+            return None
         raise TransientError(f"{self.server} ended its stream before the transcript was complete")
 
     def model_name(self) -> str:

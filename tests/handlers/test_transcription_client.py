@@ -598,3 +598,17 @@ def test_a_busy_reference_server_is_retried_later(tmp_path: Path) -> None:
         assert "is busy" in str(caught.value)
     finally:
         served.stop()
+
+
+def test_a_server_streaming_its_own_dialect_is_asked_again_without_stream(tmp_path: Path) -> None:
+    def answer(request: Request, seen: Seen) -> Response:
+        if "stream" in seen.form:  # another server's streaming: bare segments, no event types
+            return events({"start": 0.0, "end": 1.0, "text": "own"}, {"start": 1.0, "end": 2.0, "text": "dialect"})
+        return verbose_json([(0.0, 2.0, "own dialect")], duration=2.0)
+
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"RIFF")
+    with fake_server(answer) as server, WhisperClient(server.url) as client:
+        assert client.transcribe(audio).text == "own dialect"
+        assert client.streams is False
+    assert [("stream" in seen.form) for seen in server.seen if seen.method == "POST"] == [True, False]
