@@ -763,15 +763,18 @@
     scheduleRefresh(links);
   }
 
-  // A new link for the same video: carry on from the same place, playing if it was.
+  // A new link for the same video: carry on from the same place, playing if it was. (A video that
+  // never loaded has no place to keep: whoever asked to open it seeks once it loads.)
   function swapVideoSource(url) {
     const video = $("video");
-    const at = video.currentTime;
-    const wasPlaying = !video.paused && !video.ended;
-    video.addEventListener("loadedmetadata", () => {
-      video.currentTime = at;
-      if (wasPlaying) video.play().catch(() => {});
-    }, { once: true });
+    if (video.readyState >= 1) {
+      const at = video.currentTime;
+      const wasPlaying = !video.paused && !video.ended;
+      video.addEventListener("loadedmetadata", () => {
+        video.currentTime = at;
+        if (wasPlaying) video.play().catch(() => {});
+      }, { once: true });
+    }
     video.src = url;
   }
 
@@ -847,7 +850,9 @@
     if (opts.focus) $("player-title").focus();
     section.scrollIntoView({ block: "start" });
     const opening = player.opening;
-    if (!(await metadataReady(video)) || state.player.opening !== opening) return;
+    let ready = await metadataReady(video);
+    if (!ready && state.player.opening === opening) ready = await metadataReady(video); // after recoverVideo's new link
+    if (!ready || state.player.opening !== opening) return;
     video.currentTime = cueSafe(at);
     const from = " from " + shortClock(at);
     if (!opts.play) {

@@ -14,7 +14,8 @@ time, the matched words marked and the retriever; clicking it plays that
 lecture within ±2 s of the moment with captions showing; the transcript panel
 follows playback, seeks on click and on Enter, and finds words; the queue list
 names videos by file name; links are renewed before they expire without
-stopping playback; server text is never parsed as HTML; and all of it works at
+stopping playback, and a link refused mid-way is renewed once and the moment
+still plays; server text is never parsed as HTML; and all of it works at
 360 px. Screenshots land in ``tests/artifacts/web/<test>/``.
 """
 
@@ -289,6 +290,37 @@ def test_links_are_renewed_before_they_expire_without_stopping_playback(
     assert before - 0.5 <= after <= before + 5, (before, after)  # it carried on from where it was
     page.wait_for_function(CAPTIONS_SHOWING)
     assert re.fullmatch(r"/media/[\w-]+\.[\w-]+", page.evaluate(f"{VIDEO}.getAttribute('src')"))
+
+
+def test_a_refused_video_link_is_renewed_once_and_the_moment_still_plays(
+    search_app: ServedApp, tutor: httpx.Client, lecture_files: dict[str, Path], page: Page,
+) -> None:
+    queue_id = processed(tutor, "photosynthesis.mp4", lecture_files["photosynthesis.mp4"].read_bytes())
+    expected = api_search(tutor, QUESTION, queue_id=queue_id)["moments"][0]
+    sign_in(page, search_app)
+    refused: list[str] = []
+
+    def expire_the_first_video_link(route: Any) -> None:  # as if the computer slept past the link's expiry
+        if route.request.resource_type == "media" and not refused:
+            refused.append(route.request.url)
+            route.fulfill(status=403, content_type="application/json",
+                          body='{"error": "this media link has expired; ask for a new one"}')
+        else:
+            route.continue_()
+
+    page.route("**/media/**", expire_the_first_video_link)
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if request.url.endswith("/media") else None)
+    search = page.get_by_label("Search all your lectures")
+    search.fill(QUESTION)
+    first = page.locator("#search-results li").first
+    expect(first.locator(".hit-text")).to_have_text(expected["text"])
+    search.press("ArrowDown")  # to the results by keyboard
+    expect(first.get_by_role("button")).to_be_focused()
+    page.keyboard.press("Enter")
+    page.wait_for_function(PLAYING)
+    assert abs(page.evaluate(f"{VIDEO}.currentTime") - expected["start_seconds"]) <= 2
+    assert len(refused) == 1 and len(asked) == 2, (refused, asked)  # refused once, a new link asked for once
 
 
 def test_server_text_is_shown_as_text_never_parsed_as_html(
