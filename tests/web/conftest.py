@@ -30,6 +30,13 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "web"
+UNLABELLED_CONTROLS = """
+() => Array.from(document.querySelectorAll('input, textarea, select, progress, video'))
+  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                  && !el.getAttribute('aria-labelledby'))
+  .map((el) => el.outerHTML)
+"""
+"""Page script: the form controls (and players) a screen reader could not name."""
 
 
 

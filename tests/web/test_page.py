@@ -24,7 +24,7 @@ from api.token import mint
 from api.web import render_index
 from tests.mediafiles import JFK_FLAC, LECTURE_SENTENCES, jfk_video, lecture_video, media_directory
 from tests.support import ServedApp
-from tests.web.conftest import WebStack, sign_in, upload_by_keyboard
+from tests.web.conftest import UNLABELLED_CONTROLS, WebStack, sign_in, upload_by_keyboard
 
 STEPS = ["compress", "audio-convert", "transcribe", "embed"]
 SENTENCE = "ask not what your country can do for you"
@@ -45,12 +45,6 @@ RECORD_STEP_CHANGES = """
 }
 """
 
-UNLABELLED_CONTROLS = """
-() => Array.from(document.querySelectorAll('input, textarea, select, progress'))
-  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
-                  && !el.getAttribute('aria-labelledby'))
-  .map((el) => el.outerHTML)
-"""
 
 
 def _words(text: str) -> str:
@@ -134,6 +128,7 @@ def test_cancel_midway_in_the_browser(
     expect(page.locator("#status-message")).to_have_text("Processing was cancelled.")
     expect(page.get_by_role("button", name="Cancel processing")).to_be_disabled()
     expect(page.get_by_role("button", name="Open transcript")).to_be_disabled()
+    expect(page.get_by_role("button", name="Watch", exact=True)).to_be_disabled()  # nothing to play
     assert page.locator('#steps li.step[data-status="completed"]').count() < len(STEPS)
     expect(page.locator("#queue-list li").first.locator(".q-status")).to_have_text("cancelled")
     screenshot(page, "02-cancelled")

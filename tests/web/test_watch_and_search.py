@@ -40,7 +40,7 @@ from tests.api.conftest import fake_video
 from tests.api.search_support import LECTURES, ScriptedTranscriber, search_providers
 from tests.mediafiles import lecture_video, media_directory
 from tests.support import ServedApp, wait_until
-from tests.web.conftest import WebStack, sign_in, upload_by_keyboard
+from tests.web.conftest import UNLABELLED_CONTROLS, WebStack, sign_in, upload_by_keyboard
 
 QUESTION = "what does the plant do with its sugar at night?"
 """Answered at 0:46 of photosynthesis.mp4 ("At night the plant burns some of that sugar ...")."""
@@ -135,6 +135,7 @@ def test_a_question_typed_in_the_search_box_plays_the_moment_with_captions(
     upload_by_keyboard(page, lecture_files["photosynthesis.mp4"])
     expect(page.locator("#current-status")).to_have_text("completed", timeout=120_000)
     expect(page.locator("#current-file")).to_have_text("photosynthesis.mp4")
+    expect(page.get_by_role("button", name="Watch", exact=True)).to_be_enabled()
     queue_id = page.locator("#current-id").inner_text()
     wait_searchable(tutor, queue_id, LECTURES["photosynthesis.mp4"][0][2])
     # the list names videos by the file uploaded, newest first, never by storage id
@@ -205,6 +206,7 @@ def test_the_transcript_follows_playback_seeks_on_click_and_on_enter_and_finds_w
     expect(page.locator("#player-message")).to_have_text("photosynthesis.mp4 is ready to play from 0:00.")
     assert page.evaluate(f"{VIDEO}.paused")  # Watch opens the player; it does not start by itself
     page.wait_for_function(CAPTIONS_SHOWING)  # captions on by default
+    assert page.evaluate(UNLABELLED_CONTROLS) == []  # the find box and the player have names too
 
     # click a line: playback starts there, and the panel marks that line
     lines.nth(2).click()
