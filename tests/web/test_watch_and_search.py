@@ -46,7 +46,9 @@ QUESTION = "what does the plant do with its sugar at night?"
 """Answered at 0:46 of photosynthesis.mp4 ("At night the plant burns some of that sugar ...")."""
 
 MARKUP = "markup.mp4"
-MARKUP_LINE = 'Never trust <img src=x onerror="document.title=1"> or <b>bold</b> claims about photosynthesis & sugar.'
+MARKUP_LINE = '🌱 Never trust <img src=x onerror="document.title=1"> or <b>bold</b> claims about photosynthesis & sugar.'
+"""Markup the page must show as text; the emoji (two UTF-16 units, one code point, as the API counts) comes
+before the words it marks, so a page that mixed up the two counts would mark the wrong letters."""
 SCRIPTS = {**LECTURES, MARKUP: [(0.0, 8.0, MARKUP_LINE)]}
 
 VIDEO = "document.getElementById('video')"
