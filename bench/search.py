@@ -220,7 +220,8 @@ def evaluate(searches: dict[str, LectureSearch], questions: Sequence[Any], expec
     }
 
 
-def quality(console: Console, *, reduced: bool) -> dict[str, Any]:
+def quality(console: Console, *, reduced: bool, chunking: tuple[int, int] | None = None,
+            stores: Sequence[str] = ("sqlite", "postgres")) -> dict[str, Any]:
     from bench.search_eval import corpus
 
     lectures = corpus.load_lectures()
@@ -250,14 +251,14 @@ def quality(console: Console, *, reduced: bool) -> dict[str, Any]:
                 searches["service"].search(OWNER, "warm up", mode="hybrid")
                 return [evaluate(searches, questions, expected, queues, mode) for mode in modes]
 
-        for max_chars, overlap in ([(160, 0)] if reduced else CHUNKINGS):
+        for max_chars, overlap in ([chunking or (160, 0)] if reduced or chunking else CHUNKINGS):
             row = run("sqlite", max_chars, overlap, ["hybrid"])[0]
             out["chunking"].append({"max_chars": max_chars, "overlap_segments": overlap, **row})
             console.print(f"  chunks ≤{max_chars} chars, overlap {overlap}: R@1 {row['recall_at_1']:.3f} "
                           f"R@5 {row['recall_at_5']:.3f} MRR {row['mrr']:.3f}")
         best = max(out["chunking"], key=lambda r: (r["recall_at_1"], r["mrr"]))
         out["best_chunking"] = {"max_chars": best["max_chars"], "overlap_segments": best["overlap_segments"]}
-        for kind in ("sqlite", "postgres"):
+        for kind in stores:
             out["stores"][kind] = run(kind, best["max_chars"], best["overlap_segments"], RETRIEVALS)
         embedder.close()
     return out
@@ -404,7 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reduced", action="store_true", help="two lectures, one chunking, 2,000 chunks")
     parser.add_argument("--only", choices=("quality", "scale"))
     parser.add_argument("--chunks", type=int, default=None, help="corpus size of the scale run (default 100,000)")
-    parser.add_argument("--stores", default="sqlite,postgres,pgvector")
+    parser.add_argument("--stores", default="sqlite,postgres,pgvector", help="stores of the scale run")
+    parser.add_argument("--quality-stores", default="sqlite,postgres", help="stores of the quality run")
+    parser.add_argument("--chunking", default=None, help="MAX_CHARS,OVERLAP: skip the chunking comparison")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     console = Console()
@@ -414,7 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reduced": args.reduced,
     }
     if args.only in (None, "quality"):
-        results["quality"] = quality(console, reduced=args.reduced)
+        chunking = tuple(int(x) for x in args.chunking.split(",")) if args.chunking else None
+        results["quality"] = quality(console, reduced=args.reduced, chunking=chunking,  # type: ignore[arg-type]
+                                     stores=args.quality_stores.split(","))
     if args.only in (None, "scale"):
         total = args.chunks or (2000 if args.reduced else 100_000)
         results["scale"] = scale(console, total=total, queries=20 if args.reduced else 100,

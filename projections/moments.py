@@ -21,7 +21,8 @@ fills a ``vector`` column with one HNSW cosine index per dimension, and
 :class:`MomentsReader` answers nearest-neighbour queries from it.
 
 :class:`MomentsReader` is the query side: keyword candidates ranked BM25-like
-(FTS5's ``bm25``; ``ts_rank`` with length normalisation on Postgres) and
+(FTS5's ``bm25``; on Postgres ``ts_rank`` per term, length-normalised and weighted
+by the term's inverse document frequency) and
 semantic candidates ranked by cosine similarity, always among vectors of one
 model and dimension (vectors of different models are never compared), always
 among one owner's completed lectures.
@@ -32,6 +33,7 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -271,16 +273,44 @@ class MomentsReader:
                 {"match": match, "owner": owner_id, "queue": queue_id, "limit": limit},
             )
             return [Ranked(int(r["id"]), -float(r["rank"])) for r in rows]
+        return self._keyword_postgres(owner_id, terms, limit=limit, scope=scope, queue_id=queue_id)
+
+    def _keyword_postgres(
+        self, owner_id: str, terms: Sequence[str], *, limit: int, scope: str, queue_id: str | None
+    ) -> list[Ranked]:
+        """BM25-like on Postgres: each term's ``ts_rank`` weighted by its inverse document frequency.
+
+        Postgres' ``ts_rank`` knows nothing of how rare a word is among the documents,
+        so a question's common words weigh as much as its distinctive ones; the
+        document frequencies are counted first (one pass over the owner's moments).
+        """
         params: dict[str, Any] = {"owner": owner_id, "queue": queue_id, "limit": limit}
-        parts = []
+        queries = []
         for number, term in enumerate(terms):
             params[f"t{number}"] = term
-            parts.append(f"plainto_tsquery('english', :t{number})")
+            queries.append(f"plainto_tsquery('english', :t{number})")
+        owned = (
+            "FROM search_moments m JOIN search_lectures l ON l.queue_id = m.queue_id "
+            f"WHERE m.owner_id = :owner AND l.status = 'completed'{scope}"
+        )
+        counts = self.view.fetchone(
+            "SELECT COUNT(*) AS n, "
+            + ", ".join(f"COUNT(*) FILTER (WHERE m.tsv @@ {q}) AS d{n}" for n, q in enumerate(queries))
+            + f" {owned}",
+            params,
+        )
+        total = int(counts["n"]) if counts else 0
+        weighted = []
+        for number, query in enumerate(queries):
+            found = int(counts[f"d{number}"]) if counts else 0
+            if found:
+                params[f"w{number}"] = math.log(1 + (total - found + 0.5) / (found + 0.5))
+                weighted.append(f":w{number} * ts_rank(m.tsv, {query}, 1)")
+        if not weighted:
+            return []
         rows = self.view.fetchall(
-            f"SELECT m.id, ts_rank(m.tsv, q.query, 1) AS rank FROM (SELECT {' || '.join(parts)} AS query) q, "
-            "search_moments m JOIN search_lectures l ON l.queue_id = m.queue_id "
-            "WHERE m.tsv @@ q.query AND m.owner_id = :owner AND l.status = 'completed'"
-            f"{scope} ORDER BY rank DESC, m.id LIMIT :limit",
+            f"SELECT m.id, {' + '.join(weighted)} AS rank {owned} AND m.tsv @@ ({' || '.join(queries)}) "
+            "ORDER BY rank DESC, m.id LIMIT :limit",
             params,
         )
         return [Ranked(int(r["id"]), float(r["rank"])) for r in rows]
