@@ -665,13 +665,16 @@
     const moments = answer.moments || [];
     $("search-results").replaceChildren(...moments.map(hitItem));
     $("search-results").removeAttribute("aria-busy");
-    const notice = $("search-notice");
-    notice.hidden = !answer.notice;
-    notice.textContent = answer.notice || "";
+    // The notice (why the answer is not what was asked for) is shown once, and read out with the count.
+    const notice = answer.notice ? answer.notice.charAt(0).toUpperCase() + answer.notice.slice(1) : "";
+    $("search-notice").hidden = !notice;
+    $("search-notice").textContent = notice;
     const found = moments.length
-      ? plural(moments.length, "moment") + " found"
-      : "No moment of your lectures answers “" + answer.query + "”";
-    setMessage("search-message", found + (answer.notice ? " (" + answer.notice + ")." : "."));
+      ? plural(moments.length, "moment") + " found."
+      : "No moment of your lectures answers “" + answer.query + "”.";
+    const message = $("search-message");
+    message.classList.remove("bad");
+    message.replaceChildren(found, ...(notice ? [el("span", { className: "sr-only", text: " " + notice })] : []));
   }
 
   function hitItem(moment, index) {

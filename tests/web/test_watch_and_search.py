@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -72,15 +73,18 @@ def spoken_at(filename: str, t: float) -> str:
     return next(text for start, end, text in LECTURES[filename] if start <= t < end)
 
 
-@pytest.fixture(scope="module")
-def search_app(web_stack: WebStack) -> ServedApp:
+def scripted_app(web_stack: WebStack, name: str, **overrides: Any) -> ServedApp:
     """A served app whose compress/transcribe steps are scripted and whose embed step is real."""
-    name = "search"
     storage = web_stack.storage_dir(name)
     providers = dict(search_providers(web_stack.database_url(name), storage, web_stack.models["embeddings"]))
     providers["transcribe"] = ScriptedTranscriber(LocalStorage(storage), SCRIPTS)
     providers["audio-convert"] = SimulatedProvider(name="scripted-audio")
-    return web_stack.app(name, providers=providers)
+    return web_stack.app(name, providers=providers, **overrides)
+
+
+@pytest.fixture(scope="module")
+def search_app(web_stack: WebStack) -> ServedApp:
+    return scripted_app(web_stack, "search")
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +101,15 @@ def lecture_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
-@pytest.fixture(scope="module")
-def tutor(search_app: ServedApp) -> Iterator[httpx.Client]:
+def dev_tutor(app: ServedApp) -> httpx.Client:
     """The development tutor (the page's pre-filled token) over HTTP."""
     token = mint(Settings(), "dev-tutor", "tutor")
-    with httpx.Client(base_url=search_app.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+    return httpx.Client(base_url=app.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def tutor(search_app: ServedApp) -> Iterator[httpx.Client]:
+    with dev_tutor(search_app) as client:
         yield client
 
 
@@ -346,7 +354,36 @@ def test_server_text_is_shown_as_text_never_parsed_as_html(
     expect(page.locator("#search-notice")).to_be_visible()
     notice = page.locator("#search-notice").inner_text()
     assert notice, "the API's notice is shown"
-    expect(page.locator("#search-message")).to_have_text(f"No moment of your lectures answers “the of and” ({notice}).")
+    assert notice[0].isupper()
+    # the count and the notice are read out together; the notice is shown once
+    expect(page.locator("#search-message")).to_have_text(f"No moment of your lectures answers “the of and”. {notice}")
+    read_out = page.locator("#search-message .sr-only")
+    expect(read_out).to_have_text(f" {notice}")
+    box = read_out.bounding_box()
+    assert box is not None and box["width"] <= 1 and box["height"] <= 1  # for screen readers only
     search.press("Escape")
     expect(search).to_have_value("")
     expect(page.locator("#search-message")).to_have_text("")
+
+
+def test_when_no_embedding_server_answers_the_page_says_the_moments_came_from_keywords(
+    web_stack: WebStack, page: Page, screenshot: Callable[[Page, str], Path],
+) -> None:
+    with socket.socket() as dead:  # bound, never listening: the question cannot be embedded
+        dead.bind(("127.0.0.1", 0))
+        # the lecture is embedded by the real server (the embed step's own client); questions go to the dead one
+        app = scripted_app(web_stack, "search-keywords",
+                           BGE_HG_EMBEDDING_SERVER_API_URL=f"http://127.0.0.1:{dead.getsockname()[1]}")
+        with dev_tutor(app) as tutor:
+            queue_id = processed(tutor, "french-revolution.mp4", fake_video(seed=98))
+        sign_in(page, app)
+        page.get_by_label("Search all your lectures").fill("storming of the Bastille")
+        first = page.locator("#search-results li").first
+        expect(first).to_have_attribute("data-queue", queue_id)
+        expect(first.locator("mark")).to_have_text(["stormed", "Bastille"])
+        expect(first.locator(".hit-by")).to_have_text("found by its words")
+        notice = page.locator("#search-notice")
+        expect(notice).to_be_visible()
+        expect(notice).to_contain_text("Keywords only")
+        expect(page.locator("#search-message")).to_have_text(f"2 moments found. {notice.inner_text()}")
+        screenshot(page, "01-keywords-only")
