@@ -12,8 +12,10 @@ help: ## list the targets
 
 QSTASH_JS := tests/local/qstash_js
 NODE_STAMP := $(QSTASH_JS)/node_modules/.package-lock.json
+WEB := web
+WEB_STAMP := $(WEB)/node_modules/.package-lock.json
 
-install: $(STAMP) $(NODE_STAMP) ## create .venv with every dependency (ffmpeg, ffprobe, espeak-ng too, from wheels), and the node packages of the TS SDK tests (idempotent)
+install: $(STAMP) $(NODE_STAMP) $(WEB_STAMP) ## create .venv with every dependency (ffmpeg, ffprobe, espeak-ng too, from wheels), and the node packages of the TS SDK tests and of web/ (idempotent)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +28,10 @@ $(STAMP): pyproject.toml
 # the official TypeScript QStash client for the local QStash contract tests, from the lockfile
 $(NODE_STAMP): $(QSTASH_JS)/package-lock.json
 	cd $(QSTASH_JS) && npm ci --no-audit --no-fund
+
+# web/ (@vidpipe/react): its toolchain (TypeScript, openapi-typescript, vitest), from the lockfile
+$(WEB_STAMP): $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund
 
 test: install ## run the whole test suite (SQLite and Postgres); what CI runs
 	$(PY) -m pytest -q -p no:cacheprovider
