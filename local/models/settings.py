@@ -102,8 +102,9 @@ class TranscriptionSettings(BaseSettings):
 
     batched: bool = True
     """``WHISPER_BATCHED``: decode with faster-whisper's ``BatchedInferencePipeline`` (VAD cuts the audio into
-    speech chunks of at most 30 s, decoded ``WHISPER_BATCH_SIZE`` at a time, without temperature fallback);
-    ``false``: the sequential decoder, 30 s windows each conditioned on the text before.
+    speech chunks of at most 30 s, decoded ``WHISPER_BATCH_SIZE`` at a time, without temperature fallback; one
+    segment per chunk, so subtitle cues are up to 30 s long); ``false``: the sequential decoder, 30 s windows each
+    conditioned on the text before, segments of a sentence or two.
     """
 
     batch_size: int = Field(8, ge=1, le=64)

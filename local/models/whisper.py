@@ -99,10 +99,10 @@ class Whisper:
             "word_timestamps": word_timestamps,
         }
         if self.batched is not None:
-            # timestamps on: segments at Whisper's own sentence-like boundaries, not one per 30 s chunk
-            return self.batched.transcribe(
-                audio, batch_size=self.settings.batch_size, vad_filter=True, without_timestamps=False, **options
-            )
+            # One segment per VAD speech chunk (up to 30 s): asking for timestamp tokens inside the chunks
+            # (without_timestamps=False) lost words (WER 19 % against 10 % on a spoken lecture) and gave
+            # overlapping segments.
+            return self.batched.transcribe(audio, batch_size=self.settings.batch_size, vad_filter=True, **options)
         return self.model.transcribe(audio, vad_filter=self.settings.vad_filter, **options)
 
 
