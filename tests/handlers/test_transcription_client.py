@@ -511,6 +511,8 @@ def test_progress_moves_with_each_segment_the_reference_server_streams(
 
 def test_progress_spans_the_pieces_in_order(storage: LocalStorage, placeholder_audio: Path, tmp_path: Path) -> None:
     def answer(request: Request, seen: Seen) -> Response:
+        if seen.path == "/v1/models":
+            return Response('{"object": "list", "data": [{"id": "tiny.en"}]}', media_type="application/json")
         assert seen.form.get("stream") == "true"
         return events(*segment_events([(0.0, 2.5, "one"), (2.5, 5.0, "two"), (5.0, 10.0, "three")], 10.0))
 
