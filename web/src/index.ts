@@ -37,3 +37,4 @@ export { parseEventStream, type ServerSentEvent } from "./sse";
 export { followQueueStream, type FollowOptions, type StreamOutcome } from "./stream";
 export { startVideoProcessing, type StartInput, type StartOptions, type UploadProgress } from "./upload";
 export type { components, paths } from "./schema";
+export { STEP_LABELS, VideoProcessingProgress, type VideoProcessingProgressProps } from "./VideoProcessingProgress";

@@ -85,7 +85,7 @@ export class EventStream {
 }
 
 export const QUEUE = "3f6c1a52-7a4e-4c61-9d55-0f4b1c2d9e10";
-const STEPS = ["validate", "compress", "extract_audio", "transcribe", "index"];
+const STEPS = ["compress", "audio-convert", "transcribe", "embed"];
 
 export function status(version: number, state: QueueStatus["status"], progress = 0, extra: Partial<QueueStatus> = {}): QueueStatus {
   return {

@@ -1,5 +1,5 @@
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
-import { act, renderHook, waitFor } from "@testing-library/react";
+import { act, cleanup, renderHook, waitFor } from "@testing-library/react";
 import type { ReactNode } from "react";
 import { afterEach, describe, expect, it } from "vitest";
 
@@ -34,7 +34,10 @@ function setup(api: FakeApi, token: () => string | Promise<string> = async () =>
   return { wrapper, client };
 }
 
-afterEach(() => queryClient?.clear());
+afterEach(() => {
+  cleanup();
+  queryClient?.clear();
+});
 
 describe("useVideoProcessingStatus", () => {
   it("polls at refetchInterval when streams are refused, and stops at a terminal status", async () => {
