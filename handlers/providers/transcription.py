@@ -140,28 +140,36 @@ class WhisperClient(RemoteClient):
             raise error_for_exception(error, self.server) from error
 
     def _read_events(self, response: httpx.Response, on_segment: SegmentProgress) -> dict[str, Any] | None:
-        """The ``transcript.text.done`` event's body, reporting each ``transcript.text.segment`` on the way.
+        """The ``transcript.text.done`` event's body, reporting ``transcript.text.segment`` ends on the way.
 
-        None when the stream ended without a single OpenAI transcription event (another server's own
-        streaming dialect): the caller asks again without streaming.
+        Segments that arrive together (a batch decoded at once) are reported once, with the last end, so
+        a throttled progress report is not spent on the first of them. None when the stream ended without
+        a single OpenAI transcription event (another server's own streaming dialect): the caller asks again
+        without streaming.
         """
         data: list[str] = []
+        pending = ""
         understood = False
-        for line in response.iter_lines():
-            if line.startswith("data:"):
-                data.append(line[5:].strip())
-                continue
-            if line or not data:
-                continue  # comments, event names, ids; or a blank line between nothing
-            event, data = _event(data), []
-            kind = event.get("type") if isinstance(event, dict) else None
-            understood = understood or kind in KNOWN_EVENTS
-            if kind == "transcript.text.segment" and isinstance(event.get("end"), (int, float)):
-                on_segment(float(event["end"]))
-            elif kind == "transcript.text.done":
-                return event
-            elif kind == "error":
-                raise TransientError(f"{self.server} failed while transcribing: {_clip(event.get('error'))}")
+        for text in response.iter_text():
+            *lines, pending = (pending + text).split("\n")
+            heard: float | None = None
+            for line in (line.rstrip("\r") for line in lines):
+                if line.startswith("data:"):
+                    data.append(line[5:].strip())
+                    continue
+                if line or not data:
+                    continue  # comments, event names, ids; or a blank line between nothing
+                event, data = _event(data), []
+                kind = event.get("type") if isinstance(event, dict) else None
+                understood = understood or kind in KNOWN_EVENTS
+                if kind == "transcript.text.segment" and isinstance(event.get("end"), (int, float)):
+                    heard = float(event["end"])
+                elif kind == "transcript.text.done":
+                    return event
+                elif kind == "error":
+                    raise TransientError(f"{self.server} failed while transcribing: {_clip(event.get('error'))}")
+            if heard is not None:
+                on_segment(heard)
         if not understood:
             return None
         raise TransientError(f"{self.server} ended its stream before the transcript was complete")

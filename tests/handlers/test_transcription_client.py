@@ -12,14 +12,14 @@ import subprocess
 import threading
 import time
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from handlers.errors import (
     PermanentError,
@@ -459,9 +459,20 @@ def test_ping_wakes_a_sleeping_server() -> None:
 
 
 def events(*payloads: dict[str, Any]) -> Response:
-    """A server-sent event stream of ``payloads`` (as the reference server writes it)."""
+    """A server-sent event stream of ``payloads`` (as the reference server writes it), sent in one piece."""
     body = "".join(f"data: {json.dumps(payload)}\n\n" for payload in payloads)
     return Response(body, media_type="text/event-stream")
+
+
+def paced_events(*groups: list[dict[str, Any]], pause: float = 0.1) -> StreamingResponse:
+    """Each group of events written at once, ``pause`` seconds after the group before (batches as they decode)."""
+
+    async def body() -> AsyncIterator[str]:
+        for group in groups:
+            yield "".join(f"data: {json.dumps(payload)}\n\n" for payload in group)
+            await asyncio.sleep(pause)
+
+    return StreamingResponse(body(), media_type="text/event-stream")
 
 
 def segment_events(segments: list[tuple[float, float, str]], duration: float) -> list[dict[str, Any]]:
@@ -497,10 +508,17 @@ def test_progress_moves_with_each_segment_the_reference_server_streams(
     speech = tmp_path / "lecture.wav"
     write_wav(speech, frames, rate)
     progress = Progress()
-    with WhisperClient(whisper_url) as client:
-        step = WhisperTranscriber(client, storage, ffmpeg_splitter([]), tmp_path / "cache")
-        result = step.run(job(storage, speech), progress.context)
-        assert client.streams is True
+    # one speech chunk per batch, so the segments come as they are decoded (with 8 they come at once)
+    settings = TranscriptionSettings(cpu_threads=2, beam_size=1, batch_size=1, server=ModelServerSettings())
+    served = ServedApp(transcription.create_app(settings), reserve_port())
+    try:
+        wait_until(lambda: httpx.get(f"{served.url}/health").status_code == 200, 120, "the Whisper model to load")
+        with WhisperClient(served.url) as client:
+            step = WhisperTranscriber(client, storage, ffmpeg_splitter([]), tmp_path / "cache")
+            result = step.run(job(storage, speech), progress.context)
+            assert client.streams is True
+    finally:
+        served.stop()
     assert result.outputs["segments"] >= 3
     during = progress.values[:-1]  # the last report is the piece's end
     assert len(during) >= 2, progress.values
@@ -514,7 +532,8 @@ def test_progress_spans_the_pieces_in_order(storage: LocalStorage, placeholder_a
         if seen.path == "/v1/models":
             return Response('{"object": "list", "data": [{"id": "tiny.en"}]}', media_type="application/json")
         assert seen.form.get("stream") == "true"
-        return events(*segment_events([(0.0, 2.5, "one"), (2.5, 5.0, "two"), (5.0, 10.0, "three")], 10.0))
+        payloads = segment_events([(0.0, 2.5, "one"), (2.5, 5.0, "two"), (5.0, 10.0, "three")], 10.0)
+        return paced_events(*([payload] for payload in payloads))
 
     progress = Progress()
     with fake_server(answer) as server, WhisperClient(server.url) as client:
@@ -525,6 +544,22 @@ def test_progress_spans_the_pieces_in_order(storage: LocalStorage, placeholder_a
     transcript = parse_json(storage.path(result.outputs["transcript_json"]).read_bytes())
     assert [s.text for s in transcript.segments] == ["one", "two", "three"] * 2
     assert transcript.segments[3].start == 10.0
+
+
+def test_segments_arriving_together_are_reported_once_at_the_last(
+    storage: LocalStorage, placeholder_audio: Path, tmp_path: Path
+) -> None:
+    def answer(request: Request, seen: Seen) -> Response:
+        if seen.path == "/v1/models":
+            return Response('{"object": "list", "data": [{"id": "tiny.en"}]}', media_type="application/json")
+        payloads = segment_events([(0.0, 2.0, "a"), (2.0, 4.0, "b"), (4.0, 6.0, "c"), (6.0, 10.0, "d")], 10.0)
+        return paced_events(payloads[:4], payloads[4:8], payloads[8:])  # two batches of two, then done
+
+    progress = Progress()
+    with fake_server(answer) as server, WhisperClient(server.url) as client:
+        step = WhisperTranscriber(client, storage, fixed_splitter([0.0, 10.0]), tmp_path / "cache")
+        step.run(job(storage, placeholder_audio), progress.context)
+    assert progress.values == [39, 98]  # 4 s of 10 after the first batch; the second ends the piece
 
 
 @pytest.mark.parametrize("status", [400, 404, 415, 422])
