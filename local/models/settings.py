@@ -100,11 +100,12 @@ class TranscriptionSettings(BaseSettings):
     (batched decoding always cuts the audio at VAD's speech boundaries).
     """
 
-    batched: bool = True
-    """``WHISPER_BATCHED``: decode with faster-whisper's ``BatchedInferencePipeline`` (VAD cuts the audio into
-    speech chunks of at most 30 s, decoded ``WHISPER_BATCH_SIZE`` at a time, without temperature fallback; one
-    segment per chunk, so subtitle cues are up to 30 s long); ``false``: the sequential decoder, 30 s windows each
-    conditioned on the text before, segments of a sentence or two.
+    batched: bool = False
+    """``WHISPER_BATCHED``: ``true`` decodes with faster-whisper's ``BatchedInferencePipeline`` (VAD cuts the audio
+    into speech chunks of at most 30 s, decoded ``WHISPER_BATCH_SIZE`` at a time, without temperature fallback;
+    0.57x the CPU, but one segment per chunk, so subtitle cues and search moments are up to 30 s long);
+    ``false`` (default): the sequential decoder, 30 s windows each conditioned on the text before, segments of a
+    sentence or two — the captions a tutor reads and the moments search lands on need sentence-sized segments.
     """
 
     batch_size: int = Field(8, ge=1, le=64)

@@ -325,15 +325,17 @@ def test_streamed_plain_json_and_refused_formats(whisper: httpx.Client) -> None:
 
 
 @needs_shared_jfk
-def test_sequential_decoding_answers_the_same_shape() -> None:
-    settings = TranscriptionSettings(cpu_threads=2, batched=False, server=ModelServerSettings())
+def test_batched_decoding_answers_the_same_shape() -> None:
+    """The default is sequential decoding (sentence-sized segments); WHISPER_BATCHED=true answers alike."""
+    assert TranscriptionSettings(server=ModelServerSettings()).batched is False
+    settings = TranscriptionSettings(cpu_threads=2, batched=True, server=ModelServerSettings())
     with served(transcription.create_app(settings)) as client:
         wait_for_state(client, {"ready"})
-        sequential = transcribe(client, JFK.read_bytes(), "jfk.flac", response_format="verbose_json").json()
-    assert set(sequential) == {"task", "language", "duration", "segments", "text", "usage"}
+        batched = transcribe(client, JFK.read_bytes(), "jfk.flac", response_format="verbose_json").json()
+    assert set(batched) == {"task", "language", "duration", "segments", "text", "usage"}
     assert all(set(segment) == {"id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob",
-                                "compression_ratio", "no_speech_prob"} for segment in sequential["segments"])
-    assert word_error_rate(JFK_TEXT, sequential["text"]) < 0.15
+                                "compression_ratio", "no_speech_prob"} for segment in batched["segments"])
+    assert word_error_rate(JFK_TEXT, batched["text"]) < 0.15
 
 
 @needs_shared_jfk
