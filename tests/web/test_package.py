@@ -2,7 +2,7 @@
 
 The committed ``web/openapi.json`` must be what the API serves at
 ``/openapi.json`` (and byte for byte what ``python -m api.openapi_export``
-prints), and the committed ``web/src/schema.d.ts`` what openapi-typescript
+prints), and the committed ``web/src/schema.ts`` what openapi-typescript
 generates from the served document: a route or schema changed without
 ``cd web && npm run generate`` fails here, so the client can never drift from
 the API. Then the package's unit tests (``npm test``: vitest; none may fail or
@@ -29,7 +29,7 @@ from api.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "web"
-REGENERATE = "regenerate with `cd web && npm run generate` and commit web/openapi.json and web/src/schema.d.ts"
+REGENERATE = "regenerate with `cd web && npm run generate` and commit web/openapi.json and web/src/schema.ts"
 
 
 def npm() -> str:
@@ -39,12 +39,16 @@ def npm() -> str:
     return found
 
 
-@pytest.fixture(scope="module")
-def node_modules() -> Path:
+def ensure_node_modules() -> Path:
     """web/node_modules, installed from the committed lockfile unless already there."""
     if not (WEB / "node_modules" / ".package-lock.json").exists():
         subprocess.run([npm(), "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True, timeout=300)
     return WEB / "node_modules"
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> Path:
+    return ensure_node_modules()
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +80,14 @@ def test_committed_types_are_generated_from_the_served_document(
 ) -> None:
     source = tmp_path / "openapi.json"
     source.write_text(json.dumps(served_document), encoding="utf-8")
-    generated = tmp_path / "schema.d.ts"
+    generated = tmp_path / "schema.ts"
     result = subprocess.run(
         [str(node_modules / ".bin" / "openapi-typescript"), str(source), "--output", str(generated)],
         cwd=WEB, capture_output=True, text=True, timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    committed = (WEB / "src" / "schema.d.ts").read_text(encoding="utf-8")
-    assert generated.read_text(encoding="utf-8") == committed, f"web/src/schema.d.ts is stale: {REGENERATE}"
+    committed = (WEB / "src" / "schema.ts").read_text(encoding="utf-8")
+    assert generated.read_text(encoding="utf-8") == committed, f"web/src/schema.ts is stale: {REGENERATE}"
 
 
 def test_unit_tests_pass(node_modules: Path) -> None:
@@ -103,3 +107,27 @@ def test_type_check(node_modules: Path) -> None:
     """``tsc --noEmit`` over the sources and the tests."""
     result = subprocess.run([npm(), "run", "typecheck"], cwd=WEB, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, (result.stdout + result.stderr)[-12000:]
+
+
+def test_build_is_importable_by_node(node_modules: Path, tmp_path: Path) -> None:
+    """``tsc -p tsconfig.build.json`` emits ESM with its declarations that plain node can import."""
+    out = tmp_path / "dist"
+    built = subprocess.run(
+        [str(node_modules / ".bin" / "tsc"), "-p", "tsconfig.build.json", "--outDir", str(out)],
+        cwd=WEB, capture_output=True, text=True, timeout=300,
+    )
+    assert built.returncode == 0, (built.stdout + built.stderr)[-8000:]
+    assert (out / "index.d.ts").is_file() and (out / "schema.d.ts").is_file()
+    # resolve react and @tanstack/react-query from web/node_modules, as an app's would be
+    (out / "node_modules").symlink_to(node_modules, target_is_directory=True)
+    script = f"const m = await import({json.dumps((out / 'index.js').as_uri())}); console.log(Object.keys(m).sort().join(' '))"
+    node = shutil.which("node")
+    assert node is not None, "node is not installed"
+    result = subprocess.run([node, "--input-type=module", "-e", script], cwd=out, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-4000:]
+    exported = set(result.stdout.split())
+    assert {
+        "useStartVideoProcessing", "useVideoProcessingStatus", "useCancelVideoProcessing", "useVideoProcessingQueues",
+        "useQueueEvents", "useTranscript", "useLectureSearch", "VideoProcessingProgress", "VidpipeProvider",
+        "createVidpipeClient",
+    } <= exported, exported

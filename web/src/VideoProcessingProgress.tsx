@@ -11,8 +11,8 @@
  */
 import { useEffect, useId, useRef, useState } from "react";
 
-import { isTerminal, type QueueStatus, type StepStatus } from "./client";
-import { useCancelVideoProcessing, useVideoProcessingStatus } from "./hooks";
+import { isTerminal, type QueueStatus, type StepStatus } from "./client.js";
+import { useCancelVideoProcessing, useVideoProcessingStatus } from "./hooks.js";
 
 /** The step names vidpipe runs, as a person reads them; an unknown step shows its own name. */
 export const STEP_LABELS: Record<string, string> = {
@@ -153,6 +153,14 @@ function Step({ step, label, current }: { step: StepStatus; label: string; curre
   );
 }
 
+const QUEUE_NEWS: Record<QueueStatus["status"], (status: QueueStatus) => string> = {
+  pending: () => "Waiting to start",
+  processing: () => "Processing started",
+  completed: () => "Processing completed",
+  failed: (status) => (status.error ? `Processing failed: ${status.error}` : "Processing failed"),
+  cancelled: () => "Processing cancelled",
+};
+
 /** One sentence for the live region whenever the queue or one of its steps changes state. */
 function useAnnouncement(status: QueueStatus | undefined, labels: Record<string, string>): string {
   const [text, setText] = useState("");
@@ -178,7 +186,7 @@ function useAnnouncement(status: QueueStatus | undefined, labels: Record<string,
     const queueKey = `queue:${status.queue_id}`;
     if (before.get(queueKey) !== status.status) {
       if (before.has(queueKey) || isTerminal(status.status)) {
-        news.push(status.status === "failed" && status.error ? `Failed: ${status.error}` : `Processing ${status.status}`);
+        news.push(QUEUE_NEWS[status.status](status));
       }
       before.set(queueKey, status.status);
     }

@@ -25,11 +25,11 @@ import {
   type Timeline,
   type TimelineEvent,
   type VidpipeApiError,
-} from "./client";
-import { vidpipeKeys } from "./keys";
-import { useVidpipeClient } from "./provider";
-import { followQueueStream } from "./stream";
-import { startVideoProcessing, type StartInput, type UploadProgress } from "./upload";
+} from "./client.js";
+import { vidpipeKeys } from "./keys.js";
+import { useVidpipeClient } from "./provider.js";
+import { followQueueStream } from "./stream.js";
+import { startVideoProcessing, type StartInput, type UploadProgress } from "./upload.js";
 
 /** `mutate(attachmentId | File, { onSuccess: (data) => data.queue_id })`; `uploadProgress` while a file goes up. */
 export function useStartVideoProcessing(): UseMutationResult<QueueAccepted, VidpipeApiError, StartInput> & {
@@ -112,13 +112,17 @@ export function useVideoProcessingStatus(
   const query = useQuery<QueueStatus, VidpipeApiError>({
     queryKey: vidpipeKeys.status(queueId ?? ""),
     enabled: active,
-    queryFn: async ({ signal }) =>
-      unwrap(
+    queryFn: async ({ signal }) => {
+      const fresh = unwrap(
         await client.api.GET("/api/video-processing/status/{queueId}", {
           params: { path: { queueId: queueId ?? "" } },
           signal,
         }),
-      ),
+      );
+      // an answer that left before the stream's latest event must not undo it
+      const cached = queryClient.getQueryData<QueueStatus>(vidpipeKeys.status(fresh.queue_id));
+      return cached && cached.version > fresh.version ? cached : fresh;
+    },
     refetchInterval: (q) => (isTerminal(q.state.data?.status) || streaming ? false : refetchInterval),
   });
   const transport: StatusTransport = !active || isTerminal(query.data?.status) ? "idle" : streaming ? "stream" : "polling";

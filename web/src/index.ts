@@ -16,7 +16,7 @@ export {
   type TokenSource,
   type VidpipeClient,
   type VidpipeConfig,
-} from "./client";
+} from "./client.js";
 export {
   useCancelVideoProcessing,
   useLectureSearch,
@@ -30,11 +30,11 @@ export {
   type StatusOptions,
   type StatusTransport,
   type TranscriptFormat,
-} from "./hooks";
-export { vidpipeKeys } from "./keys";
-export { useVidpipeClient, VidpipeProvider, type VidpipeProviderProps } from "./provider";
-export { parseEventStream, type ServerSentEvent } from "./sse";
-export { followQueueStream, type FollowOptions, type StreamOutcome } from "./stream";
-export { startVideoProcessing, type StartInput, type StartOptions, type UploadProgress } from "./upload";
-export type { components, paths } from "./schema";
-export { STEP_LABELS, VideoProcessingProgress, type VideoProcessingProgressProps } from "./VideoProcessingProgress";
+} from "./hooks.js";
+export { vidpipeKeys } from "./keys.js";
+export { useVidpipeClient, VidpipeProvider, type VidpipeProviderProps } from "./provider.js";
+export { parseEventStream, type ServerSentEvent } from "./sse.js";
+export { followQueueStream, type FollowOptions, type StreamOutcome } from "./stream.js";
+export { startVideoProcessing, type StartInput, type StartOptions, type UploadProgress } from "./upload.js";
+export type { components, paths } from "./schema.js";
+export { STEP_LABELS, VideoProcessingProgress, type VideoProcessingProgressProps } from "./VideoProcessingProgress.js";

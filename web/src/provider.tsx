@@ -1,7 +1,7 @@
 /** The client the hooks use, given once near the root of the app. */
 import { createContext, useContext, useMemo, type ReactNode } from "react";
 
-import { createVidpipeClient, type VidpipeClient, type VidpipeConfig } from "./client";
+import { createVidpipeClient, type VidpipeClient, type VidpipeConfig } from "./client.js";
 
 const VidpipeContext = createContext<VidpipeClient | null>(null);
 

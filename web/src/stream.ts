@@ -4,8 +4,8 @@
  * the last event seen, so nothing is missed or repeated; `204` (the queue ended
  * and that was its last event) and a terminal status end the follow.
  */
-import { isTerminal, type QueueStatus, type TimelineEvent, type VidpipeClient } from "./client";
-import { parseEventStream } from "./sse";
+import { isTerminal, type QueueStatus, type TimelineEvent, type VidpipeClient } from "./client.js";
+import { parseEventStream } from "./sse.js";
 
 export type StreamOutcome =
   /** The queue reached completed, failed or cancelled (or the server said 204). */

@@ -4,7 +4,7 @@
  * fetch of the app's own was configured, because fetch cannot report upload
  * progress; otherwise through the configured fetch (no progress then).
  */
-import { errorMessage, unwrap, VidpipeApiError, type QueueAccepted, type VidpipeClient } from "./client";
+import { errorMessage, unwrap, VidpipeApiError, type QueueAccepted, type VidpipeClient } from "./client.js";
 
 export interface UploadProgress {
   loaded: number;

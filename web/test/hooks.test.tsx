@@ -13,7 +13,6 @@ import {
   vidpipeKeys,
   VidpipeApiError,
   VidpipeProvider,
-  type QueueStatus,
 } from "../src";
 import { EventStream, FakeApi, json, QUEUE, status, timeline } from "./fake";
 
@@ -41,28 +40,37 @@ afterEach(() => {
 
 describe("useVideoProcessingStatus", () => {
   it("polls at refetchInterval when streams are refused, and stops at a terminal status", async () => {
-    const answers = [status(1, "processing", 20), status(2, "processing", 60), status(3, "completed", 100)];
+    let version = 0;
+    let finished = false;
     const api = new FakeApi()
       .on("GET", STREAM, () => json(429, { error: "too many live streams" }))
-      .on("GET", STATUS, () => json(200, answers.shift() ?? status(3, "completed", 100)));
+      .on("GET", STATUS, () => {
+        version += 1;
+        return json(200, finished ? status(version, "completed", 100) : status(version, "processing", 10 * version));
+      });
     const { wrapper } = setup(api);
     const { result } = renderHook(() => useVideoProcessingStatus(QUEUE, { refetchInterval: 20 }), { wrapper });
 
     await waitFor(() => expect(result.current.transport).toBe("polling"));
+    await waitFor(() => expect(api.callsTo("GET", STATUS).length).toBeGreaterThanOrEqual(3));
+    expect(result.current.data?.status).toBe("processing");
+    finished = true;
     await waitFor(() => expect(result.current.data?.status).toBe("completed"));
     const polls = api.callsTo("GET", STATUS).length;
-    expect(polls).toBe(3);
     await sleep(150);
     expect(api.callsTo("GET", STATUS).length).toBe(polls);
     expect(result.current.transport).toBe("idle");
     expect(result.current.data?.progress_percentage).toBe(100);
+    expect(api.callsTo("GET", STREAM).length).toBe(1);
   });
 
   it("writes each server-sent event into the cache in order and does not poll while streaming", async () => {
     const stream = new EventStream();
+    let answer: (response: Response) => void = () => undefined;
+    const slowFirstAnswer = new Promise<Response>((resolve) => (answer = resolve));
     const api = new FakeApi()
       .on("GET", STREAM, () => stream.response)
-      .on("GET", STATUS, () => json(200, status(0, "pending")))
+      .on("GET", STATUS, () => slowFirstAnswer)
       .on("GET", `${STATUS}/events`, () => json(200, { queue_id: QUEUE, events: [] }));
     const { wrapper } = setup(api);
     const seen: number[] = [];
@@ -75,34 +83,29 @@ describe("useVideoProcessingStatus", () => {
       },
       { wrapper },
     );
-    await waitFor(() => expect(result.current.live.data?.version).toBe(0));
     await waitFor(() => expect(result.current.events.isSuccess).toBe(true));
+    await waitFor(() => expect(api.callsTo("GET", STREAM).length).toBe(1));
     expect(result.current.live.transport).toBe("stream");
 
     await act(async () => {
       stream.send("timeline", 1, timeline(1, "QueueCreated"));
       stream.send("status", 1, status(1, "processing", 10));
-      await sleep(30);
     });
-    expect(result.current.live.data?.progress_percentage).toBe(10);
+    await waitFor(() => expect(result.current.live.data?.progress_percentage).toBe(10));
     await act(async () => {
       stream.send("timeline", 2, timeline(2, "StepStarted", "compress"));
       stream.send("timeline", 3, timeline(3, "StepCompleted", "compress"));
       stream.send("status", 3, status(3, "processing", 40));
-      await sleep(30);
     });
-    expect(result.current.live.data?.progress_percentage).toBe(40);
-    expect(result.current.events.data?.events.map((event) => event.position)).toEqual([1, 2, 3]);
-    // an older status (a late poll) never replaces a newer one
-    await act(async () => {
-      queryClient.setQueryData<QueueStatus>(vidpipeKeys.status(QUEUE), (previous) =>
-        previous && previous.version > 2 ? previous : status(2, "processing", 20),
-      );
-      stream.send("status", 4, status(4, "completed", 100));
-      await sleep(30);
-    });
+    await waitFor(() => expect(result.current.live.data?.progress_percentage).toBe(40));
+    await waitFor(() => expect(result.current.events.data?.events.map((event) => event.position)).toEqual([1, 2, 3]));
+    // the first GET, sent before the stream's events, answers late with version 0: it must not undo them
+    await act(async () => answer(json(200, status(0, "pending"))));
+    await sleep(50);
+    expect(result.current.live.data?.version).toBe(3);
+    await act(async () => stream.send("status", 4, status(4, "completed", 100)));
     await waitFor(() => expect(result.current.live.data?.status).toBe("completed"));
-    expect(seen).toEqual([0, 1, 3, 4]);
+    expect(seen).toEqual([1, 3, 4]);
     expect(api.callsTo("GET", STATUS).length).toBe(1);
     expect(api.callsTo("GET", STREAM)[0]?.headers.get("authorization")).toBe("Bearer tok-1");
     expect(api.callsTo("GET", STREAM)[0]?.headers.get("last-event-id")).toBeNull();
