@@ -1,6 +1,6 @@
 /**
- * The example app: sign in with a token, upload a video (with upload progress),
- * follow each queue with VideoProcessingProgress, list the caller's queues.
+ * The example app: sign in with a token, upload videos with VideoUpload (with
+ * upload progress), follow each with VideoProcessingProgress, list the caller's queues.
  * It uses only @vidpipe/react's public API, against the API on this page's origin.
  */
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
@@ -9,9 +9,9 @@ import { createRoot } from "react-dom/client";
 
 import {
   createVidpipeClient,
-  useStartVideoProcessing,
   useVideoProcessingQueues,
   VideoProcessingProgress,
+  VideoUpload,
   VidpipeProvider,
 } from "@vidpipe/react";
 import "@vidpipe/react/styles.css";
@@ -31,35 +31,6 @@ function SignIn({ onToken }: { onToken: (token: string) => void }) {
       <label htmlFor="token">Access token</label>
       <input id="token" value={value} onChange={(event) => setValue(event.target.value)} autoComplete="off" />
       <button type="submit">Sign in</button>
-    </form>
-  );
-}
-
-function Upload({ onQueue }: { onQueue: (queueId: string) => void }) {
-  const input = useRef<HTMLInputElement>(null);
-  const { mutate: startProcessing, isPending, error, uploadProgress } = useStartVideoProcessing();
-  const submit = (event: FormEvent) => {
-    event.preventDefault();
-    const file = input.current?.files?.[0];
-    if (!file) return;
-    startProcessing(file, {
-      onSuccess: (data) => {
-        onQueue(data.queue_id);
-        if (input.current) input.current.value = "";
-      },
-    });
-  };
-  const percent = uploadProgress && uploadProgress.total ? Math.round((100 * uploadProgress.loaded) / uploadProgress.total) : 0;
-  return (
-    <form onSubmit={submit} className="card">
-      <h2>Upload a lecture video</h2>
-      <label htmlFor="video">Video file</label>
-      <input id="video" type="file" accept="video/*" ref={input} />
-      <button type="submit" disabled={isPending}>
-        {isPending ? "Uploading…" : "Upload"}
-      </button>
-      <progress max={100} value={percent} aria-label="Upload progress" />
-      {error ? <p role="alert">{error.message}</p> : null}
     </form>
   );
 }
@@ -95,7 +66,11 @@ function App() {
           <h1>vidpipe · @vidpipe/react example</h1>
           {token ? (
             <>
-              <Upload onQueue={(id) => setQueues((known) => [id, ...known.filter((k) => k !== id)])} />
+              <VideoUpload
+                className="card"
+                showProgress={false}
+                onQueued={({ queue_id: id }) => setQueues((known) => [id, ...known.filter((k) => k !== id)])}
+              />
               {queues.map((id) => (
                 <VideoProcessingProgress key={id} queueId={id} />
               ))}

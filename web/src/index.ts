@@ -38,3 +38,4 @@ export { followQueueStream, type FollowOptions, type StreamOutcome } from "./str
 export { startVideoProcessing, type StartInput, type StartOptions, type UploadProgress } from "./upload.js";
 export type { components, paths } from "./schema.js";
 export { STEP_LABELS, VideoProcessingProgress, type VideoProcessingProgressProps } from "./VideoProcessingProgress.js";
+export { VideoUpload, type VideoUploadProps } from "./VideoUpload.js";
