@@ -6,7 +6,9 @@ import { afterEach, describe, expect, it } from "vitest";
 import {
   createVidpipeClient,
   useCancelVideoProcessing,
+  useLectureSearch,
   useQueueEvents,
+  useTranscript,
   useStartVideoProcessing,
   useVideoProcessingQueues,
   useVideoProcessingStatus,
@@ -145,6 +147,37 @@ describe("useVideoProcessingStatus", () => {
     expect(api.callsTo("GET", STREAM).length).toBe(2);
   });
 
+  it("keeps a newer status than a late stream event carries", async () => {
+    const stream = new EventStream();
+    const api = new FakeApi()
+      .on("GET", STREAM, () => stream.response)
+      .on("GET", STATUS, () => json(200, status(5, "processing", 50)));
+    const { wrapper } = setup(api);
+    const { result } = renderHook(() => useVideoProcessingStatus(QUEUE, { refetchInterval: false }), { wrapper });
+    await waitFor(() => expect(result.current.data?.version).toBe(5));
+    await act(async () => stream.send("status", 4, status(4, "processing", 40)));
+    await sleep(50);
+    expect(result.current.data?.progress_percentage).toBe(50);
+    await act(async () => stream.send("status", 6, status(6, "processing", 60)));
+    await waitFor(() => expect(result.current.data?.progress_percentage).toBe(60));
+  });
+
+  it("falls back to polling when the stream cannot be reached again and again", async () => {
+    let polls = 0;
+    const api = new FakeApi()
+      .on("GET", STREAM, () => Promise.reject(new TypeError("Failed to fetch")))
+      .on("GET", STATUS, () => json(200, status(++polls, "processing", polls)));
+    const { wrapper } = setup(api);
+    const { result } = renderHook(
+      () => useVideoProcessingStatus(QUEUE, { refetchInterval: 20, streamRetryDelayMs: 5 }),
+      { wrapper },
+    );
+    expect(result.current.transport).toBe("stream");
+    await waitFor(() => expect(result.current.transport).toBe("polling"));
+    expect(api.callsTo("GET", STREAM).length).toBe(4); // the first attempt and three reopenings
+    await waitFor(() => expect(polls).toBeGreaterThanOrEqual(3));
+  });
+
   it("ends at 204 and fetches the final status once", async () => {
     const answers = [status(5, "processing", 90), status(6, "completed", 100)];
     const api = new FakeApi()
@@ -259,5 +292,45 @@ describe("useVideoProcessingQueues", () => {
     const params = new URLSearchParams(api.calls[0]?.search);
     expect(params.get("status")).toBe("processing");
     expect(params.get("limit")).toBe("5");
+  });
+});
+
+describe("useTranscript and useLectureSearch", () => {
+  it("reads a transcript as JSON by default and as text in another format", async () => {
+    const api = new FakeApi().on("GET", `${STATUS}/transcript`, (request) =>
+      new URL(request.url).searchParams.get("format") === "vtt"
+        ? new Response("WEBVTT\n\n00:00.000 --> 00:02.000\nask not", { headers: { "content-type": "text/vtt" } })
+        : json(200, { segments: [{ start: 0, end: 2, text: "ask not" }] }),
+    );
+    const { wrapper } = setup(api);
+    const { result } = renderHook(
+      () => ({ json: useTranscript(QUEUE), vtt: useTranscript(QUEUE, { format: "vtt" }) }),
+      { wrapper },
+    );
+    await waitFor(() => expect(result.current.vtt.data).toBe("WEBVTT\n\n00:00.000 --> 00:02.000\nask not"));
+    await waitFor(() => expect(result.current.json.data).toEqual({ segments: [{ start: 0, end: 2, text: "ask not" }] }));
+  });
+
+  it("asks nothing for a blank question and passes the filters for a real one", async () => {
+    const api = new FakeApi().on("GET", "/api/search", () =>
+      json(200, { query: "country", mode: "keyword", notice: null, moments: [] }),
+    );
+    const { wrapper } = setup(api);
+    const { result, rerender } = renderHook(({ q }) => useLectureSearch(q, { limit: 3, queueId: QUEUE, mode: "keyword" }), {
+      wrapper,
+      initialProps: { q: "   " },
+    });
+    await sleep(30);
+    expect(api.calls).toEqual([]);
+    expect(result.current.fetchStatus).toBe("idle");
+    rerender({ q: " country " });
+    await waitFor(() => expect(result.current.data?.mode).toBe("keyword"));
+    const params = new URLSearchParams(api.calls[0]?.search);
+    expect([params.get("q"), params.get("limit"), params.get("queue_id"), params.get("mode")]).toEqual([
+      "country",
+      "3",
+      QUEUE,
+      "keyword",
+    ]);
   });
 });
