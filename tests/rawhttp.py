@@ -80,6 +80,11 @@ async def post_endless(port: int, path: str, headers: dict[str, str], total: int
         pass  # the server closed the connection after answering
     try:
         result = await asyncio.wait_for(answer, timeout)
+    except ConnectionResetError:
+        # The server answered and closed while our body was still arriving: its kernel resets
+        # the connection, and ours may drop the answer it had already received (a TCP race
+        # every client of an early-refusing server can meet). Status 0 says so.
+        result = Answer(0, {}, b"", extra={"reset": True})
     finally:
         writer.transport.abort()  # drop what is still buffered: the answer is in
     result.sent, result.seconds = sent, time.monotonic() - started

@@ -172,14 +172,14 @@ def repo_copy(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def installed_copy(repo_copy: Path) -> Path:
-    """The copy with this virtualenv (and the TypeScript tests' node packages) linked in, as after make install."""
+    """The copy with this virtualenv (and the node packages make install brings) linked in, as after make install."""
     venv = Path(sys.prefix)
     assert venv != Path(sys.base_prefix), "run the tests with the virtualenv's interpreter (make test)"
     assert (venv / ".installed").is_file(), f"{venv} was not made by make install"
     (repo_copy / ".venv").symlink_to(venv)
-    node_modules = Path("tests/local/qstash_js/node_modules")
-    assert (ROOT / node_modules).is_dir(), "run make install first (the TypeScript tests' node packages)"
-    (repo_copy / node_modules).symlink_to(ROOT / node_modules)
+    for node_modules in (Path("tests/local/qstash_js/node_modules"), Path("web/node_modules")):
+        assert (ROOT / node_modules).is_dir(), f"run make install first ({node_modules.parent}'s node packages)"
+        (repo_copy / node_modules).symlink_to(ROOT / node_modules)
     # make install in the copy must find nothing to do: were it to reinstall, it would point the shared
     # virtualenv's editable install at this throw-away copy
     planned = subprocess.run(["make", "--dry-run", "install"], cwd=repo_copy, capture_output=True, text=True,
