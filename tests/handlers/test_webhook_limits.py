@@ -80,10 +80,15 @@ def test_a_chunked_body_over_the_cap_is_cut_off_at_the_cap(pipeline_factory: Fac
     """No Content-Length to refuse by: a validly signed header, then an endless body."""
     pipeline, url, port = _serve(pipeline_factory)
     qid = pipeline.start()
-    headers = {"Upstash-Signature": sign(b"{}", url), "Content-Type": "application/json"}
-    answer = asyncio.run(post_endless(port, PATH.format("compress"), headers, GIGABYTES, chunked=True))
-    assert answer.status == 413, answer.body
-    assert answer.sent < 16 * DEFAULT_MAX_BODY_BYTES  # stopped near the cap (socket buffers aside)
+    statuses = []
+    for _ in range(5):  # the answer can be lost to the reset that follows an early close (tests/rawhttp.py)
+        headers = {"Upstash-Signature": sign(b"{}", url), "Content-Type": "application/json"}
+        answer = asyncio.run(post_endless(port, PATH.format("compress"), headers, GIGABYTES, chunked=True))
+        assert answer.sent < 16 * DEFAULT_MAX_BODY_BYTES  # stopped near the cap (socket buffers aside)
+        statuses.append(answer.status)
+        if answer.status != 0:
+            break
+    assert statuses[-1] == 413, (statuses, answer.body)
     assert pipeline.event_names(qid) == ["Created"]
 
 
