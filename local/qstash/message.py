@@ -112,6 +112,17 @@ def shown_body(body: bytes, redact: str | None) -> dict[str, str]:
     return body_fields(body, "body", "bodyBase64")
 
 
+def with_optional(data: dict[str, Any], optional: dict[str, Any], message: Message) -> dict[str, Any]:
+    """``data`` with the ``optional`` fields that are set and the message's callback headers, as QStash
+    leaves unset fields out of its answers."""
+    data.update({key: value for key, value in optional.items() if value is not None})
+    if message.callback_headers:
+        data["callbackHeader"] = multi_header(message.callback_headers)
+    if message.failure_callback_headers:
+        data["failureCallbackHeader"] = multi_header(message.failure_callback_headers)
+    return data
+
+
 def message_json(message: Message) -> dict[str, Any]:
     """``GET /v2/messages/{id}``: the message as QStash describes it."""
     data: dict[str, Any] = {
@@ -139,12 +150,7 @@ def message_json(message: Message) -> dict[str, Any]:
         "rate": message.rate,
         "period": None if message.period_s is None else int(message.period_s),
     }
-    data.update({key: value for key, value in optional.items() if value is not None})
-    if message.callback_headers:
-        data["callbackHeader"] = multi_header(message.callback_headers)
-    if message.failure_callback_headers:
-        data["failureCallbackHeader"] = multi_header(message.failure_callback_headers)
-    return data
+    return with_optional(data, optional, message)
 
 
 def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from local.qstash.context import authorize, destination_of, read_body, settings_of, store_of
 from local.qstash.cron import CronError, parse_cron
 from local.qstash.errors import ApiError
-from local.qstash.message import Schedule, multi_header, new_id, shown_body
+from local.qstash.message import Schedule, multi_header, new_id, shown_body, with_optional
 from local.qstash.redaction import shown_headers
 from local.qstash.publication import PublishError
 from local.qstash.queue_api import queue_name
@@ -106,12 +106,7 @@ def schedule_json(schedule: Schedule, request: Request) -> dict[str, Any]:
         "rate": message.rate,
         "period": None if message.period_s is None else int(message.period_s),
     }
-    data.update({key: value for key, value in optional.items() if value is not None})
-    if message.callback_headers:
-        data["callbackHeader"] = multi_header(message.callback_headers)
-    if message.failure_callback_headers:
-        data["failureCallbackHeader"] = multi_header(message.failure_callback_headers)
-    return data
+    return with_optional(data, optional, message)
 
 
 async def get_schedule(request: Request) -> Response:
