@@ -393,10 +393,3 @@ class MomentsReader:
                                     float(r["start_seconds"]), float(r["end_seconds"]), r["text"])
             for r in rows
         }
-
-    def count(self, owner_id: str | None = None) -> int:
-        row = self.view.fetchone(
-            "SELECT COUNT(*) AS n FROM search_moments" + (" WHERE owner_id = :owner" if owner_id else ""),
-            {"owner": owner_id},
-        )
-        return int(row["n"]) if row else 0
