@@ -90,3 +90,6 @@ class Storage(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the object; absent objects are fine."""
+
+    def delete_folder(self, prefix: str) -> int:
+        """Remove every object under ``prefix/`` (a queue's folder); returns how many; absent is fine."""

@@ -72,3 +72,12 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def delete_folder(self, prefix: str) -> int:
+        """Remove every object under ``prefix/`` (and the folder); returns how many files went."""
+        folder = self.path(prefix)
+        if not folder.is_dir():
+            return 0
+        removed = sum(1 for path in folder.rglob("*") if path.is_file())
+        shutil.rmtree(folder, ignore_errors=True)
+        return removed

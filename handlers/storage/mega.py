@@ -199,6 +199,21 @@ class MegaStorage:
 
         self._run(key, delete)
 
+    def delete_folder(self, prefix: str) -> int:
+        """Remove the folder ``prefix`` with everything in it (MEGA deletes a folder's subtree);
+        returns how many files it held."""
+        parts = self._parts(prefix)
+
+        def delete(client: Mega) -> int:
+            tree = _Tree(client.get_files(), client.root_id)
+            files = 0
+            for folder in tree.folders(parts):
+                files += tree.count_files(folder["h"])
+                self._destroy(client, folder["h"])
+            return files
+
+        return self._run(prefix, delete)
+
     def close(self) -> None:
         with self._clients_lock:
             clients, self._clients = self._clients, []
@@ -396,6 +411,20 @@ class _Tree:
             parents = [folder["h"] for parent in parents for folder in self.children(parent, name, _FOLDER)]
         found = [node for parent in parents for node in self.children(parent, parts[-1], _FILE)]
         return sorted(found, key=lambda node: (node.get("ts", 0), node["h"]))
+
+    def folders(self, parts: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Folders at the path ``parts`` (several when two replicas created the same name)."""
+        found = [self.root]
+        for name in parts:
+            found = [folder["h"] for parent in found for folder in self.children(parent, name, _FOLDER)]
+        return [{"h": handle} for handle in found]
+
+    def count_files(self, folder: str) -> int:
+        """Files anywhere under ``folder``."""
+        total = 0
+        for node in self._children.get(folder, []):
+            total += 1 if node["t"] == _FILE else self.count_files(node["h"]) if node["t"] == _FOLDER else 0
+        return total
 
 
 class _ChunkMac:
