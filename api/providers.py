@@ -114,6 +114,7 @@ def build_step_providers(settings: Settings, storage: Storage, view: ReadModelVi
         EmbeddingClient(
             settings.e5_url, label="e5", name="E5 embedding server", api_key=token,
             timeout=settings.model_request_timeout_seconds, url_env="E5_HG_EMBEDDING_SERVER_API_URL",
+            query_prefix=settings.e5_query_prefix, passage_prefix=settings.e5_passage_prefix,
         )
         if settings.e5_url
         else None

@@ -107,7 +107,7 @@ class QueryEmbedder:
             if skipped:
                 failures[label] = skipped
                 continue
-            futures[self._pool.submit(client.embed, [text])] = label
+            futures[self._pool.submit(client.embed, [text], kind="query")] = label
         done, late = wait(futures, timeout=self.deadline)
         for future in late:
             label = futures[future]

