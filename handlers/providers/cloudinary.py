@@ -249,6 +249,12 @@ class CloudinaryClient:
         logger.info("uploaded %s to Cloudinary as %s v%s", path.name, result["public_id"], result["version"])
         return result
 
+    def destroy(self, public_id: str) -> bool:
+        """Delete the asset and its derived files (CDN copies invalidated); False when there was none."""
+        result = self._call(lambda: cloudinary.uploader.destroy(public_id, invalidate=True, **self.config.upload_options()))
+        logger.info("Cloudinary asset %s destroyed: %s", public_id, result.get("result"))
+        return result.get("result") == "ok"
+
     def _call(self, request: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         try:
             result = request()
@@ -489,3 +495,15 @@ class CloudinaryAudioConverter:
             },
             provider=self.name,
         )
+
+
+class CloudinaryAssets:
+    """A deleted lecture's asset on Cloudinary (the one compress and audio-convert uploaded), destroyed."""
+
+    def __init__(self, config: CloudinaryConfig) -> None:
+        self.config = config
+        self.client = CloudinaryClient(config, storage=None)  # type: ignore[arg-type] - destroy stores nothing
+
+    def destroy_lecture(self, owner_id: str, queue_id: str) -> bool:
+        """Destroy ``<folder>/<owner>/<queue>``; False when Cloudinary has no such asset."""
+        return self.client.destroy(f"{self.config.folder.strip('/')}/{owner_id}/{queue_id}")

@@ -296,6 +296,26 @@ def create_app(settings: Settings) -> Starlette:
             return cdn_error(400, f"Error in transformation: {failed}")
         return FileResponse(derived, media_type=CONTENT_TYPES[format])
 
+    async def destroy(request: Request) -> Response:
+        """The Upload API's ``destroy``: the asset and its derived files go (``{"result": "ok"|"not found"}``)."""
+        if request.path_params["cloud"] != settings.cloud_name:
+            return error(401, f"Invalid cloud_name {request.path_params['cloud']}")
+        async with request.form(max_files=0, max_fields=50) as form:
+            params = _params(form)
+        try:
+            signing.verify(params, api_key=settings.api_key, api_secret=secret, tolerance_s=settings.timestamp_tolerance_s)
+        except signing.SignatureError as refused:
+            return error(401, str(refused))
+        public_id = _text(params.get("public_id"))
+        if not public_id:
+            return error(400, "Missing required parameter - public_id")
+        store: AssetStore = request.app.state.store
+        try:
+            gone = await anyio.to_thread.run_sync(store.destroy, public_id)
+        except StoreError as refused:
+            return error(400, str(refused))
+        return JSONResponse({"result": "ok" if gone else "not found"})
+
     async def outage(request: Request) -> Response:
         requests = int(request.query_params.get("requests", "1"))
         switch.set(requests)
@@ -307,6 +327,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v1_1/{cloud}/{resource_type}/upload", _guard(upload), methods=["POST"]),
+            Route("/v1_1/{cloud}/{resource_type}/destroy", _guard(destroy), methods=["POST"]),
             Route("/{cloud}/video/upload/{path:path}", _guard(deliver), methods=["GET", "HEAD"]),
             Route("/_local/outage", outage, methods=["POST"]),
             Route("/_local/health", health, methods=["GET"]),

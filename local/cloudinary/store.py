@@ -99,6 +99,14 @@ class AssetStore:
             return None
         return Asset.from_json(json.loads(meta.read_text()))
 
+    def destroy(self, public_id: str) -> bool:
+        """Remove the asset with its derived files; False when there is none."""
+        with self._lock:
+            if self.get(public_id) is None:
+                return False
+            shutil.rmtree(self.asset_dir(public_id), ignore_errors=True)
+        return True
+
     def original(self, asset: Asset) -> Path:
         return self.asset_dir(asset.public_id) / f"original.{asset.format}"
 
