@@ -25,11 +25,17 @@ import psycopg_pool.pool
 from psycopg_pool.base import AttemptWithBackoff
 
 from domain.errors import VidpipeError
+from projections import outage_gate
 
 Dialect = Literal["sqlite", "postgres", "memory"]
 
 RECONNECT_MAX_DELAY_SECONDS = 1.0
 """Longest pause between a connection pool's attempts to reach a Postgres that went away."""
+
+POOL_TIMEOUT_SECONDS = 3
+"""Longest a request waits for a pooled Postgres connection (the library's ``POSTGRES_CONNECT_TIMEOUT``):
+a busy pool makes it wait this long per try; a server that is down, once per outage
+(:mod:`projections.outage_gate` refuses later requests at once)."""
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
@@ -101,6 +107,7 @@ class DatabaseUrl:
                 "SQLITE_LOCK_TIMEOUT": "30",
             }
         cap_reconnect_backoff()
+        outage_gate.install()
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": self.dbname,
@@ -112,7 +119,7 @@ class DatabaseUrl:
             "POSTGRES_PRE_PING": "y",
             "POSTGRES_POOL_SIZE": "2",
             "POSTGRES_MAX_OVERFLOW": "8",
-            "POSTGRES_CONNECT_TIMEOUT": "5",
+            "POSTGRES_CONNECT_TIMEOUT": str(POOL_TIMEOUT_SECONDS),
         }
 
     def conninfo(self) -> str:
