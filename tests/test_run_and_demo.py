@@ -38,7 +38,7 @@ import pytest
 from tests.support import reserve_port
 
 ROOT = Path(__file__).resolve().parent.parent
-PORT_VARIABLES = ("PORT", "LOCAL_QSTASH_PORT", "WHISPER_PORT", "EMBEDDING_PORT")
+PORT_VARIABLES = ("PORT", "LOCAL_QSTASH_PORT", "WHISPER_PORT", "EMBEDDING_PORT", "E5_EMBEDDING_PORT")
 REDIRECTING = (
     "DATABASE_URL", "QSTASH_URL", "QSTASH_TOKEN", "QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY",
     "WHISPER_HG_VOICE_TO_TEXT_SERVER_API_URL", "BGE_HG_EMBEDDING_SERVER_API_URL", "E5_HG_EMBEDDING_SERVER_API_URL",
@@ -250,7 +250,7 @@ def test_make_install_run_and_demo_complete_without_media_tools_on_path_and_ctrl
     for tool, package in (("ffmpeg", "imageio-ffmpeg"), ("ffprobe", "PyAV"), ("espeak-ng", "espeakng-loader")):
         assert re.search(rf"^\[stack\] {tool}: /\S+ \({package}\)$", launcher.output, re.MULTILINE), launcher.output
     children = launcher.children()
-    assert set(children) == {"qstash", "whisper", "embeddings", "api"}, launcher.output
+    assert set(children) == {"qstash", "whisper", "embeddings", "e5", "api"}, launcher.output
 
     demo = subprocess.run(
         ["make", "demo"], check=False, cwd=repo_copy, env={**environment, "COLUMNS": "160"}, stdin=subprocess.DEVNULL,

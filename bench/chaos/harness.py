@@ -87,6 +87,7 @@ class ChaosStack:
             "LOCAL_QSTASH_PORT": str(free_port()),
             "WHISPER_PORT": str(free_port()),
             "EMBEDDING_PORT": str(free_port()),
+            "E5_EMBEDDING_PORT": str(free_port()),
             "VIDPIPE_STEP_PROVIDERS": steps,
             "VIDPIPE_PROJECTION_POLL_SECONDS": "0.05",
             # retries measured in seconds, not the production minutes, so a scenario ends within minutes
@@ -98,6 +99,7 @@ class ChaosStack:
         if steps == "simulated":  # no model server is needed: plan() starts none when a URL is given
             base.setdefault("WHISPER_HG_VOICE_TO_TEXT_SERVER_API_URL", "http://127.0.0.1:9")
             base.setdefault("BGE_HG_EMBEDDING_SERVER_API_URL", "http://127.0.0.1:9")
+            base.setdefault("E5_HG_EMBEDDING_SERVER_API_URL", "http://127.0.0.1:9")
         services, api_env = plan(base)
         services[-1:-1] = extra_services  # the API (last) starts once they answer
         for service in services:

