@@ -6,6 +6,7 @@ Imports nothing of vidpipe's other packages and no web framework.
 from domain.application import ConcurrencyConflict, TimelineEntry, VideoProcessing
 from domain.errors import (
     DomainError,
+    InvalidGraph,
     InvalidProgress,
     QueueIsTerminal,
     QueueNotFound,
@@ -15,13 +16,23 @@ from domain.errors import (
     UnknownStep,
     VidpipeError,
 )
-from domain.queue import STEPS, TERMINAL, ProcessingQueue, StepView
+from domain.queue import (
+    DEFAULT_GRAPH,
+    STEPS,
+    TERMINAL,
+    ProcessingQueue,
+    StepView,
+    graph_for_options,
+    validate_graph,
+)
 
 __all__ = [
+    "DEFAULT_GRAPH",
     "STEPS",
     "TERMINAL",
     "ConcurrencyConflict",
     "DomainError",
+    "InvalidGraph",
     "InvalidProgress",
     "ProcessingQueue",
     "QueueIsTerminal",
@@ -34,4 +45,6 @@ __all__ = [
     "UnknownStep",
     "VideoProcessing",
     "VidpipeError",
+    "graph_for_options",
+    "validate_graph",
 ]

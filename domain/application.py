@@ -23,7 +23,17 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
 from domain.errors import DomainError, QueueNotFound
-from domain.queue import DEFAULT_MAX_RETRIES, STEPS, ProcessingQueue, RetryOutcome, StartOutcome
+from domain.queue import (
+    DEFAULT_MAX_RETRIES,
+    STEPS,
+    Graph,
+    ProcessingQueue,
+    RetryOutcome,
+    StartOutcome,
+    default_graph,
+    graph_for_options,
+    validate_graph,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -95,19 +105,34 @@ class VideoProcessing(Application[UUID]):
         attachment_id: str,
         options: Mapping[str, Any] | None = None,
         *,
-        steps: tuple[str, ...] = STEPS,
+        steps: tuple[str, ...] | list[str] | None = None,
+        graph: Graph | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
         queue_id: UUID | None = None,
     ) -> UUID:
         """Create a queue for ``attachment_id`` owned by ``owner_id``; return its id.
+
+        The steps and their graph: ``graph`` (step → predecessors) when given,
+        else :data:`~domain.queue.DEFAULT_GRAPH` over ``steps``, else what the
+        options choose (:func:`~domain.queue.graph_for_options`: ``skip_compress``).
+        A graph outside the safe bounds raises :class:`~domain.errors.InvalidGraph`
+        and creates nothing.
 
         ``queue_id`` is an id the caller derived (from an upload's
         Idempotency-Key): when a queue with that id exists already (a retry of a
         request whose process died after creating it), it is returned unchanged,
         so a retried request can never start a second queue.
         """
+        if graph is not None:
+            if steps is None:
+                steps = sorted(graph, key=lambda s: STEPS.index(s) if s in STEPS else len(STEPS))
+        elif steps is not None:
+            graph = default_graph(list(steps))
+        else:
+            steps, graph = graph_for_options(dict(options or {}))
+        graph = validate_graph(list(steps), graph)
         fields = {"owner_id": owner_id, "attachment_id": attachment_id, "steps": list(steps),
-                  "options": dict(options or {}), "max_retries": max_retries}
+                  "options": dict(options or {}), "max_retries": max_retries, "graph": graph}
         if queue_id is None:
             queue = ProcessingQueue(**fields)
         else:  # the library's way to create an aggregate with a given id

@@ -9,8 +9,9 @@ tutor) can act on. The tree is small on purpose:
         ├── QueueNotFound
         ├── UnknownStep
         ├── InvalidProgress
+        ├── InvalidGraph           (a queue's steps and their predecessors are not a safe pipeline)
         ├── QueueIsTerminal        (completed, failed or cancelled: nothing changes any more)
-        ├── StepOutOfOrder         (a predecessor has not completed, or another step is running)
+        ├── StepOutOfOrder         (a predecessor of the step has not completed)
         ├── StepNotRunning         (progress/completion/retry for a step that is not running)
         └── StaleAttempt           (a message about an attempt that is no longer the current one)
 """
@@ -42,6 +43,14 @@ class InvalidProgress(DomainError):
     def __init__(self, percent: object) -> None:
         super().__init__(f"progress must be a number from 0 to 100, got {percent!r}")
         self.percent = percent
+
+
+class InvalidGraph(DomainError):
+    """A queue's steps or predecessors outside the safe bounds; no queue was created."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid processing pipeline: {reason}")
+        self.reason = reason
 
 
 class QueueIsTerminal(DomainError):

@@ -4,8 +4,12 @@ State changes only through events (each event class has an ``apply``), so
 replaying a queue's events rebuilds exactly its state. Command methods check
 the invariants first and trigger events only when something changes:
 
-- steps start only after their predecessors completed; at most one attempt of
-  a step runs at a time (and so at most one step runs at a time);
+- the steps form a graph recorded in ``Created`` (each step names its
+  predecessors, see :data:`DEFAULT_GRAPH`): a step starts only after its own
+  predecessors completed, so several steps may run at once (audio is taken
+  from the upload while compression runs); at most one attempt of a step runs
+  at a time; the queue completes when every step has completed;
+- cancelling marks every running or retrying step cancelled;
 - ``completed``, ``failed`` and ``cancelled`` are terminal: later commands raise
   :class:`QueueIsTerminal` and change nothing;
 - a step is retried at most ``max_retries`` times, then fails with the last reason;
@@ -26,6 +30,7 @@ from typing import Any, Literal
 from eventsourcing.domain import Aggregate
 
 from domain.errors import (
+    InvalidGraph,
     InvalidProgress,
     QueueIsTerminal,
     StaleAttempt,
@@ -36,6 +41,20 @@ from domain.errors import (
 
 STEPS: tuple[str, ...] = ("compress", "audio-convert", "transcribe", "embed")
 """The pipeline's steps, in order."""
+
+Graph = dict[str, list[str]]
+"""Each step of a queue → the steps that must complete before it starts."""
+
+DEFAULT_GRAPH: Graph = {
+    "compress": [],
+    "audio-convert": [],
+    "transcribe": ["audio-convert"],
+    "embed": ["transcribe"],
+}
+"""The default pipeline: audio comes from the uploaded original, so it does not wait for compression."""
+
+NEEDS: dict[str, str] = {"transcribe": "audio-convert", "embed": "transcribe"}
+"""Safe bounds of a custom graph: a step here must (transitively) follow its entry."""
 
 DEFAULT_MAX_RETRIES = 3
 
@@ -92,16 +111,101 @@ def _checked_percent(percent: object) -> int:
     return int(percent)
 
 
+def linear_graph(steps: list[str] | tuple[str, ...]) -> Graph:
+    """Each step after the one before it: the graph of queues created before graphs existed."""
+    return {step: ([steps[i - 1]] if i else []) for i, step in enumerate(steps)}
+
+
+def default_graph(steps: list[str] | tuple[str, ...] = STEPS) -> Graph:
+    """:data:`DEFAULT_GRAPH` over ``steps``; a step left out is left out of its followers' predecessors."""
+    return {step: [p for p in DEFAULT_GRAPH.get(step, []) if p in steps] for step in steps}
+
+
+def graph_for_options(options: dict[str, Any] | None) -> tuple[list[str], Graph]:
+    """The steps and graph a queue's options choose: ``skip_compress`` (an already small
+    video, or an audio-only upload) leaves the compress step out."""
+    options = options or {}
+    skip = options.get("skip_compress", False)
+    if not isinstance(skip, bool):
+        raise InvalidGraph(f"option skip_compress must be true or false, got {skip!r}")
+    steps = [s for s in STEPS if not (skip and s == "compress")]
+    return steps, default_graph(steps)
+
+
+def validate_graph(steps: list[str] | tuple[str, ...], graph: Any) -> Graph:
+    """The graph as a plain dict in pipeline order, or :class:`InvalidGraph` saying what is wrong.
+
+    A graph is valid when it covers exactly ``steps`` (known steps, no duplicates),
+    each step's predecessors are other steps of the queue, it has no cycle, and
+    transcribe follows audio-convert and embed follows transcribe (:data:`NEEDS`).
+    """
+    steps = list(steps)
+    if not steps:
+        raise InvalidGraph("a queue needs at least one step")
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise InvalidGraph(f"unknown step(s) {', '.join(map(repr, unknown))}; the steps are {', '.join(STEPS)}")
+    if len(set(steps)) != len(steps):
+        raise InvalidGraph("a step is listed twice")
+    if not isinstance(graph, dict) or set(graph) != set(steps):
+        raise InvalidGraph(f"the graph must name the predecessors of exactly these steps: {', '.join(steps)}")
+    clean: Graph = {}
+    for step in sorted(steps, key=STEPS.index):
+        preds = graph[step]
+        if not isinstance(preds, (list, tuple)) or not all(isinstance(p, str) for p in preds):
+            raise InvalidGraph(f"the predecessors of {step!r} must be a list of step names")
+        strangers = [p for p in preds if p not in steps or p == step]
+        if strangers:
+            raise InvalidGraph(f"step {step!r} cannot wait for {', '.join(map(repr, strangers))}: not another step of this queue")
+        clean[step] = sorted(set(preds), key=STEPS.index)
+    done: set[str] = set()
+    while len(done) < len(clean):  # Kahn: take the steps whose predecessors are all taken
+        ready = [s for s, preds in clean.items() if s not in done and set(preds) <= done]
+        if not ready:
+            raise InvalidGraph(f"the graph has a cycle among {', '.join(s for s in clean if s not in done)}")
+        done.update(ready)
+    for step, needed in NEEDS.items():
+        if step in clean and needed not in _ancestors(clean, step):
+            raise InvalidGraph(f"step {step!r} needs {needed!r} before it")
+    return clean
+
+
+def _ancestors(graph: Graph, step: str) -> set[str]:
+    seen: set[str] = set()
+    todo = list(graph[step])
+    while todo:
+        p = todo.pop()
+        if p not in seen:
+            seen.add(p)
+            todo.extend(graph.get(p, []))
+    return seen
+
+
 class ProcessingQueue(Aggregate):
     """One video's processing: the steps, their attempts and the outcome."""
 
     # ---------------------------------------------------------------- events
+    class_version = 2
+    """2: the queue has a ``graph``; a snapshot of version 1 gets the linear graph of its steps."""
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["graph"] = linear_graph(state["step_names"])
+
     class Created(Aggregate.Created):
         owner_id: str
         attachment_id: str
         steps: list[str]
         options: dict[str, Any]
         max_retries: int
+        graph: dict[str, list[str]]
+
+        class_version = 2
+        """2: ``graph``; a queue created before (version 1) runs its steps in a line."""
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["graph"] = linear_graph(state["steps"])
 
     class StepStarted(Aggregate.Event):
         step: str
@@ -147,6 +251,15 @@ class ProcessingQueue(Aggregate):
         model: str | None
         duration_seconds: float
 
+        unblocked: list[str]
+        """The steps whose predecessors have now all completed (the dispatcher starts them)."""
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["unblocked"] = None  # before graphs: the dispatcher reads the next step from the view
+
         def apply(self, queue: ProcessingQueue) -> None:
             state = queue._steps[self.step]
             state.update(
@@ -184,12 +297,21 @@ class ProcessingQueue(Aggregate):
         by: str
         reason: str
         step: str | None
+        """The first running step in pipeline order (kept for older readers)."""
+        steps: list[str]
+        """Every step that was running or retrying: all are marked cancelled."""
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["steps"] = [] if state.get("step") is None else [state["step"]]
 
         def apply(self, queue: ProcessingQueue) -> None:
             queue.status = "cancelled"
             queue.error = self.reason
-            if self.step is not None:
-                queue._steps[self.step]["status"] = "cancelled"
+            for name in self.steps:
+                queue._steps[name]["status"] = "cancelled"
 
     # ------------------------------------------------------------- creation
     def __init__(
@@ -199,10 +321,12 @@ class ProcessingQueue(Aggregate):
         steps: list[str],
         options: dict[str, Any],
         max_retries: int,
+        graph: dict[str, list[str]],
     ) -> None:
         self.owner_id = owner_id
         self.attachment_id = attachment_id
         self.step_names = list(steps)
+        self.graph = {name: list(graph[name]) for name in steps}
         self.options = dict(options)
         self.max_retries = max_retries
         self.status: QueueStatus = "pending"
@@ -224,10 +348,26 @@ class ProcessingQueue(Aggregate):
 
     @property
     def running_step(self) -> str | None:
-        for name in self.step_names:
-            if self._steps[name]["status"] == "running":
-                return name
-        return None
+        """The first running step in pipeline order."""
+        running = self.running_steps
+        return running[0] if running else None
+
+    @property
+    def running_steps(self) -> list[str]:
+        """Every running step, in pipeline order."""
+        return [name for name in self.step_names if self._steps[name]["status"] == "running"]
+
+    def predecessors(self, step: str) -> list[str]:
+        self._check_known(step)
+        return list(self.graph[step])
+
+    def ready_steps(self) -> list[str]:
+        """Pending steps whose predecessors have all completed, in pipeline order."""
+        return [
+            name for name in self.step_names
+            if self._steps[name]["status"] == "pending"
+            and all(self._steps[p]["status"] == "completed" for p in self.graph[name])
+        ]
 
     # -------------------------------------------------------------- commands
     def start_step(self, step: str, attempt: int, message_id: str | None = None) -> StartOutcome:
@@ -241,7 +381,7 @@ class ProcessingQueue(Aggregate):
         expected = state["attempt"] + 1 if state["status"] in ("pending", "retrying") else None
         if expected is None or attempt != expected:
             raise StaleAttempt(step, attempt, state["attempt"], "start")
-        for earlier in self.step_names[: self.step_names.index(step)]:
+        for earlier in self.graph[step]:
             if self._steps[earlier]["status"] != "completed":
                 raise StepOutOfOrder(step, f"step {earlier!r} has not completed")
         self.trigger_event(self.StepStarted, step=step, attempt=attempt, message_id=message_id)
@@ -293,12 +433,17 @@ class ProcessingQueue(Aggregate):
         model: str | None = None,
         duration_seconds: float | None = None,
     ) -> bool:
-        """Record the step's result; the last step's completion completes the queue."""
+        """Record the step's result; the completion of the last step to finish completes the queue."""
         state = self._running(step, attempt, "complete")
         if state is None:
             return False
         if duration_seconds is None:
             duration_seconds = (datetime.now(timezone.utc) - state["started_at"]).total_seconds()
+        unblocked = [
+            name for name in self.step_names
+            if step in self.graph[name] and self._steps[name]["status"] == "pending"
+            and all(p == step or self._steps[p]["status"] == "completed" for p in self.graph[name])
+        ]
         self.trigger_event(
             self.StepCompleted,
             step=step,
@@ -307,8 +452,9 @@ class ProcessingQueue(Aggregate):
             provider=provider,
             model=model,
             duration_seconds=float(duration_seconds),
+            unblocked=unblocked,
         )
-        if step == self.step_names[-1]:
+        if all(s["status"] == "completed" for s in self._steps.values()):
             total = (datetime.now(timezone.utc) - self.created_on).total_seconds()
             self.trigger_event(self.Completed, duration_seconds=total)
         return True
@@ -326,7 +472,10 @@ class ProcessingQueue(Aggregate):
             return False
         if self.is_terminal:
             raise QueueIsTerminal(self.id, self.status, "cancel")
-        self.trigger_event(self.Cancelled, by=by, reason=reason, step=self.running_step)
+        active = [n for n in self.step_names if self._steps[n]["status"] in ("running", "retrying")]
+        self.trigger_event(
+            self.Cancelled, by=by, reason=reason, step=self.running_step, steps=active
+        )
         return True
 
     # --------------------------------------------------------------- helpers

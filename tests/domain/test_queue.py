@@ -124,8 +124,8 @@ def test_error_messages_name_the_problem(memory_app: VideoProcessing) -> None:
         memory_app.start_step(qid, "transcode", 1)
     with pytest.raises(InvalidProgress, match="from 0 to 100, got 150"):
         memory_app.report_progress(qid, "compress", 1, 150)
-    with pytest.raises(StepOutOfOrder, match="step 'compress' has not completed"):
-        memory_app.start_step(qid, "audio-convert", 1)
+    with pytest.raises(StepOutOfOrder, match="step 'audio-convert' has not completed"):
+        memory_app.start_step(qid, "transcribe", 1)
 
 
 @pytest.mark.parametrize("ending", ["complete", "fail", "cancel"])
