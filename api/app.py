@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from api.auth import TokenVerifier
 from api.errors import install_error_handlers
 from api.queues import QueueAccess
+from api.routes.batches import batches_router
 from api.routes.notifications import notifications_router
 from api.routes.operations import operations_router
 from api.routes.queues import queues_router
@@ -34,6 +35,7 @@ from api.wiring import (
     Core,
     build_core,
     build_dispatcher,
+    build_leadership,
     build_notification_followers,
     build_providers,
     build_search_index,
@@ -68,11 +70,12 @@ def create_app(
         cancel_poll_seconds=settings.cancel_poll_seconds,
     )
     search_index = build_search_index(settings, core)
+    # on every replica that runs them, each follower is active in one process at a time (leadership)
     followers = (
-        [
+        build_leadership(settings, [
             core.queue_status, build_dispatcher(settings, core), *build_notification_followers(settings, core),
             search_index.follower,
-        ]
+        ])
         if settings.run_followers
         else []
     )
@@ -122,6 +125,7 @@ def create_app(
     app.add_middleware(HeaderSizeLimit)
     app.include_router(uploads_router(services))
     app.include_router(queues_router(services))
+    app.include_router(batches_router(services))
     app.include_router(notifications_router(services))
     app.include_router(search_router(
         services, search_index.search, MediaSigner(settings.media_key, ttl_seconds=settings.media_link_seconds)

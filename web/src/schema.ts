@@ -128,6 +128,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/batches": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Upload Batch
+         * @description Start one queue per video sent; a broken file is refused alone, the others go on.
+         */
+        post: operations["upload_batch_api_batches_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/batches/{batchId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Batch Status
+         * @description The batch's files, each with its queue's status.
+         */
+        get: operations["batch_status_api_batches__batchId__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/notifications": {
         parameters: {
             query?: never;
@@ -296,6 +336,86 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * BatchAccepted
+         * @description The answer to a batch upload: each file's queue or refusal.
+         */
+        BatchAccepted: {
+            /** Batch Id */
+            batch_id: string;
+            /** Accepted */
+            accepted: number;
+            /** Refused */
+            refused: number;
+            /** Files */
+            files: components["schemas"]["BatchFile"][];
+        };
+        /** BatchEntry */
+        BatchEntry: {
+            /**
+             * Position
+             * @description 0-based, in the order the files were sent
+             */
+            position: number;
+            /** Filename */
+            filename?: string | null;
+            /** Queue Id */
+            queue_id?: string | null;
+            /**
+             * Error
+             * @description why this file was refused (nothing of it stored)
+             */
+            error?: string | null;
+            /** @description the queue's status (none for a refused file) */
+            status?: components["schemas"]["QueueStatus"] | null;
+        };
+        /**
+         * BatchFile
+         * @description One file of a batch: the queue it started, or why it was refused.
+         */
+        BatchFile: {
+            /**
+             * Position
+             * @description 0-based, in the order the files were sent
+             */
+            position: number;
+            /** Filename */
+            filename?: string | null;
+            /** Queue Id */
+            queue_id?: string | null;
+            /**
+             * Error
+             * @description why this file was refused (nothing of it stored)
+             */
+            error?: string | null;
+        };
+        /**
+         * BatchStatus
+         * @description A batch's files with their queues' status.
+         */
+        BatchStatus: {
+            /** Batch Id */
+            batch_id: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Done
+             * @description true when every queue of the batch has completed, failed or been cancelled
+             */
+            done: boolean;
+            /**
+             * Counts
+             * @description queues per status
+             */
+            counts: {
+                [key: string]: number;
+            };
+            /** Files */
+            files: components["schemas"]["BatchEntry"][];
+        };
         /** Cancellation */
         Cancellation: {
             /** Queue Id */
@@ -1196,6 +1316,164 @@ export interface operations {
                 };
             };
             /** @description no such queue, or not the caller's */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description invalid parameters */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description the token signing keys (JWKS) are unreachable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    upload_batch_api_batches_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": {
+                    /** @description the videos, one part each */
+                    file: string[];
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchAccepted"];
+                };
+            };
+            /** @description malformed multipart body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description missing, expired or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description the token's role is not tutor */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description every file over the size limit (or the body over all limits) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description not multipart, or no file of the batch is a video */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description invalid parameters */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description the token signing keys (JWKS) are unreachable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    batch_status_api_batches__batchId__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the batch id returned by POST /api/batches */
+                batchId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchStatus"];
+                };
+            };
+            /** @description missing, expired or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description the token's role is not tutor */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description no such batch, or not the caller's */
             404: {
                 headers: {
                     [name: string]: unknown;
