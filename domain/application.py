@@ -198,6 +198,10 @@ class VideoProcessing(Application[UUID]):
     ) -> bool:
         return self._execute(queue_id, lambda q: q.cancel(by, reason))
 
+    def delete(self, queue_id: UUID | str, by: str) -> bool:
+        """Record the tombstone (cancelling a running queue first); False if deleted already."""
+        return self._execute(queue_id, lambda q: q.delete(by))
+
     # --------------------------------------------------------------- queries
     def get_queue(self, queue_id: UUID | str) -> ProcessingQueue:
         """The queue's current state (from its snapshot and later events)."""

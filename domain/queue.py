@@ -68,6 +68,9 @@ message that started the running attempt came again (its worker may have died);
 
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
+DELETED_REASON = "deleted by the tutor"
+"""The reason of the ``Cancelled`` that deleting a running queue records."""
+
 
 @dataclass(frozen=True)
 class StepView:
@@ -313,6 +316,14 @@ class ProcessingQueue(Aggregate):
             for name in self.steps:
                 queue._steps[name]["status"] = "cancelled"
 
+    class Deleted(Aggregate.Event):
+        """The tombstone: who deleted the lecture (when: the event's timestamp); no content."""
+
+        by: str
+
+        def apply(self, queue: ProcessingQueue) -> None:
+            queue.deleted_by = self.by
+
     # ------------------------------------------------------------- creation
     def __init__(
         self,
@@ -337,6 +348,10 @@ class ProcessingQueue(Aggregate):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def is_deleted(self) -> bool:
+        return getattr(self, "deleted_by", None) is not None
 
     def step(self, name: str) -> StepView:
         self._check_known(name)
@@ -476,6 +491,17 @@ class ProcessingQueue(Aggregate):
         self.trigger_event(
             self.Cancelled, by=by, reason=reason, step=self.running_step, steps=active
         )
+        return True
+
+    def delete(self, by: str) -> bool:
+        """Leave a tombstone (cancelling the queue first while it runs); False if deleted already.
+
+        A deleted queue is terminal; every later command on it changes nothing."""
+        if self.is_deleted:
+            return False
+        if not self.is_terminal:
+            self.cancel(by, DELETED_REASON)
+        self.trigger_event(self.Deleted, by=by)
         return True
 
     # --------------------------------------------------------------- helpers
