@@ -1,10 +1,18 @@
 """Hypothesis state machine: random command sequences against one ProcessingQueue.
 
-Commands are drawn at random (valid, duplicated, out of order, with wrong
-attempts, unknown steps and bad progress), and after every step the machine
+Each run's queue has one of the graphs a queue can have (the default, where
+compress and audio-convert run side by side; without compress; the linear
+chain of queues created before graphs). Commands are drawn at random (valid,
+duplicated, out of order, with wrong attempts, unknown steps and bad
+progress), parallel steps complete in random orders, cancels come also while
+two steps run, and after every step the machine
 checks the invariants of DESIGN.md:
 
-- steps start only after their predecessors completed; at most one runs at a time;
+- a step starts only after its own predecessors (the queue's graph) completed,
+  checked on the state and on the event log (every StepStarted follows the
+  StepCompleted of each predecessor); several steps may run at once;
+- the queue is completed iff every step completed; a cancel leaves no step
+  running or retrying;
 - terminal queues never change again;
 - a step is retried at most ``max_retries`` times, then fails with the last reason;
 - progress never goes backwards and stays within 0..100;
@@ -34,6 +42,7 @@ from hypothesis.stateful import (
 )
 
 from domain import STEPS, DomainError, VideoProcessing
+from domain.queue import default_graph, linear_graph
 from tests.conftest import open_store
 
 MAX_RETRIES = 2
@@ -53,6 +62,7 @@ class QueueMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.qid: Any = None
+        self.expected_graph: dict[str, list[str]] = {}
         self.progress_seen: dict[str, int] = {}
         self.ended: tuple[str, int] | None = None
         self.last_command: Callable[[], Any] | None = None
@@ -60,6 +70,9 @@ class QueueMachine(RuleBasedStateMachine):
     # -------------------------------------------------------------- helpers
     def queue(self) -> Any:
         return self.app.get_queue(self.qid)
+
+    def graph(self) -> dict[str, list[str]]:
+        return self.queue().graph
 
     def attempt(self, command: Callable[[], Any]) -> Any:
         """Run a command; a refusal must write nothing, a success is remembered."""
@@ -77,41 +90,64 @@ class QueueMachine(RuleBasedStateMachine):
             self.last_command = command
         return result
 
-    def running(self) -> tuple[str, int] | None:
-        queue = self.queue()
-        for view in queue.steps:
-            if view.status == "running":
-                return view.name, view.attempt
-        return None
+    def running_all(self) -> list[tuple[str, int]]:
+        return [(v.name, v.attempt) for v in self.queue().steps if v.status == "running"]
 
-    def next_start(self) -> tuple[str, int] | None:
-        for view in self.queue().steps:
+    def running(self, data: st.DataObject) -> tuple[str, int] | None:
+        """One of the running steps, drawn at random (parallel steps end in any order)."""
+        running = self.running_all()
+        return data.draw(st.sampled_from(running)) if running else None
+
+    def startable(self) -> list[tuple[str, int]]:
+        queue = self.queue()
+        done = {v.name for v in queue.steps if v.status == "completed"}
+        out = []
+        for view in queue.steps:
+            if not set(queue.graph[view.name]) <= done:
+                continue
             if view.status == "pending":
-                return view.name, 1
-            if view.status == "retrying":
-                return view.name, view.attempt + 1
-            if view.status != "completed":
-                return None
-        return None
+                out.append((view.name, 1))
+            elif view.status == "retrying":
+                out.append((view.name, view.attempt + 1))
+        return out
 
     # ---------------------------------------------------------------- rules
-    @initialize()
-    def create(self) -> None:
-        self.qid = self.app.start_processing("tutor", "attachment", max_retries=MAX_RETRIES)
+    @initialize(shape=st.sampled_from(["default", "skip_compress", "linear"]))
+    def create(self, shape: str) -> None:
+        if shape == "linear":  # a queue as created before graphs
+            self.expected_graph = linear_graph(STEPS)
+            self.qid = self.app.start_processing(
+                "tutor", "attachment", graph=self.expected_graph, max_retries=MAX_RETRIES
+            )
+        else:
+            options = {"skip_compress": shape == "skip_compress"}
+            steps = [s for s in STEPS if not (shape == "skip_compress" and s == "compress")]
+            self.expected_graph = default_graph(steps)
+            self.qid = self.app.start_processing("tutor", "attachment", options, max_retries=MAX_RETRIES)
 
-    @rule()
-    def start_next(self) -> None:
-        target = self.next_start()
-        if target is not None:
+    @rule(data=st.data())
+    def start_next(self, data: st.DataObject) -> None:
+        startable = self.startable()
+        if startable:
+            target = data.draw(st.sampled_from(startable))
             self.attempt(lambda: self.app.start_step(self.qid, *target))
+
+    @rule(data=st.data())
+    def duplicate_start(self, data: st.DataObject) -> None:
+        """Another message for a running attempt (a duplicate publish) changes nothing."""
+        target = self.running(data)
+        if target is not None:
+            assert self.attempt(lambda: self.app.start_step(self.qid, *target, "another-message")) in (
+                "duplicate", "redelivered"
+            )
 
     @rule(step=any_step, attempt=attempts)
     def start_any(self, step: str, attempt: int) -> None:
         self.attempt(lambda: self.app.start_step(self.qid, step, attempt))
 
-    @rule(percent=percents)
-    def progress_running(self, percent: Any) -> None:
-        target = self.running()
+    @rule(percent=percents, data=st.data())
+    def progress_running(self, percent: Any, data: st.DataObject) -> None:
+        target = self.running(data)
         if target is not None:
             self.attempt(lambda: self.app.report_progress(self.qid, *target, percent))
 
@@ -119,15 +155,15 @@ class QueueMachine(RuleBasedStateMachine):
     def progress_any(self, step: str, attempt: int, percent: Any) -> None:
         self.attempt(lambda: self.app.report_progress(self.qid, step, attempt, percent))
 
-    @rule(reason=st.sampled_from(["503 loading", "502", "timed out"]))
-    def retry_running(self, reason: str) -> None:
-        target = self.running()
+    @rule(reason=st.sampled_from(["503 loading", "502", "timed out"]), data=st.data())
+    def retry_running(self, reason: str, data: st.DataObject) -> None:
+        target = self.running(data)
         if target is not None:
             self.attempt(lambda: self.app.retry_step(self.qid, *target, reason, 60))
 
-    @rule()
-    def complete_running(self) -> None:
-        target = self.running()
+    @rule(data=st.data())
+    def complete_running(self, data: st.DataObject) -> None:
+        target = self.running(data)
         if target is not None:
             self.attempt(lambda: self.app.complete_step(self.qid, *target, {"k": target[0]}))
 
@@ -149,6 +185,11 @@ class QueueMachine(RuleBasedStateMachine):
         if data.draw(st.integers(0, 9)) == 0:  # rarely, so long runs happen too
             self.attempt(lambda: self.app.cancel(self.qid, by="tutor"))
 
+    @precondition(lambda self: self.qid is not None and len(self.running_all()) >= 2)
+    @rule()
+    def cancel_while_two_run(self) -> None:
+        self.attempt(lambda: self.app.cancel(self.qid, by="tutor"))
+
     @rule()
     def redeliver_last(self) -> None:
         """QStash redelivers: the last command that changed something, once more."""
@@ -168,17 +209,43 @@ class QueueMachine(RuleBasedStateMachine):
             assert vars(self.app.replay(self.qid)) == vars(self.queue())
 
     @invariant()
-    def steps_run_in_order_one_at_a_time(self) -> None:
+    def the_graph_is_the_one_created(self) -> None:
+        if self.qid is not None:
+            assert self.graph() == self.expected_graph
+
+    @invariant()
+    def steps_start_only_after_their_predecessors(self) -> None:
         if self.qid is None:
             return
-        statuses = [v.status for v in self.queue().steps]
-        started = [s != "pending" for s in statuses]
-        assert started == sorted(started, reverse=True), statuses  # a prefix has started
-        active = [s for s in statuses if s in ("running", "retrying", "failed", "cancelled")]
-        assert len(active) <= 1, statuses
-        for i, status in enumerate(statuses):
-            if status != "pending":
-                assert all(s == "completed" for s in statuses[:i]), statuses
+        queue = self.queue()
+        status = {v.name: v.status for v in queue.steps}
+        for name, state in status.items():
+            if state != "pending":
+                assert all(status[p] == "completed" for p in queue.graph[name]), status
+        completed: set[str] = set()
+        for e in self.app.queue_events(self.qid):
+            kind = type(e).__name__
+            if kind == "StepStarted":
+                assert set(queue.graph[e.step]) <= completed, (e.step, completed)
+            elif kind == "StepCompleted":
+                completed.add(e.step)
+
+    @invariant()
+    def completed_iff_every_step_completed(self) -> None:
+        if self.qid is None:
+            return
+        queue = self.queue()
+        every = all(v.status == "completed" for v in queue.steps)
+        assert (queue.status == "completed") == every, [v.status for v in queue.steps]
+
+    @invariant()
+    def cancel_leaves_no_step_running(self) -> None:
+        if self.qid is None:
+            return
+        queue = self.queue()
+        if queue.status == "cancelled":
+            assert not [v.name for v in queue.steps if v.status in ("running", "retrying")]
+            assert queue.running_steps == [] and queue.running_step is None
 
     @invariant()
     def retries_are_bounded_and_failures_keep_the_last_reason(self) -> None:
