@@ -231,6 +231,14 @@ class Settings(BaseSettings):
     storage_dir: str = Field(default="data/storage", alias="VIDPIPE_STORAGE_DIR")
     """Directory of the local storage (uploads and artifacts) in the embedded default."""
 
+    storage_sweep_grace_seconds: float = Field(default=3600.0, ge=0, alias="VIDPIPE_STORAGE_SWEEP_GRACE_SECONDS")
+    """How old a file no queue refers to (a partial upload, an upload whose request died) must be
+    before the storage sweeper removes it; younger ones may belong to an upload still running."""
+
+    storage_sweep_interval_seconds: float = Field(default=600.0, ge=0, alias="VIDPIPE_STORAGE_SWEEP_INTERVAL_SECONDS")
+    """How often the process that runs the followers sweeps storage (``0``: never; ``make
+    storage-report SWEEP=1`` sweeps on demand)."""
+
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0, alias="VIDPIPE_MAX_UPLOAD_BYTES")
     """Largest video accepted by ``POST /api/video-processing/upload`` (413 beyond)."""
 
