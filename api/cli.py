@@ -26,6 +26,7 @@ from api.settings import Settings
 from api.wiring import (
     build_core,
     build_dispatcher,
+    build_leadership,
     build_notification_followers,
     build_search_index,
 )
@@ -117,20 +118,21 @@ def _clock(seconds: float) -> str:
 
 
 def follow(settings: Settings, console: Console, *, dispatcher: bool) -> int:
-    """Run followers of the event log until SIGINT/SIGTERM."""
+    """Run followers of the event log until SIGINT/SIGTERM, each while this process leads it."""
     core = build_core(settings)
-    followers = (
+    followers = build_leadership(settings, (
         [build_dispatcher(settings, core)]
         if dispatcher
         else [core.queue_status, *build_notification_followers(settings, core),
               build_search_index(settings, core).follower]
-    )
+    ))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     for follower in followers:
         follower.start()
-        console.print(f"{follower.key} following the log from event {follower.position}")
+        console.print(f"{follower.key}: at event {follower.position}; applies the log while this process leads it "
+                      "(another runner of it may lead: this one then stands by)")
     stop.wait()
     for follower in followers:
         follower.stop()
