@@ -126,10 +126,10 @@ class StorageReport:
         if not self.listable:
             return f"{self.storage} storage cannot be listed; nothing swept"
         young = self.kinds.get("young", Tally())
-        line = (f"referenced {self.referenced.files} files ({_size(self.referenced.bytes)}), "
-                f"orphaned {self.orphaned.files} files ({_size(self.orphaned.bytes)})")
+        line = (f"referenced {self.referenced.files} files ({human_size(self.referenced.bytes)}), "
+                f"orphaned {self.orphaned.files} files ({human_size(self.orphaned.bytes)})")
         if young.files:
-            line += f", {young.files} unreferenced within the {self.grace_seconds:.0f} s grace ({_size(young.bytes)})"
+            line += f", {young.files} unreferenced within the {self.grace_seconds:.0f} s grace ({human_size(young.bytes)})"
         unrecognised = self.kinds.get("unrecognised")
         if unrecognised and unrecognised.files:
             line += f", {unrecognised.files} unrecognised (never removed)"
@@ -197,7 +197,7 @@ class StorageSweeper:
         self.sweeps += 1
         if report.removed.files or report.failed:
             logger.info("storage sweep: removed %d orphaned files (%s); %s", report.removed.files,
-                        _size(report.removed.bytes), report.summary())
+                        human_size(report.removed.bytes), report.summary())
         return report
 
     def references(self) -> References:
@@ -319,7 +319,7 @@ def _keys_in(values: Any) -> Iterator[str]:
             yield from _keys_in(value)
 
 
-def _size(count: int) -> str:
+def human_size(count: int) -> str:
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":

@@ -1,0 +1,77 @@
+"""``make storage-report`` (``python -m api.storage_report``) and the doctor's storage line."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from api.settings import Settings
+from api.storage_report import build_sweeper, check_storage_hygiene, main
+from api.wiring import build_core, build_storage
+
+OLD = time.time() - 7200
+
+
+@pytest.fixture
+def configured(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    storage = tmp_path / "storage"
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("VIDPIPE_STORAGE_DIR", str(storage))
+    monkeypatch.setenv("VIDPIPE_STORAGE_SWEEP_GRACE_SECONDS", "3600")
+    settings = Settings()
+    core = build_core(settings)
+    try:
+        queue = core.app.start_processing("tutor-1", "a.mp4", {"source": "tutor-1/uploads/a.mp4"})
+    finally:
+        core.close()
+    for key, size in (("tutor-1/uploads/a.mp4", 1000), (f"tutor-1/{queue}/compressed.mp4", 500),
+                      ("tutor-1/uploads/dead.mp4", 300), ("tutor-1/uploads/.incoming-abc", 200)):
+        path = storage / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * size)
+        os.utime(path, (OLD, OLD))
+    return storage
+
+
+def run(*args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(list(args), out=out), out.getvalue()
+
+
+def test_report_then_sweep(configured: Path) -> None:
+    code, text = run()
+    assert code == 0, text
+    assert "referenced" in text and "orphaned: partial uploads" in text
+    code, text = run("--json")
+    report = json.loads(text)
+    assert report["referenced"] == {"files": 2, "bytes": 1500}
+    assert report["orphaned"] == {"files": 2, "bytes": 500}
+    assert (configured / "tutor-1/uploads/dead.mp4").is_file()  # a report removes nothing
+
+    code, text = run("--sweep")
+    assert code == 0, text
+    assert "removed 2 files" in text
+    assert not (configured / "tutor-1/uploads/dead.mp4").exists()
+    assert not (configured / "tutor-1/uploads/.incoming-abc").exists()
+    assert (configured / "tutor-1/uploads/a.mp4").is_file()
+    assert json.loads(run("--json")[1])["orphaned"] == {"files": 0, "bytes": 0}
+
+
+def test_doctor_line_warns_about_orphans(configured: Path) -> None:
+    settings = Settings()
+    core = build_core(settings)
+    try:
+        sweeper = build_sweeper(settings, core, build_storage(settings))
+        result = check_storage_hygiene(sweeper)
+        assert not result.ok and not result.required  # a warning, never a failure
+        assert "orphaned 2 files (500 B)" in result.detail and "referenced 2 files" in result.detail
+        assert "SWEEP=1" in result.fix
+        sweeper.sweep()
+        assert check_storage_hygiene(sweeper).ok
+    finally:
+        core.close()
