@@ -143,7 +143,7 @@ def build_step_providers(settings: Settings, storage: Storage, view: ReadModelVi
             options=CompressionOptions(max_height=settings.compress_max_height, crf=settings.compress_crf),
             workdir=work,
         )
-        audio = FfmpegAudioConverter(storage, workdir=work)
+        audio = FfmpegAudioConverter(storage, workdir=work, limits=media_limits(settings))
     return StepProviders(
         {
             "compress": _waking(compressor, whisper),

@@ -2,9 +2,11 @@
 
 The event log is the outbox. On
 
-- ``Created``: the first step, attempt 1;
-- ``StepCompleted``: the next step, attempt 1 (nothing after the last step:
-  ``Completed`` follows in the same save);
+- ``Created``: every step without predecessors in the queue's graph, attempt 1
+  (by default compress and audio-convert, which then run side by side);
+- ``StepCompleted``: every step the completion unblocked (the event names them:
+  its predecessors have now all completed), attempt 1; a ``StepCompleted``
+  recorded before graphs (no ``unblocked``) starts the next step in line;
 - ``StepRetried``: the same step, the next attempt, delayed by the event's
   ``delay_seconds`` (QStash carries the delay; no handler sleeps);
 - ``Cancelled``: every message of the queue still pending is cancelled.
@@ -50,6 +52,10 @@ class Publication:
         return f"{self.message.queue_id}-{self.message.step}-{self.message.attempt}"
 
 
+def _event_key(domain_event: Any) -> tuple[str, int]:
+    return (str(domain_event.originator_id), domain_event.originator_version)
+
+
 def step_url(base_url: str, step: str) -> str:
     return f"{base_url.rstrip('/')}/api/video-processing/steps/{step}"
 
@@ -67,31 +73,39 @@ class Dispatcher:
         self.view = view
         self.flow_control = flow_control
         self._published: dict[tuple[str, str, int], tuple[str, float]] = {}
+        self._keys: dict[tuple[str, int], list[tuple[str, str, int]]] = {}
+        """The messages each event of the batch asked for, by (queue, version)."""
         self._cancelled: set[str] = set()
 
     # --------------------------------------------------- before the transaction
     def prepare(self, events: Sequence[Any]) -> None:
         self._published.clear()
         self._cancelled.clear()
+        self._keys.clear()
         for domain_event in events:
             if isinstance(domain_event, Q.Cancelled):
                 self._cancel_all(str(domain_event.originator_id))
                 continue
-            publication = self._publication(domain_event)
-            if publication is not None:
+            for publication in self._publications(domain_event):
                 self._publish(publication)
+                m = publication.message
+                self._keys.setdefault(_event_key(domain_event), []).append((m.queue_id, m.step, m.attempt))
 
-    def _publication(self, e: Any) -> Publication | None:
+    def _publications(self, e: Any) -> list[Publication]:
         qid = str(e.originator_id)
         if isinstance(e, Q.Created):
-            return Publication(StepMessage(qid, e.steps[0], 1), 0.0)
+            graph = getattr(e, "graph", None) or {}
+            roots = [s for s in e.steps if not graph.get(s)] if graph else e.steps[:1]
+            return [Publication(StepMessage(qid, step, 1), 0.0) for step in roots]
         if isinstance(e, Q.StepRetried):
-            return Publication(StepMessage(qid, e.step, e.next_attempt), e.delay_seconds)
+            return [Publication(StepMessage(qid, e.step, e.next_attempt), e.delay_seconds)]
         if isinstance(e, Q.StepCompleted):
-            following = self._following_step(qid, e.step)
-            if following is not None:
-                return Publication(StepMessage(qid, following, 1), 0.0)
-        return None
+            unblocked = getattr(e, "unblocked", None)
+            if unblocked is None:  # recorded before graphs: the next step in line
+                following = self._following_step(qid, e.step)
+                unblocked = [] if following is None else [following]
+            return [Publication(StepMessage(qid, step, 1), 0.0) for step in unblocked]
+        return []
 
     def _following_step(self, queue_id: str, step: str) -> str | None:
         row = self.view.fetchone(
@@ -146,20 +160,20 @@ class Dispatcher:
     @singledispatchmethod
     def apply(self, domain_event: Any, session: SqlSession) -> None:
         """Record what ``prepare`` published for this event."""
-        publication = self._publication_key(domain_event)
-        if publication is None or publication not in self._published:
-            return
-        message_id, delay = self._published[publication]
-        session.execute(
-            "INSERT INTO video_processing_messages (queue_id, step, attempt, message_id, "
-            "delay_seconds, status, published_at) VALUES "
-            "(:id, :step, :attempt, :message_id, :delay, 'published', :at) "
-            "ON CONFLICT (queue_id, step, attempt) DO NOTHING",
-            {
-                "id": publication[0], "step": publication[1], "attempt": publication[2],
-                "message_id": message_id, "delay": delay, "at": domain_event.timestamp.isoformat(),
-            },
-        )
+        for publication in self._keys.get(_event_key(domain_event), []):
+            if publication not in self._published:
+                continue  # recorded by an earlier batch
+            message_id, delay = self._published[publication]
+            session.execute(
+                "INSERT INTO video_processing_messages (queue_id, step, attempt, message_id, "
+                "delay_seconds, status, published_at) VALUES "
+                "(:id, :step, :attempt, :message_id, :delay, 'published', :at) "
+                "ON CONFLICT (queue_id, step, attempt) DO NOTHING",
+                {
+                    "id": publication[0], "step": publication[1], "attempt": publication[2],
+                    "message_id": message_id, "delay": delay, "at": domain_event.timestamp.isoformat(),
+                },
+            )
 
     @apply.register
     def _(self, e: Q.Cancelled, session: SqlSession) -> None:
@@ -168,21 +182,6 @@ class Dispatcher:
             "WHERE queue_id = :id AND status = 'published'",
             {"id": str(e.originator_id)},
         )
-
-    def _publication_key(self, domain_event: Any) -> tuple[str, str, int] | None:
-        if isinstance(domain_event, (Q.Created, Q.StepRetried, Q.StepCompleted)):
-            for key in self._published:
-                if key[0] == str(domain_event.originator_id) and self._matches(domain_event, key):
-                    return key
-        return None
-
-    @staticmethod
-    def _matches(e: Any, key: tuple[str, str, int]) -> bool:
-        if isinstance(e, Q.Created):
-            return key[1] == e.steps[0] and key[2] == 1
-        if isinstance(e, Q.StepRetried):
-            return key[1] == e.step and key[2] == e.next_attempt
-        return key[1] != e.step and key[2] == 1  # StepCompleted → the following step
 
     def close(self) -> None:
         close = getattr(self.bus, "close", None)

@@ -8,6 +8,7 @@ Re-running an attempt overwrites the same key, so redelivery is harmless.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -100,7 +101,14 @@ class FfmpegCompressor:
 
 @dataclass
 class FfmpegAudioConverter:
-    """Step ``audio-convert``: the compressed video → mono 16 kHz Opus speech audio in Ogg."""
+    """Step ``audio-convert``: the uploaded original → mono 16 kHz Opus speech audio in Ogg.
+
+    Reads the upload at ``job.options["source"]`` (so it runs beside the compress
+    step, not after it) and checks it as compress does before any work: the size
+    before the download, then what ffprobe finds. A queue without compress
+    (``skip_compress``) may have an audio-only upload; it needs sound either way.
+    Only a queue without a stored source (none today) reads the compressed video.
+    """
 
     storage: Storage
     bitrate: str = "24k"
@@ -109,16 +117,24 @@ class FfmpegAudioConverter:
     """``None``: the one :mod:`handlers.media.tools` resolves (``VIDPIPE_FFMPEG``, packaged, ``PATH``)."""
     ffprobe: str | None = None
     """``None``: the one :mod:`handlers.media.tools` resolves."""
+    limits: MediaLimits = field(default_factory=MediaLimits)
     name: str = "ffmpeg"
 
     def run(self, job: StepJob, context: StepContext) -> StepResult:
-        video_key = (job.inputs.get("compress") or {}).get("video")
-        if not isinstance(video_key, str) or not video_key:
-            raise PermanentError("The compress step left no video to take the sound from.")
+        source_key = job.options.get("source")
+        from_original = isinstance(source_key, str) and bool(source_key)
+        if not from_original:
+            source_key = (job.inputs.get("compress") or {}).get("video")
+            if not isinstance(source_key, str) or not source_key:
+                raise PermanentError("The queue names no uploaded file to take the sound from.")
+        if from_original:
+            check_size(_stored_size(self.storage, source_key), self.limits)
         with _work_directory(self.workdir, "audio") as work:
-            video = _download(self.storage, video_key, work / "video.mp4")
+            video = _download(self.storage, source_key, work / ("source" + _suffix(source_key)))
             context.check()
             info = probe(video, ffprobe=self.ffprobe)
+            if from_original:
+                _validate_sound_source(info, self.limits)
             if not info.has_audio:
                 raise MediaError("The video has no sound track, so it cannot be transcribed.")
             context.report(2, "extracting audio")
@@ -146,6 +162,13 @@ class FfmpegAudioConverter:
 
 
 # ------------------------------------------------------------------ helpers
+def _validate_sound_source(info: MediaInfo, limits: MediaLimits) -> None:
+    """The upload's checks for the audio step: those of compress, but a recording without picture passes."""
+    if info.has_audio and not info.has_video:
+        info = dataclasses.replace(info, has_video=True)  # audio-only: the picture is not needed here
+    validate_upload(info, limits)
+
+
 @contextmanager
 def _work_directory(parent: Path | None, step: str) -> Iterator[Path]:
     if parent is not None:

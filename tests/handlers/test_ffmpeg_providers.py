@@ -153,9 +153,47 @@ def test_a_missing_upload_is_a_permanent_error(storage: LocalStorage) -> None:
         FfmpegCompressor(storage).run(job("compress"), recording_context()[0])
 
 
-def test_audio_convert_without_a_compressed_video_is_a_permanent_error(storage: LocalStorage) -> None:
-    with pytest.raises(PermanentError, match="left no video"):
+def test_audio_convert_without_a_source_is_a_permanent_error(storage: LocalStorage) -> None:
+    with pytest.raises(PermanentError, match="names no uploaded file to take the sound from"):
         FfmpegAudioConverter(storage).run(job("audio-convert"), recording_context()[0])
+
+
+def test_audio_convert_reads_the_uploaded_original(media_dir: Path, storage: LocalStorage, workdir: Path) -> None:
+    """The audio step does not wait for compress: it takes the sound from the upload itself."""
+    source_key = upload(storage, mediafiles.lecture_video(media_dir, 2, size="1920x1080", fps=10))
+    context, seen = recording_context()
+    converted = FfmpegAudioConverter(storage, workdir=workdir).run(job("audio-convert", source=source_key), context)
+    audio_key = artifact_key(OWNER, QUEUE, "audio")
+    assert converted.outputs["audio"] == audio_key
+    assert converted.outputs["duration_seconds"] == pytest.approx(2.0, abs=0.15)
+    assert mediafiles.opus_head(storage.path(audio_key)) == (1, 16000)
+    assert seen and seen[-1] >= 95
+    assert stored_files(storage) == sorted([source_key, audio_key])  # no compressed video needed
+    assert list(workdir.iterdir()) == []
+
+
+def test_audio_convert_takes_an_audio_only_upload(media_dir: Path, storage: LocalStorage) -> None:
+    """A queue without compress (skip_compress) may be a recording without picture."""
+    (recording,) = [b for b in mediafiles.bad_media(media_dir) if b.name == "audio-only"]
+    source_key = upload(storage, recording.path)
+    converted = FfmpegAudioConverter(storage).run(job("audio-convert", source=source_key), recording_context()[0])
+    assert probe(storage.path(converted.outputs["audio"])).audio_codec == "opus"
+
+
+@pytest.mark.parametrize("name", ["empty", "truncated", "png-renamed", "no-audio", "half-second", "oversized"])
+def test_audio_convert_refuses_bad_uploads_as_compress_does(
+    media_dir: Path, storage: LocalStorage, workdir: Path, name: str
+) -> None:
+    (bad,) = [b for b in mediafiles.bad_media(media_dir) if b.name == name]
+    limits = MediaLimits(max_size_bytes=bad.max_size_bytes) if bad.max_size_bytes else MediaLimits()
+    source_key = upload(storage, bad.path)
+    context, seen = recording_context()
+    with pytest.raises(MediaError) as refused:
+        FfmpegAudioConverter(storage, limits=limits, workdir=workdir).run(job("audio-convert", source=source_key), context)
+    for words in bad.reason_words:
+        assert words in str(refused.value)
+    assert seen == []
+    assert stored_files(storage) == [source_key]
 
 
 def test_cancelling_compression_stores_nothing_and_cleans_up(
