@@ -35,6 +35,9 @@ class Transcript:
     """Seconds of audio transcribed."""
     model: str | None = None
     """The model that transcribed, as the server named it."""
+    language_probability: float | None = None
+    """How sure the server's language detection was of ``language`` (0-1); 1.0 when the language was given;
+    None when the server does not say."""
 
     @property
     def text(self) -> str:
@@ -43,6 +46,7 @@ class Transcript:
     def to_dict(self) -> dict[str, Any]:
         return {
             "language": self.language,
+            "language_probability": self.language_probability,
             "duration": round(self.duration, 3),
             "model": self.model,
             "text": self.text,
@@ -62,7 +66,9 @@ class Transcript:
         duration = data.get("duration")
         if duration is None:
             duration = max((s.end for s in segments), default=0.0)
-        return cls(segments, data.get("language"), float(duration), data.get("model"))
+        probability = data.get("language_probability")
+        probability = float(probability) if isinstance(probability, (int, float)) else None
+        return cls(segments, data.get("language"), float(duration), data.get("model"), probability)
 
 
 @dataclass(frozen=True)
@@ -105,8 +111,11 @@ def write_srt(transcript: Transcript) -> Iterator[str]:
 
 
 def write_vtt(transcript: Transcript) -> Iterator[str]:
-    """WebVTT: the ``WEBVTT`` header, then cues ``00:00:01.000 --> 00:00:02.500``."""
-    yield "WEBVTT\n\n"
+    """WebVTT: the ``WEBVTT`` header (with ``Language: es`` when known), then cues ``00:00:01.000 --> 00:00:02.500``.
+
+    Players ignore header lines they do not know; the language line is the one YouTube's captions carry.
+    """
+    yield f"WEBVTT\nLanguage: {transcript.language}\n\n" if transcript.language else "WEBVTT\n\n"
     for segment, text in _cues(transcript):
         yield f"{timestamp(segment.start, '.')} --> {timestamp(segment.end, '.')}\n{text}\n\n"
 
@@ -154,16 +163,21 @@ def merge(parts: Sequence[tuple[float, Transcript]], *, duration: float | None =
 
     Segments keep their order; a segment that would start before the previous
     one ended (pieces overlapping slightly) starts where that one ended.
-    Language: the most common among pieces that detected one. Duration:
-    ``duration`` if given, else the end of the last piece.
+    Language: the most common among pieces that detected one, with the
+    probability the first of them gave it (the transcribe step detects on the
+    first piece and names the language for the others). Duration: ``duration`` if given,
+    else the end of the last piece.
     """
     segments: list[Segment] = []
     languages: Counter[str] = Counter()
+    probabilities: dict[str, float] = {}
     models: list[str] = []
     last_end = 0.0
     for offset, transcript in sorted(parts, key=lambda part: part[0]):
         if transcript.language:
             languages[transcript.language] += 1
+            if transcript.language_probability is not None:
+                probabilities.setdefault(transcript.language, transcript.language_probability)
         if transcript.model and transcript.model not in models:
             models.append(transcript.model)
         for segment in transcript.segments:
@@ -174,7 +188,8 @@ def merge(parts: Sequence[tuple[float, Transcript]], *, duration: float | None =
     if duration is None:
         duration = max((offset + t.duration for offset, t in parts), default=0.0)
     language = languages.most_common(1)[0][0] if languages else None
-    return Transcript(tuple(segments), language, float(duration), ", ".join(models) or None)
+    probability = probabilities.get(language) if language else None
+    return Transcript(tuple(segments), language, float(duration), ", ".join(models) or None, probability)
 
 
 # --------------------------------------------------------------------------- chunking

@@ -97,28 +97,35 @@ class WhisperClient(RemoteClient):
     def host(self) -> str:
         return self.server.host
 
-    def transcribe(self, audio: Path, on_segment: SegmentProgress | None = None) -> Transcript:
+    def transcribe(
+        self, audio: Path, on_segment: SegmentProgress | None = None, *, language: str | None = None
+    ) -> Transcript:
         """The transcript of the audio file, segment timestamps relative to its start.
 
-        ``on_segment`` hears each segment's end as it is decoded when the server streams.
+        ``on_segment`` hears each segment's end as it is decoded when the server streams. ``language``
+        (ISO 639-1) names the speech's language; without it (and without the client's own ``language``)
+        the server detects it.
         """
+        form = self._form(language or self.language)
         if self.streams is not False:
-            transcript = self._transcribe_streamed(audio, on_segment or (lambda end: None))
+            transcript = self._transcribe_streamed(audio, on_segment or (lambda end: None), form)
             if transcript is not None:
                 return transcript
         with self._upload(audio) as files:
-            response = self._call("POST", "/v1/audio/transcriptions", files=files, data=self._form())
+            response = self._call("POST", "/v1/audio/transcriptions", files=files, data=form)
         transcript = self._transcript(self._body(response), response.status_code, response.text)
         if self.streams is None:
             self.streams = False  # it refused stream=true but transcribes: don't ask it to stream again
             logger.info("%s does not stream transcriptions; asking for whole answers from now on", self.server)
         return transcript
 
-    def _transcribe_streamed(self, audio: Path, on_segment: SegmentProgress) -> Transcript | None:
+    def _transcribe_streamed(
+        self, audio: Path, on_segment: SegmentProgress, form: dict[str, Any]
+    ) -> Transcript | None:
         """The transcript, read from server-sent events as they come; None if the server refused to stream."""
         try:
             with self._upload(audio) as files, self._http.stream(
-                "POST", "/v1/audio/transcriptions", files=files, data={**self._form(), "stream": "true"}
+                "POST", "/v1/audio/transcriptions", files=files, data={**form, "stream": "true"}
             ) as response:
                 if response.status_code in STREAM_REFUSED:
                     response.read()
@@ -195,14 +202,14 @@ class WhisperClient(RemoteClient):
             raise error_for_exception(error, self.server) from error
         return raise_for_response(response, self.server)
 
-    def _form(self) -> dict[str, Any]:
+    def _form(self, language: str | None) -> dict[str, Any]:
         form: dict[str, Any] = {
             "model": self.model,
             "response_format": "verbose_json",
             "timestamp_granularities[]": "segment",
         }
-        if self.language:
-            form["language"] = self.language
+        if language:
+            form["language"] = language
         return form
 
     @contextmanager
@@ -230,7 +237,7 @@ class WhisperClient(RemoteClient):
             # A server that ignores verbose_json: one segment over the whole piece.
             end = transcript.duration
             segment = Segment(0.0, end, str(body["text"]).strip())
-            transcript = Transcript((segment,), transcript.language, end, model)
+            transcript = Transcript((segment,), transcript.language, end, model, transcript.language_probability)
         return transcript
 
 
@@ -257,6 +264,11 @@ class WhisperTranscriber:
     their last retry) are pruned after ``cache_max_age_seconds``.
     ``wake_next`` is called (in the background, errors ignored) when the step
     starts, to wake the next step's server.
+
+    The queue's ``language`` option (ISO 639-1, set at upload or from the
+    tutor's default) is sent with every piece; without it the server detects
+    the language on the first piece, and that language is sent with the rest,
+    so one lecture is transcribed in one language by one model.
     """
 
     name = "whisper-server"
@@ -318,6 +330,7 @@ class WhisperTranscriber:
         total = sum(max(p.end - p.start, 0.0) for p in pieces) or 1.0
         parts: list[tuple[float, Transcript]] = []
         done = 0.0
+        language = language_hint(job.options)
         for number, piece in enumerate(pieces, start=1):
             context.check()
             length = max(piece.end - piece.start, 0.0)
@@ -326,8 +339,10 @@ class WhisperTranscriber:
                 heard = before + min(max(end, 0.0), length)
                 context.report(98 * heard / total, f"transcribed {_clock(heard)} of {_clock(total)}")
 
-            transcript = self._piece(workdir, number, piece, len(pieces), on_segment)
+            transcript = self._piece(workdir, number, piece, len(pieces), on_segment, language)
             parts.append((piece.start, transcript))
+            if language is None and transcript.segments and transcript.language:
+                language = transcript.language  # detected on this piece: the rest are in it too
             done += length
             context.report(98 * done / total, f"transcribed piece {number} of {len(pieces)}")
         duration = max((p.end for p in pieces), default=0.0)
@@ -347,7 +362,8 @@ class WhisperTranscriber:
         return target
 
     def _piece(
-        self, workdir: Path, number: int, piece: AudioPiece, count: int, on_segment: SegmentProgress
+        self, workdir: Path, number: int, piece: AudioPiece, count: int, on_segment: SegmentProgress,
+        language: str | None,
     ) -> Transcript:
         cached = workdir / f"piece-{number}.json"
         if cached.is_file():
@@ -355,9 +371,9 @@ class WhisperTranscriber:
             if abs(saved["start"] - piece.start) < 0.01 and abs(saved["end"] - piece.end) < 0.01:
                 logger.info("piece %d of %d already transcribed; reusing it", number, count)
                 return Transcript.from_dict(saved["transcript"])
-        logger.info("transcribing piece %d of %d (%.1f-%.1f s) on %s", number, count, piece.start, piece.end,
-                    self.client.server)
-        transcript = self.client.transcribe(piece.path, on_segment)
+        logger.info("transcribing piece %d of %d (%.1f-%.1f s, language %s) on %s", number, count, piece.start,
+                    piece.end, language or "to detect", self.client.server)
+        transcript = self.client.transcribe(piece.path, on_segment, language=language)
         temp = cached.with_suffix(".tmp")
         temp.write_text(json.dumps({"start": piece.start, "end": piece.end, "transcript": transcript.to_dict()}))
         os.replace(temp, cached)
@@ -374,10 +390,18 @@ def store_transcript(storage: Storage, job: StepJob, transcript: Transcript) -> 
         outputs[name] = key
     outputs.update(
         language=transcript.language,
+        language_probability=transcript.language_probability,
+        model=transcript.model,
         duration_seconds=round(transcript.duration, 3),
         segments=len(transcript.segments),
     )
     return outputs
+
+
+def language_hint(options: dict[str, Any]) -> str | None:
+    """The queue's ``language`` option as an ISO 639-1 code; None (or ``auto``) lets the server detect it."""
+    value = str(options.get("language") or "").strip().lower()
+    return None if value in ("", "auto") else value
 
 
 def _clock(seconds: float) -> str:

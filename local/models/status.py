@@ -14,9 +14,14 @@ from local.models.slot import ModelSlot
 
 
 def status_router(
-    slot: ModelSlot[Any], owned_by: str, details: Callable[[], dict[str, Any]] | None = None
+    slot: ModelSlot[Any],
+    owned_by: str,
+    details: Callable[[], dict[str, Any]] | None = None,
+    model_ids: list[str] | None = None,
 ) -> APIRouter:
-    """``/health`` answers 200 only when the next model request would succeed; ``details`` adds to its body."""
+    """``/health`` answers 200 only when the next model request would succeed; ``details`` adds to its body.
+
+    ``/v1/models`` lists ``model_ids`` (a server holding several models), else the slot's name."""
     router = APIRouter()
     created = int(time.time())
 
@@ -33,7 +38,8 @@ def status_router(
 
     @router.get("/v1/models")
     def models() -> dict[str, Any]:
-        model = {"id": slot.name, "object": "model", "created": created, "owned_by": owned_by}
-        return {"object": "list", "data": [model]}
+        ids = model_ids or [slot.name]
+        data = [{"id": name, "object": "model", "created": created, "owned_by": owned_by} for name in ids]
+        return {"object": "list", "data": data}
 
     return router

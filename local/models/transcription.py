@@ -4,7 +4,14 @@ Run it with ``python -m local.models.transcription --port 9001``; configure it
 with ``WHISPER_*`` and ``MODEL_SERVER_*`` (see ``local.models.settings``).
 
 ``language`` in ``verbose_json`` is the ISO 639-1 code (``"en"``), as speaches
-answers; OpenAI itself writes the English name (``"english"``).
+answers; OpenAI itself writes the English name (``"english"``). The server
+holds an English model and a multilingual one (:mod:`local.models.whisper`):
+a request without ``language`` has it detected, and every answer says which
+language and model it was transcribed with — ``verbose_json`` in its
+``language``, ``language_probability`` and ``model`` fields, every format in
+the ``Content-Language``, ``X-Language-Probability`` and ``X-Whisper-Model``
+headers. ``model`` in the request picks one of the loaded models by name
+(``GET /v1/models``); any other value (``whisper-1``) lets the language choose.
 
 The model serves one request at a time, on its own thread, and at most
 ``WHISPER_MAX_QUEUED`` more wait for it (:mod:`local.models.request_queue`);
@@ -43,7 +50,7 @@ from local.models.serve import serve
 from local.models.settings import TranscriptionSettings
 from local.models.slot import ModelSlot
 from local.models.status import status_router
-from local.models.whisper import Whisper, decode, load_transcriber, model_name
+from local.models.whisper import Plan, Whisper, decode, load_transcriber, model_name, multilingual_name
 
 if TYPE_CHECKING:
     from faster_whisper.transcribe import Segment, TranscriptionInfo
@@ -77,7 +84,9 @@ def create_app(settings: TranscriptionSettings) -> FastAPI:
     app.state.slot = slot
     app.state.queue = queue
     install_error_handlers(app)
-    app.include_router(status_router(slot, owned_by="faster-whisper", details=lambda: _queue_details(queue)))
+    names = [name, *filter(None, [multilingual_name(settings)])]
+    app.include_router(status_router(slot, owned_by="faster-whisper", details=lambda: _queue_details(queue),
+                                     model_ids=names))
     app.include_router(transcription_router(slot, queue, settings))
     hint = "send a shorter recording or raise WHISPER_MAX_UPLOAD_BYTES"
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 64 * 1024, hint=hint)
@@ -98,7 +107,7 @@ def transcription_router(
     async def transcriptions(
         request: Request,
         file: Annotated[UploadFile, File(description="audio or video file ffmpeg can decode")],
-        model: Annotated[str | None, Form(description="accepted for compatibility; the loaded model answers")] = None,
+        model: Annotated[str | None, Form(description="a loaded model (GET /v1/models); others: chosen by language")] = None,
         language: Annotated[str | None, Form(description="ISO 639-1 code of the speech")] = None,
         prompt: Annotated[str | None, Form(description="text to condition the first window on")] = None,
         response_format: Annotated[str, Form()] = "json",
@@ -113,27 +122,32 @@ def transcription_router(
         with_words = response_format == "verbose_json" and "word" in granularities
         temperatures = list(FALLBACK_TEMPERATURES) if temperature == 0 else [temperature]
 
+        plans: list[Plan] = []
+
         def transcribe(audio: BinaryIO) -> tuple[Iterable[Segment], TranscriptionInfo]:
             samples = decode(audio)
-            return whisper.transcribe(samples, language=language, prompt=prompt or None,
-                                      temperatures=temperatures, word_timestamps=with_words)
+            plan = whisper.plan(samples, language=language, requested=model)
+            plans.append(plan)
+            return whisper.transcribe(samples, language=plan.language, prompt=prompt or None,
+                                      temperatures=temperatures, word_timestamps=with_words, model=plan.model)
 
         def render(info: TranscriptionInfo, segments: Iterable[Segment]) -> Iterator[str]:
-            logger.info("Transcribing %.1f s of %s audio as %s%s", info.duration, info.language, response_format,
-                        " (streamed)" if stream else "")
+            facts = _facts(plans[0])
+            logger.info("Transcribing %.1f s of %s audio (%s) as %s%s", info.duration, info.language,
+                        plans[0].model, response_format, " (streamed)" if stream else "")
             if stream:
                 return render_events(segments, verbose=response_format == "verbose_json", language=info.language,
-                                     duration=info.duration, with_words=with_words)
+                                     duration=info.duration, with_words=with_words, facts=facts)
             return renderer(response_format, language=info.language, duration=info.duration,
-                            with_words=with_words)(segments)
+                            with_words=with_words, facts=facts)(segments)
 
         job = Job(queue.enter(), asyncio.get_running_loop(), file.file, transcribe, render, streamed=stream)
         slot.submit(job.run)
         if not await job.wait_started(request):
             return Response(status_code=499)  # the client left while waiting; nobody reads this
         media_type = EVENT_STREAM if stream else MEDIA_TYPES[response_format]
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"} if stream else None
-        return StreamingResponse(job.chunks(), media_type=media_type, headers=headers)
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"} if stream else {}
+        return StreamingResponse(job.chunks(), media_type=media_type, headers={**headers, **_headers(plans[0])})
 
     return router
 
@@ -243,6 +257,25 @@ class Job:
             self._abandoned.set()
 
 
+def _facts(plan: Plan) -> dict[str, Any]:
+    """What ``verbose_json`` adds to OpenAI's fields: the detection's probability and the model."""
+    return {"language_probability": _probability(plan), "model": plan.model}
+
+
+def _probability(plan: Plan) -> float | None:
+    return None if plan.probability is None else round(plan.probability, 4)
+
+
+def _headers(plan: Plan) -> dict[str, str]:
+    """The language and model, for every response format (SRT and plain text have nowhere else to say it)."""
+    headers = {"X-Whisper-Model": plan.model}
+    if plan.language:
+        headers["Content-Language"] = plan.language
+    if plan.probability is not None:
+        headers["X-Language-Probability"] = f"{plan.probability:.4f}"
+    return headers
+
+
 def _check_parameters(response_format: str, granularities: list[str] | None, stream: bool) -> list[str]:
     if response_format not in RESPONSE_FORMATS:
         raise InvalidParameter(
@@ -273,8 +306,8 @@ def _check_language(language: str | None, whisper: Whisper, name: str) -> str | 
     code = language.strip().lower()
     supported = whisper.supported_languages
     if code not in supported:
-        only = f"it transcribes only {', '.join(supported)}" if len(supported) < 5 else "use an ISO 639-1 code"
-        raise InvalidParameter(f"language {language!r} is not supported by model {name}: {only}")
+        only = f"it transcribes only {', '.join(supported)}" if len(supported) < 10 else "use an ISO 639-1 code"
+        raise InvalidParameter(f"language {language!r} is not supported by this server ({name}): {only}")
     return code
 
 

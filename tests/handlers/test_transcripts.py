@@ -38,8 +38,9 @@ def parse_cues(body: str, kind: str) -> list[tuple[float, float, str]]:
     """A tiny SRT/VTT parser that asserts the layout: (start, end, text) per cue."""
     separator = "," if kind == "srt" else "."
     if kind == "vtt":
-        assert body.startswith("WEBVTT\n\n")
-        body = body.removeprefix("WEBVTT\n\n")
+        header = re.match(r"WEBVTT\n(Language: [a-z]{2,3}\n)?\n", body)
+        assert header, body[:40]
+        body = body[header.end():]
     assert body.endswith("\n\n")
     stamp = re.compile(rf"^(\d\d):(\d\d):(\d\d){re.escape(separator)}(\d\d\d)$")
 
@@ -93,6 +94,20 @@ def test_blank_segments_and_blank_lines_inside_text_do_not_break_cues() -> None:
 
 def test_vtt_of_empty_transcript_is_just_the_header() -> None:
     assert "".join(write_vtt(Transcript())) == "WEBVTT\n\n"
+
+
+def test_the_language_and_its_probability_travel_with_the_transcript() -> None:
+    spanish = Transcript((Segment(0, 2, "Hola a todos"),), "es", 2.0, "base", 0.98)
+    assert "".join(write_vtt(spanish)).startswith("WEBVTT\nLanguage: es\n\n00:00:00.000 --> 00:00:02.000\n")
+    data = json.loads("".join(write_json(spanish)))
+    assert data["language"] == "es" and data["language_probability"] == 0.98 and data["model"] == "base"
+    assert parse_json("".join(write_json(spanish))) == spanish
+    verbose = {"language": "es", "language_probability": 0.91, "model": "base", "duration": 2.0,
+               "segments": [{"start": 0.0, "end": 2.0, "text": "Hola"}]}
+    assert Transcript.from_dict(verbose).language_probability == 0.91
+    later = Transcript((Segment(0, 1, "Adiós"),), "es", 1.0, "base", 1.0)  # the next piece, language given
+    merged = merge([(0.0, spanish), (2.0, later)])
+    assert merged.language == "es" and merged.language_probability == 0.98  # the detection's, not the hint's
     assert "".join(write_srt(Transcript())) == ""
 
 
