@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run demo test test-fast bench chaos replay search rebuild-projections project dispatch qstash api token doctor onesignal clean
+.PHONY: help install run demo test test-fast bench chaos replay search rebuild-projections project dispatch qstash api token doctor storage-report onesignal clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
@@ -84,6 +84,9 @@ token: install ## print a development token: make token USER=<id> ROLE=<role> (d
 
 doctor: install ## check configuration, database, QStash, model servers, storage, notifications
 	$(PY) -m api.doctor
+
+storage-report: install ## referenced and orphaned files and bytes in storage: make storage-report [SWEEP=1 removes the orphans]
+	$(PY) -m api.storage_report $(if $(SWEEP),--sweep,)
 
 onesignal: install ## run the local OneSignal stand-in (port 8090)
 	$(PY) -m local.onesignal

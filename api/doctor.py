@@ -26,7 +26,8 @@ from qstash.errors import SignatureError
 
 from api.checks import PROBE_TIMEOUT_SECONDS, CheckResult, check_database, check_qstash, check_storage
 from api.settings import Settings
-from api.wiring import build_storage
+from api.storage_report import build_sweeper, check_storage_hygiene
+from api.wiring import build_core, build_storage
 from domain import VidpipeError
 from handlers.media import tools
 from projections.views import open_view
@@ -225,9 +226,24 @@ def run_checks(settings: Settings, *, wake_seconds: float, report: Callable[[Che
         except Exception as error:  # noqa: BLE001 - bad credentials, unreachable service
             record(CheckResult("storage", False, f"{type(error).__name__}: {error}",
                                "check VIDPIPE_STORAGE_DIR or MEGA_EMAIL/MEGA_PASSWORD"))
+        record(_storage_use(settings))
         record(check_auth(settings, client))
         record(check_notifications(settings, client))
     return results
+
+
+def _storage_use(settings: Settings) -> CheckResult:
+    """Referenced and orphaned files and bytes (:mod:`api.storage_report`); a warning at worst."""
+    try:
+        core = build_core(settings)
+    except Exception as error:  # noqa: BLE001 - the database check above says why
+        return CheckResult("storage use", False, f"not counted: {type(error).__name__}: {error}", required=False)
+    try:
+        return check_storage_hygiene(build_sweeper(settings, core, build_storage(settings)))
+    except Exception as error:  # noqa: BLE001 - storage or database unreachable: reported above
+        return CheckResult("storage use", False, f"not counted: {type(error).__name__}: {error}", required=False)
+    finally:
+        core.close()
 
 
 def line(result: CheckResult) -> str:

@@ -75,3 +75,11 @@ def test_doctor_line_warns_about_orphans(configured: Path) -> None:
         assert check_storage_hygiene(sweeper).ok
     finally:
         core.close()
+
+
+def test_make_doctor_prints_the_storage_use_line(configured: Path) -> None:
+    from api import doctor
+
+    result = doctor._storage_use(Settings())  # noqa: SLF001 - the line run_checks records
+    assert doctor.line(result).startswith("warn  storage use")
+    assert "orphaned 2 files" in result.detail
