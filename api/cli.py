@@ -23,12 +23,14 @@ from rich.table import Table
 from rich.text import Text
 
 from api.settings import Settings
+from api.storage_report import build_sweeper
 from api.wiring import (
     build_core,
     build_dispatcher,
     build_leadership,
     build_notification_followers,
     build_search_index,
+    build_storage,
 )
 from domain import VidpipeError
 from handlers.failpoints import armed as armed_failpoints
@@ -133,7 +135,14 @@ def follow(settings: Settings, console: Console, *, dispatcher: bool) -> int:
         follower.start()
         console.print(f"{follower.key}: at event {follower.position}; applies the log while this process leads it "
                       "(another runner of it may lead: this one then stands by)")
+    sweeper = None
+    if not dispatcher and settings.storage_sweep_interval_seconds > 0:  # orphaned uploads (api.storage_report)
+        sweeper = build_sweeper(settings, core, build_storage(settings)).start()
+        console.print(f"storage sweeper: every {settings.storage_sweep_interval_seconds:.0f} s, "
+                      f"files orphaned for {settings.storage_sweep_grace_seconds:.0f} s")
     stop.wait()
+    if sweeper is not None:
+        sweeper.stop()
     for follower in followers:
         follower.stop()
     core.close()

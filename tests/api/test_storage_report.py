@@ -83,3 +83,26 @@ def test_make_doctor_prints_the_storage_use_line(configured: Path) -> None:
     result = doctor._storage_use(Settings())  # noqa: SLF001 - the line run_checks records
     assert doctor.line(result).startswith("warn  storage use")
     assert "orphaned 2 files" in result.detail
+
+
+def test_the_projection_runner_process_sweeps_periodically(configured: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support import wait_until
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "VIDPIPE_STORAGE_SWEEP_INTERVAL_SECONDS": "0.2"}
+    runner = subprocess.Popen([sys.executable, "-m", "api.cli", "project"], cwd=root, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: not (configured / "tutor-1/uploads/.incoming-abc").exists(), 30,
+                   "the runner process to sweep the partial upload")
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        output, _ = runner.communicate(timeout=30)
+    assert runner.returncode == 0, output
+    assert "storage sweeper: every 0 s" in output
+    assert not (configured / "tutor-1/uploads/dead.mp4").exists()
+    assert (configured / "tutor-1/uploads/a.mp4").is_file()
