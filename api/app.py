@@ -17,9 +17,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.auth import TokenVerifier
+from api.deletion import build_deletion
 from api.errors import install_error_handlers
 from api.queues import QueueAccess
 from api.routes.batches import batches_router
+from api.routes.lectures import lectures_router
 from api.routes.notifications import notifications_router
 from api.routes.operations import operations_router
 from api.routes.queues import queues_router
@@ -80,6 +82,7 @@ def create_app(
         else []
     )
     state["core"] = core
+    deletion = build_deletion(settings, core.app, core.view, storage)
     services = Services(
         settings=settings,
         core=core,
@@ -105,6 +108,7 @@ def create_app(
             for follower in followers:
                 follower.stop()
             runner.close()
+            deletion.close()
             search_index.close()
             core.close()
 
@@ -126,6 +130,7 @@ def create_app(
     app.include_router(uploads_router(services))
     app.include_router(queues_router(services))
     app.include_router(batches_router(services))
+    app.include_router(lectures_router(deletion))
     app.include_router(notifications_router(services))
     app.include_router(search_router(
         services, search_index.search, MediaSigner(settings.media_key, ttl_seconds=settings.media_link_seconds)

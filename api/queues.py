@@ -104,7 +104,7 @@ class QueueAccess:
             queue = self.app.get_queue(queue_id)
         except QueueNotFound:
             raise self._not_found(queue_id) from None
-        if queue.owner_id != caller.owner_id:
+        if queue.owner_id != caller.owner_id or queue.is_deleted:
             raise self._not_found(queue_id)
         return queue
 

@@ -8,6 +8,8 @@
   model and dimension), and indexes their words (SQLite FTS5 / Postgres ``tsvector``);
 - ``Completed``, ``Failed`` and ``Cancelled`` set the lecture's status: only
   completed lectures are searched.
+- ``Deleted`` (the tutor deleted the lecture) removes the lecture and its moments;
+  in a rebuild from event 0 too, so a deleted lecture never comes back.
 
 Rows and the tracking position are written in one transaction, so the index is
 built exactly once per event and resumes after a crash; ``make rebuild-projections``
@@ -127,6 +129,9 @@ class MomentsProjection:
             )
         elif isinstance(domain_event, Q.StepCompleted) and domain_event.step == EMBED_STEP:
             self._replace_moments(session, queue_id)
+        elif isinstance(domain_event, Q.Deleted):  # the tombstone: the lecture leaves the index
+            self._delete_moments(session, queue_id)
+            session.execute("DELETE FROM search_lectures WHERE queue_id = :id", {"id": queue_id})
         elif isinstance(domain_event, (Q.Completed, Q.Failed, Q.Cancelled)):
             status = {Q.Completed: "completed", Q.Failed: "failed", Q.Cancelled: "cancelled"}[type(domain_event)]
             session.execute(

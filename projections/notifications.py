@@ -6,6 +6,9 @@ One row in ``notifications`` per notifiable event of a queue:
 - ``completed``, ``failed`` (with the reason), ``cancelled``;
 - ``progress``: a step finished (only when ``VIDPIPE_NOTIFY_PROGRESS`` is on).
 
+A deleted lecture (``Deleted``) takes its rows with it, and the cancellation
+that deleting a running queue records is not announced.
+
 Row ids are ``<queue id>-<event version>`` and timestamps come from the events,
 so a rebuild gives the same rows, and the push notifier (handlers/notifiers)
 refers to the same ids when it records its deliveries.
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from domain.queue import ProcessingQueue
+from domain.queue import DELETED_REASON, ProcessingQueue
 from projections.views import ReadModelView, SqlSession
 
 Q = ProcessingQueue
@@ -49,7 +52,7 @@ def notice_for(
         kind, message = "completed", f"{name[0].upper()}{name[1:]} is ready: its transcript and search are available."
     elif isinstance(domain_event, Q.Failed):
         kind, message = "failed", f"Processing of {name} failed: {domain_event.reason}"
-    elif isinstance(domain_event, Q.Cancelled):
+    elif isinstance(domain_event, Q.Cancelled) and domain_event.reason != DELETED_REASON:
         kind, message = "cancelled", f"Processing of {name} was cancelled."
     if kind is None:
         return None
@@ -80,6 +83,10 @@ class NotificationsProjection:
 
     def apply(self, domain_event: Any, session: SqlSession) -> None:
         queue_id = str(domain_event.originator_id)
+        if isinstance(domain_event, Q.Deleted):  # the lecture is gone: so are its notifications
+            session.execute("DELETE FROM notifications WHERE queue_id = :id", {"id": queue_id})
+            session.execute("DELETE FROM notification_queues WHERE queue_id = :id", {"id": queue_id})
+            return
         if isinstance(domain_event, Q.Created):
             session.execute(
                 "INSERT INTO notification_queues (queue_id, owner_id, filename, first_step) "

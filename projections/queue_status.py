@@ -166,6 +166,13 @@ class QueueStatusProjection:
         )
         session.execute(_TOUCH_QUEUE, p)
 
+    @apply.register
+    def _(self, e: Q.Deleted, session: SqlSession) -> None:
+        """The tombstone: the lecture leaves the status table and view (in a rebuild too)."""
+        p = _common(e)
+        session.execute("DELETE FROM video_processing_steps WHERE queue_id = :id", p)
+        session.execute("DELETE FROM video_processing_queue WHERE id = :id", p)
+
     @staticmethod
     def _update_step(session: SqlSession, params: dict[str, Any], assignments: str) -> None:
         session.execute(
