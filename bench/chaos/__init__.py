@@ -29,6 +29,7 @@ SCENARIOS = {
     "load": "bench.chaos.load",
     "flow-control": "bench.chaos.flow_control",
     "bad-input": "bench.chaos.bad_input",
+    "follower-failover": "bench.chaos.follower_failover",
 }
 
 
