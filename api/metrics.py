@@ -7,6 +7,8 @@ plus what this process's step runner counted.
 - ``vidpipe_notification_deliveries_total{channel,outcome}``: push attempts;
 - ``vidpipe_notifications_total{kind}``: in-app notifications;
 - ``vidpipe_follower_lag_events{follower}``: events a follower of the log has yet to apply;
+- ``vidpipe_follower_leading{follower}``: 1 where this process leads the follower (applies, publishes),
+  0 where it stands by (:mod:`projections.leadership`); one process in all shows 1 for each follower;
 - ``vidpipe_step_deliveries_total{step,received}``: step deliveries this process received, by how
   (:data:`handlers.step_runner.Received`: ``started``/``redelivered`` ran the work, the others
   did not; ``completed`` is a delivery for a step already completed). Counted since the process
@@ -79,6 +81,15 @@ class ReadModelCollector(Collector):
         for follower in self.followers:
             lag.add_metric([follower.key], max(0, last - follower.position))
         yield lag
+
+        leading = GaugeMetricFamily("vidpipe_follower_leading",
+                                    "1 where this process leads the follower, 0 where it stands by",
+                                    labels=["follower"])
+        for follower in self.followers:
+            leads = getattr(follower, "leading", None)
+            if leads is not None:
+                leading.add_metric([follower.key], int(bool(leads)))
+        yield leading
 
 
 class StepDeliveryCollector(Collector):

@@ -85,6 +85,9 @@ def test_metrics_in_prometheus_text(served: Served, clients: Clients) -> None:
     assert samples[("vidpipe_step_retries_total", (("step", "transcribe"),))] == 1
     assert samples[("vidpipe_step_duration_seconds_count", (("step", "embed"),))] == 1
     assert any(name == "vidpipe_follower_lag_events" for name, _ in samples)
+    # the only process running the followers leads each of them
+    assert samples[("vidpipe_follower_leading", (("follower", "VideoProcessing:dispatcher"),))] == 1
+    assert samples[("vidpipe_follower_leading", (("follower", "VideoProcessing:queue_status"),))] == 1
     started = "vidpipe_step_deliveries_total", (("received", "started"), ("step", "transcribe"))
     assert samples[started] == 2  # the attempt that failed transiently and its retry
     assert samples[("vidpipe_step_deliveries_total", (("received", "started"), ("step", "embed")))] == 1
