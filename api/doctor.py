@@ -8,7 +8,8 @@ Checks: configuration and required variables, the media tools (ffmpeg,
 ffprobe, espeak-ng: path, where it came from, version), the database and its tables,
 QStash (reachable, token accepted, signing keys usable), each model server
 (waking it if asleep: a sleeping server gets ``--wake-seconds`` to answer),
-storage, token verification, and the notification credentials.
+storage, token verification, the notification credentials, and which process leads each
+follower of the log (projection runners, dispatcher).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from api.checks import PROBE_TIMEOUT_SECONDS, CheckResult, check_database, check
 from api.settings import Settings
 from api.storage_report import build_sweeper, check_storage_hygiene
 from api.wiring import build_core, build_storage
-from domain import VidpipeError
+from domain import VideoProcessing, VidpipeError
 from handlers.media import tools
+from projections.leadership import leadership_for
 from projections.views import open_view
 
 PRODUCTION_VARIABLES = {
@@ -229,7 +231,25 @@ def run_checks(settings: Settings, *, wake_seconds: float, report: Callable[[Che
         record(_storage_use(settings))
         record(check_auth(settings, client))
         record(check_notifications(settings, client))
+    record(check_leadership(settings))
     return results
+
+
+def check_leadership(settings: Settings) -> CheckResult:
+    """Which process leads each follower of the log (:mod:`projections.leadership`); a warning where none does."""
+    names = ["queue_status", "notifications", "moments", "dispatcher", *(["push"] if settings.push_enabled else [])]
+    keys = {f"{VideoProcessing.name}:{name}": name for name in names}
+    try:
+        holders = leadership_for(settings.database).holders(list(keys))
+    except Exception as error:  # noqa: BLE001 - the database check above says why
+        return CheckResult("leadership", False, f"not read: {type(error).__name__}: {error}", required=False)
+    detail = "; ".join(f"{name}: {holders[key] or 'nobody'}" for key, name in keys.items())
+    idle = [name for key, name in keys.items() if holders[key] is None]
+    if idle:
+        return CheckResult("leadership", False, detail,
+                           f"nothing applies or publishes {', '.join(idle)}: run make project / make dispatch, "
+                           "or an API with VIDPIPE_RUN_FOLLOWERS=true", required=False)
+    return CheckResult("leadership", True, detail, required=False)
 
 
 def _storage_use(settings: Settings) -> CheckResult:

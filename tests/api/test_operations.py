@@ -191,6 +191,8 @@ def test_doctor_prints_a_line_per_check_wakes_servers_and_fails_with_fixes(
     names = [line.split()[1] for line in lines[:-1]]
     assert names[:8] == ["configuration", "variables", "ffmpeg", "ffprobe", "espeak-ng", "database", "qstash", "qstash"]
     assert "(woke up)" in out.getvalue()
+    leadership = next(line for line in lines if line.split()[1] == "leadership")
+    assert leadership.startswith("ok    leadership") and "dispatcher: " in leadership  # the served app leads
 
     monkeypatch.setenv("QSTASH_URL", f"http://127.0.0.1:{closed_port()}")
     monkeypatch.setenv("ONESIGNAL_REST_API_KEY", "k")
@@ -226,3 +228,10 @@ def test_doctor_reports_each_media_tool_with_path_source_and_version_and_a_missi
                         "packaged one")
     assert lines[1].startswith("ok    ffprobe ")
     assert lines[2].startswith("warn  espeak-ng      not found: VIDPIPE_ESPEAK=/nonexistent/espeak-ng")
+
+
+def test_doctor_warns_when_nobody_leads_a_follower(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/vidpipe.db")
+    result = doctor.check_leadership(Settings())
+    assert not result.ok and not result.required
+    assert "dispatcher: nobody" in result.detail and "make dispatch" in result.fix
