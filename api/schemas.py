@@ -42,8 +42,21 @@ class QueueStatus(BaseModel):
     owner_id: str
     attachment_id: str
     status: QueueState
-    progress_percentage: int = Field(ge=0, le=100)
-    current_step: str | None = None
+    progress_percentage: int = Field(
+        ge=0, le=100,
+        description="the steps' progress weighted by their expected cost (compress 64, audio-convert 4, "
+        "transcribe 31, embed 1, over the queue's own steps); 100 once completed",
+    )
+    current_step: str | None = Field(
+        default=None,
+        description="the first running step in pipeline order (the failed step after a failure; "
+        "null once completed)",
+    )
+    running_steps: list[str] = Field(
+        default_factory=list,
+        description="every running step in pipeline order: steps run side by side "
+        "(compress beside audio-convert → transcribe → embed)",
+    )
     error: str | None = None
     retries: int = 0
     version: int

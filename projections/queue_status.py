@@ -5,11 +5,14 @@ reader needs is computed here, not at read time:
 
 - ``status``: ``pending`` until the first step starts, ``processing`` while
   steps run, then the terminal status of ``Completed``/``Failed``/``Cancelled``;
-- ``current_step``: the step most recently started (kept after a failure or a
-  cancellation so the tutor sees where it stopped; cleared on completion);
-- ``progress_percentage``: the mean of the steps' progress (each step weighs
-  the same), 100 once the queue has completed. Step progress only grows, so
-  the queue's does too.
+- ``current_step``: the first running step in pipeline order (steps run side
+  by side: compress and audio-convert); while none runs, the last one shown;
+  after a failure the failed step, after a cancellation the first step that
+  was running, so the tutor sees where it stopped; cleared on completion. The
+  view adds ``running_steps``, every running step in pipeline order;
+- ``progress_percentage``: the steps' progress weighted by their expected cost
+  (:data:`STEP_WEIGHTS`, over the steps of the queue's own graph), 100 once the
+  queue has completed. Step progress only grows, so the queue's does too.
 
 Row timestamps come from the events, never from the clock, so rebuilding the
 projection from event 0 gives the very same rows.
@@ -26,13 +29,34 @@ from projections.views import ReadModelView, SqlSession
 
 Q = ProcessingQueue
 
+STEP_WEIGHTS: dict[str, int] = {"compress": 64, "audio-convert": 4, "transcribe": 31, "embed": 1}
+"""Each step's share of the queue's progress: its share of the time the README's benchmark
+measured for a 10-minute lecture (compress 208 s, audio 11 s, transcribe 102 s, embed 0.6 s),
+in percent. A queue without a step (``skip_compress``) shares out the others' weights."""
+
+_WEIGHT = "CASE step " + " ".join(f"WHEN '{s}' THEN {w}" for s, w in STEP_WEIGHTS.items()) + " ELSE 1 END"
+
+
+def weighted_progress(progress: dict[str, int]) -> int:
+    """The queue's progress from its steps' (step → percent), as the projection computes it."""
+    total = sum(STEP_WEIGHTS.get(step, 1) for step in progress)
+    return sum(p * STEP_WEIGHTS.get(step, 1) for step, p in progress.items()) // max(1, total)
+
+
 _TOUCH_QUEUE = (
     "UPDATE video_processing_queue SET updated_at = :at, version = :version WHERE id = :id"
 )
+"""First statement of every event but ``Created``: the queue's row is locked before its
+steps' rows, so two runners of the projection never wait for each other in opposite orders."""
 _RECOMPUTE_PROGRESS = (
     "UPDATE video_processing_queue SET progress_percentage = ("
-    "SELECT SUM(progress) / COUNT(*) FROM video_processing_steps WHERE queue_id = :id"
+    f"SELECT SUM(progress * {_WEIGHT}) / SUM({_WEIGHT}) FROM video_processing_steps WHERE queue_id = :id"
     ") WHERE id = :id"
+)
+_FIRST_RUNNING = (
+    "UPDATE video_processing_queue SET current_step = COALESCE(("
+    "SELECT step FROM video_processing_steps WHERE queue_id = :id AND status = 'running' "
+    "ORDER BY position LIMIT 1), current_step) WHERE id = :id"
 )
 
 
@@ -80,35 +104,37 @@ class QueueStatusProjection:
     @apply.register
     def _(self, e: Q.StepStarted, session: SqlSession) -> None:
         p = {**_common(e), "step": e.step, "attempt": e.attempt}
+        session.execute(_TOUCH_QUEUE, p)
         self._update_step(
             session, p,
             "status = 'running', attempts = :attempt, "
             "started_at = COALESCE(started_at, :at)",
         )
         session.execute(
-            "UPDATE video_processing_queue SET status = 'processing', current_step = :step, "
+            "UPDATE video_processing_queue SET status = 'processing', "
             "started_at = COALESCE(started_at, :at) WHERE id = :id",
             p,
         )
-        session.execute(_TOUCH_QUEUE, p)
+        session.execute(_FIRST_RUNNING, p)
 
     @apply.register
     def _(self, e: Q.StepProgressed, session: SqlSession) -> None:
         p = {**_common(e), "step": e.step, "percent": e.percent}
+        session.execute(_TOUCH_QUEUE, p)
         self._update_step(session, p, "progress = :percent")
         session.execute(_RECOMPUTE_PROGRESS, p)
-        session.execute(_TOUCH_QUEUE, p)
 
     @apply.register
     def _(self, e: Q.StepRetried, session: SqlSession) -> None:
         p = {**_common(e), "step": e.step, "reason": e.reason}
+        session.execute(_TOUCH_QUEUE, p)
         self._update_step(
             session, p, "status = 'retrying', retries = retries + 1, last_error = :reason"
         )
         session.execute(
             "UPDATE video_processing_queue SET retries = retries + 1 WHERE id = :id", p
         )
-        session.execute(_TOUCH_QUEUE, p)
+        session.execute(_FIRST_RUNNING, p)
 
     @apply.register
     def _(self, e: Q.StepCompleted, session: SqlSession) -> None:
@@ -120,51 +146,52 @@ class QueueStatusProjection:
             "duration": e.duration_seconds,
             "outputs": session.json_param(e.outputs),
         }
+        session.execute(_TOUCH_QUEUE, p)
         self._update_step(
             session, p,
             "status = 'completed', progress = 100, completed_at = :at, provider = :provider, "
             "model = :model, duration_seconds = :duration, outputs = :outputs",
         )
         session.execute(_RECOMPUTE_PROGRESS, p)
-        session.execute(_TOUCH_QUEUE, p)
+        session.execute(_FIRST_RUNNING, p)
 
     @apply.register
     def _(self, e: Q.StepFailed, session: SqlSession) -> None:
         p = {**_common(e), "step": e.step, "reason": e.reason}
-        self._update_step(session, p, "status = 'failed', last_error = :reason")
         session.execute(_TOUCH_QUEUE, p)
+        self._update_step(session, p, "status = 'failed', last_error = :reason")
 
     @apply.register
     def _(self, e: Q.Completed, session: SqlSession) -> None:
         p = _common(e)
+        session.execute(_TOUCH_QUEUE, p)
         session.execute(
             "UPDATE video_processing_queue SET status = 'completed', progress_percentage = 100, "
             "current_step = NULL, finished_at = :at WHERE id = :id",
             p,
         )
-        session.execute(_TOUCH_QUEUE, p)
 
     @apply.register
     def _(self, e: Q.Failed, session: SqlSession) -> None:
-        p = {**_common(e), "reason": e.reason}
+        p = {**_common(e), "reason": e.reason, "step": e.step}
+        session.execute(_TOUCH_QUEUE, p)
         session.execute(
             "UPDATE video_processing_queue SET status = 'failed', error = :reason, "
-            "finished_at = :at WHERE id = :id",
+            "current_step = :step, finished_at = :at WHERE id = :id",
             p,
         )
-        session.execute(_TOUCH_QUEUE, p)
 
     @apply.register
     def _(self, e: Q.Cancelled, session: SqlSession) -> None:
         p = {**_common(e), "reason": e.reason, "step": e.step}
-        if e.step is not None:
-            self._update_step(session, p, "status = 'cancelled'")
+        session.execute(_TOUCH_QUEUE, p)
+        for step in e.steps:
+            self._update_step(session, {**p, "step": step}, "status = 'cancelled'")
         session.execute(
             "UPDATE video_processing_queue SET status = 'cancelled', error = :reason, "
-            "finished_at = :at WHERE id = :id",
+            "current_step = COALESCE(:step, current_step), finished_at = :at WHERE id = :id",
             p,
         )
-        session.execute(_TOUCH_QUEUE, p)
 
     @apply.register
     def _(self, e: Q.Deleted, session: SqlSession) -> None:
@@ -231,4 +258,6 @@ def _normalised(row: dict[str, Any]) -> dict[str, Any]:
         {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in s.items()}
         for s in steps or []
     ]
+    running = out.get("running_steps")
+    out["running_steps"] = json.loads(running) if isinstance(running, str) else list(running or [])
     return out

@@ -78,5 +78,12 @@ SELECT
         FROM video_processing_steps AS s
         WHERE s.queue_id = q.id
     ), '[]'::json) AS steps,
-    q.options->>'filename' AS filename
+    q.options->>'filename' AS filename,
+    -- every running step in pipeline order (steps run side by side); appended last, as
+    -- CREATE OR REPLACE VIEW only adds columns at the end
+    COALESCE((
+        SELECT json_agg(r.step ORDER BY r.position)
+        FROM video_processing_steps AS r
+        WHERE r.queue_id = q.id AND r.status = 'running'
+    ), '[]'::json) AS running_steps
 FROM video_processing_queue AS q;

@@ -80,5 +80,10 @@ SELECT
         ))
         FROM (SELECT * FROM video_processing_steps WHERE queue_id = q.id ORDER BY position) AS s
     ) AS steps,
-    json_extract(q.options, '$.filename') AS filename
+    json_extract(q.options, '$.filename') AS filename,
+    (
+        SELECT json_group_array(r.step)
+        FROM (SELECT step FROM video_processing_steps
+              WHERE queue_id = q.id AND status = 'running' ORDER BY position) AS r
+    ) AS running_steps
 FROM video_processing_queue AS q;

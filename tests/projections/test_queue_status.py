@@ -7,7 +7,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from domain import STEPS
 from projections.follower import EventFollower
-from projections.queue_status import QueueStatusProjection
+from projections.queue_status import QueueStatusProjection, weighted_progress
 from tests.conftest import Store, open_store
 
 
@@ -24,7 +24,8 @@ def test_status_view_follows_a_queue_through_its_life(store: Store) -> None:
     app.report_progress(qid, "compress", 1, 60)
     follower.catch_up()
     row = reader.status(str(qid))
-    assert (row["status"], row["current_step"], row["progress_percentage"]) == ("processing", "compress", 15)
+    assert (row["status"], row["current_step"], row["progress_percentage"]) == ("processing", "compress", 38)
+    assert row["running_steps"] == ["compress"]  # 60 % of compress, which weighs 64 of 100
     assert row["steps"][0]["status"] == "running" and row["steps"][0]["progress"] == 60
 
     app.retry_step(qid, "compress", 1, "503 model loading", 60)
@@ -40,7 +41,7 @@ def test_status_view_follows_a_queue_through_its_life(store: Store) -> None:
     app.start_step(qid, "audio-convert", 1)
     follower.catch_up()
     row = reader.status(str(qid))
-    assert row["progress_percentage"] == 25 and row["current_step"] == "audio-convert"
+    assert row["progress_percentage"] == 64 and row["current_step"] == "audio-convert"
     compress = row["steps"][0]
     assert compress["status"] == "completed" and compress["attempts"] == 2
     assert (compress["provider"], compress["model"], compress["duration_seconds"]) == ("ffmpeg", "libx264", 1.5)
@@ -55,6 +56,63 @@ def test_status_view_follows_a_queue_through_its_life(store: Store) -> None:
     assert (row["status"], row["progress_percentage"], row["current_step"]) == ("completed", 100, None)
     assert row["finished_at"] is not None and row["error"] is None
     assert row["version"] == app.get_queue(qid).version
+
+
+def test_parallel_steps_show_as_running_steps_with_the_first_as_current(store: Store) -> None:
+    app, follower, reader = store.app, store.follower, store.reader
+    qid = app.start_processing("tutor-1", "a")
+    app.start_step(qid, "audio-convert", 1)
+    app.start_step(qid, "compress", 1)
+    follower.catch_up()
+    row = reader.status(str(qid))
+    assert (row["current_step"], row["running_steps"]) == ("compress", ["compress", "audio-convert"])
+    app.complete_step(qid, "audio-convert", 1)
+    app.start_step(qid, "transcribe", 1)
+    app.report_progress(qid, "transcribe", 1, 50)
+    follower.catch_up()
+    row = reader.status(str(qid))
+    assert (row["current_step"], row["running_steps"]) == ("compress", ["compress", "transcribe"])
+    assert row["progress_percentage"] == (4 * 100 + 31 * 50) // 100  # weighted by expected cost
+    app.complete_step(qid, "compress", 1)
+    follower.catch_up()
+    row = reader.status(str(qid))
+    assert (row["current_step"], row["running_steps"]) == ("transcribe", ["transcribe"])
+    app.complete_step(qid, "transcribe", 1)
+    follower.catch_up()
+    row = reader.status(str(qid))
+    assert (row["current_step"], row["running_steps"]) == ("transcribe", [])  # the last one shown
+    assert row["progress_percentage"] == 99
+
+
+def test_a_queue_without_compress_shares_its_weight_out(store: Store) -> None:
+    app = store.app
+    qid = app.start_processing("tutor-1", "a", {"skip_compress": True})
+    app.start_step(qid, "audio-convert", 1)
+    app.complete_step(qid, "audio-convert", 1)
+    store.follower.catch_up()
+    row = store.reader.status(str(qid))
+    assert [s["step"] for s in row["steps"]] == ["audio-convert", "transcribe", "embed"]
+    assert row["progress_percentage"] == 100 * 4 // (4 + 31 + 1) == weighted_progress(
+        {"audio-convert": 100, "transcribe": 0, "embed": 0})
+
+
+def test_cancel_while_two_steps_run_and_a_failure_beside_a_running_step(store: Store) -> None:
+    app = store.app
+    cancelled = app.start_processing("tutor-1", "a")
+    app.start_step(cancelled, "compress", 1)
+    app.start_step(cancelled, "audio-convert", 1)
+    app.cancel(cancelled, by="tutor-1")
+    failed = app.start_processing("tutor-1", "b")
+    app.start_step(failed, "compress", 1)
+    app.start_step(failed, "audio-convert", 1)
+    app.fail_step(failed, "audio-convert", 1, "no sound track")
+    store.follower.catch_up()
+    c = store.reader.status(str(cancelled))
+    assert [s["status"] for s in c["steps"]] == ["cancelled", "cancelled", "pending", "pending"]
+    assert (c["current_step"], c["running_steps"]) == ("compress", [])
+    f = store.reader.status(str(failed))
+    assert (f["status"], f["current_step"], f["error"]) == ("failed", "audio-convert", "no sound track")
+    assert f["running_steps"] == ["compress"]  # its later messages are refused: the queue has failed
 
 
 def test_failed_and_cancelled_queues_show_their_reason(store: Store) -> None:

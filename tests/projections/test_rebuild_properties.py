@@ -21,10 +21,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domain import STEPS, DomainError
+from domain import DomainError
 from handlers.embedding_store import EmbeddedChunk, EmbeddingStore
 from projections.follower import EventFollower
 from projections.moments import MomentsProjection, MomentsReader
+from projections.queue_status import weighted_progress
 from tests.conftest import Store, open_store
 
 QUEUES = 3
@@ -38,18 +39,19 @@ operations = st.one_of(
 )
 
 
-def next_move(queue: Any) -> tuple[str, str, int] | None:
-    """What a healthy pipeline would do next to this queue."""
+def next_move(queue: Any, choice: int = 0) -> tuple[str, str, int] | None:
+    """What a healthy pipeline could do next to this queue; ``choice`` picks among the
+    steps that may run side by side (compress and audio-convert), so they interleave."""
+    if queue.is_terminal:
+        return None
+    done = {v.name for v in queue.steps if v.status == "completed"}
+    moves: list[tuple[str, str, int]] = []
     for view in queue.steps:
-        if view.status == "pending":
-            return "start", view.name, 1
-        if view.status == "retrying":
-            return "start", view.name, view.attempt + 1
         if view.status == "running":
-            return "work", view.name, view.attempt
-        if view.status != "completed":
-            return None
-    return None
+            moves.append(("work", view.name, view.attempt))
+        elif view.status in ("pending", "retrying") and set(queue.graph[view.name]) <= done:
+            moves.append(("start", view.name, 1 if view.status == "pending" else view.attempt + 1))
+    return moves[choice % len(moves)] if moves else None
 
 
 def run_program(store: Store, program: list[tuple[str, int, int]]) -> list[Any]:
@@ -59,7 +61,7 @@ def run_program(store: Store, program: list[tuple[str, int, int]]) -> list[Any]:
     for op, index, arg in program:
         qid = qids[index]
         queue = app.get_queue(qid)
-        move = next_move(queue)
+        move = next_move(queue, arg)
         try:
             if op == "project":
                 store.follower.catch_up()
@@ -135,9 +137,10 @@ def check_rebuild(store: Store, program: list[tuple[str, int, int]]) -> None:
         row = store.reader.status(str(qid))
         assert row["status"] == queue.status
         assert [s["status"] for s in row["steps"]] == [v.status for v in queue.steps]
-        expected = 100 if queue.status == "completed" else sum(v.progress for v in queue.steps) // len(STEPS)
+        expected = 100 if queue.status == "completed" else weighted_progress({v.name: v.progress for v in queue.steps})
         assert row["progress_percentage"] == expected
         assert row["version"] == queue.version
+        assert row["running_steps"] == queue.running_steps
     store.follower.rebuild()
     assert store.reader.table_rows() == live
 
