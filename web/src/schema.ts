@@ -583,10 +583,21 @@ export interface components {
              * @enum {string}
              */
             status: "pending" | "processing" | "completed" | "failed" | "cancelled";
-            /** Progress Percentage */
+            /**
+             * Progress Percentage
+             * @description the steps' progress weighted by their expected cost (compress 64, audio-convert 4, transcribe 31, embed 1, over the queue's own steps); 100 once completed
+             */
             progress_percentage: number;
-            /** Current Step */
+            /**
+             * Current Step
+             * @description the first running step in pipeline order (the failed step after a failure; null once completed)
+             */
             current_step?: string | null;
+            /**
+             * Running Steps
+             * @description every running step in pipeline order: steps run side by side (compress beside audio-convert → transcribe → embed)
+             */
+            running_steps?: string[];
             /** Error */
             error?: string | null;
             /**
