@@ -61,10 +61,10 @@ search: install ## print the top moments of a tutor's lectures: make search Q="<
 rebuild-projections: install ## drop the read model and replay the event log from event 0
 	$(PY) -m api.cli rebuild-projections
 
-project: install ## run the projection runners in the foreground (production: one active)
+project: install ## run the projection runners in the foreground (run several: one leads, the others stand by)
 	$(PY) -m api.cli project
 
-dispatch: install ## run the dispatcher in the foreground (production: one active)
+dispatch: install ## run the dispatcher in the foreground (run several: one leads, the others stand by)
 	$(PY) -m api.cli dispatch
 
 run: install ## start the whole embedded default in the foreground (Ctrl-C stops it cleanly)
