@@ -30,6 +30,7 @@ from api.routes.uploads import uploads_router
 from api.services import Services
 from api.limits import HeaderSizeLimit
 from api.media_links import MediaSigner
+from api.storage_report import build_sweeper
 from api.settings import Settings
 from api.uploads import UploadLedger
 from api.web import web_router
@@ -81,6 +82,12 @@ def create_app(
         if settings.run_followers
         else []
     )
+    # files of upload requests that died midway, removed after a grace period (handlers.storage.sweeper)
+    sweeper = (
+        build_sweeper(settings, core, storage)
+        if settings.run_followers and settings.storage_sweep_interval_seconds > 0
+        else None
+    )
     state["core"] = core
     deletion = build_deletion(settings, core.app, core.view, storage)
     services = Services(
@@ -96,6 +103,8 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         for follower in followers:
             follower.start()
+        if sweeper is not None:
+            sweeper.start()
         logger.info(
             "vidpipe API ready; QStash delivers to %s; followers: %s",
             settings.public_base_url,
@@ -105,6 +114,8 @@ def create_app(
             yield
         finally:
             services.closing.set()
+            if sweeper is not None:
+                sweeper.stop()
             for follower in followers:
                 follower.stop()
             runner.close()

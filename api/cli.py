@@ -138,8 +138,8 @@ def follow(settings: Settings, console: Console, *, dispatcher: bool) -> int:
     sweeper = None
     if not dispatcher and settings.storage_sweep_interval_seconds > 0:  # orphaned uploads (api.storage_report)
         sweeper = build_sweeper(settings, core, build_storage(settings)).start()
-        console.print(f"storage sweeper: every {settings.storage_sweep_interval_seconds:.0f} s, "
-                      f"files orphaned for {settings.storage_sweep_grace_seconds:.0f} s")
+        console.print(f"storage sweeper: every {settings.storage_sweep_interval_seconds:g} s, "
+                      f"files orphaned for {settings.storage_sweep_grace_seconds:g} s")
     stop.wait()
     if sweeper is not None:
         sweeper.stop()

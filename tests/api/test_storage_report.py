@@ -103,6 +103,25 @@ def test_the_projection_runner_process_sweeps_periodically(configured: Path) -> 
         runner.send_signal(signal.SIGTERM)
         output, _ = runner.communicate(timeout=30)
     assert runner.returncode == 0, output
-    assert "storage sweeper: every 0 s" in output
+    assert "storage sweeper: every 0.2 s" in output
     assert not (configured / "tutor-1/uploads/dead.mp4").exists()
     assert (configured / "tutor-1/uploads/a.mp4").is_file()
+
+
+def test_the_api_process_running_the_followers_sweeps_periodically(served, clients) -> None:  # noqa: ANN001
+    from tests.api.conftest import fake_video
+    from tests.support import wait_until
+
+    pipeline = served(VIDPIPE_STORAGE_SWEEP_INTERVAL_SECONDS=0.2, VIDPIPE_STORAGE_SWEEP_GRACE_SECONDS=3600)
+    tutor = clients(pipeline, "tutor-sweep")
+    accepted = tutor.upload(fake_video(seed=5))
+    assert accepted.status_code == 202, accepted.text
+    tutor.wait_for(accepted.json()["queue_id"], ("completed",))
+    storage = Path(pipeline.settings.storage_dir)
+    orphan = storage / "tutor-sweep/uploads/.incoming-dead"
+    orphan.write_bytes(b"x" * 10)
+    os.utime(orphan, (OLD, OLD))
+    kept = sorted(p for p in storage.rglob("*") if p.is_file() and p != orphan)
+    assert kept  # the upload's original is there
+    wait_until(lambda: not orphan.exists(), 30, "the API process to sweep the partial upload")
+    assert sorted(p for p in storage.rglob("*") if p.is_file()) == kept
