@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     parallelism_embed: int = Field(default=4, ge=0, alias="VIDPIPE_PARALLELISM_EMBED")
     """Embed deliveries running at once across all replicas (BGE, or E5 as fallback); 0: unbounded."""
 
+    tutor_languages: dict[str, str] = Field(default_factory=dict, alias="VIDPIPE_TUTOR_LANGUAGES")
+    """Each tutor's default lecture language, JSON ``{"<owner id>": "es"}`` (ISO 639-1): a queue started without
+    a ``language`` option gets its tutor's; none: the Whisper server detects the language."""
+
     max_step_body_bytes: int = Field(default=1024 * 1024, ge=1024, alias="VIDPIPE_MAX_STEP_BODY_BYTES")
     """Largest body a step webhook reads (413 beyond). QStash caps message bodies at 1 MB and a
     step message is about a hundred bytes; a larger declared ``Content-Length`` is refused before

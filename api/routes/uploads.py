@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -53,6 +53,8 @@ from handlers.storage import upload_key
 logger = logging.getLogger(__name__)
 
 MAX_JSON_BYTES = 16 * 1024
+LANGUAGE_PATTERN = r"^([A-Za-z]{2,3}|auto)$"
+"""The ``language`` option: an ISO 639-1 code (Whisper's; ``haw`` has three letters) or ``auto``."""
 MULTIPART_OVERHEAD = 64 * 1024
 """Bytes a multipart body may carry beyond the file itself (boundaries, headers, small fields)."""
 
@@ -100,6 +102,12 @@ def uploads_router(services: Services) -> APIRouter:
     async def upload(
         request: Request,
         caller: CurrentTutor,
+        language: Annotated[
+            str | None,
+            Query(pattern=LANGUAGE_PATTERN,
+                  description="the lecture's language (ISO 639-1, e.g. es), or auto to have it detected; "
+                  "default: the tutor's (VIDPIPE_TUTOR_LANGUAGES), else detected"),
+        ] = None,
         idempotency_key: Annotated[
             str | None,
             Header(alias="Idempotency-Key", min_length=1, max_length=200,
@@ -117,7 +125,7 @@ def uploads_router(services: Services) -> APIRouter:
         try:
             async with _renewing(ledger, owner, idempotency_key, claim):
                 derived = None if idempotency_key is None else queue_id_for(owner, idempotency_key)
-                queue_id, reused = await _start(services, caller, request, derived)
+                queue_id, reused = await _start(services, caller, request, derived, _language(services, caller, language))
         except BaseException:
             if claim:
                 await run_in_threadpool(ledger.release, owner, idempotency_key, claim)
@@ -151,8 +159,14 @@ async def _renewing(ledger: UploadLedger, owner: str, key: str | None, claim: st
                 await task
 
 
+def _language(services: Services, caller: Caller, language: str | None) -> dict[str, str]:
+    """The queue's ``language`` option: the request's, else the tutor's default; none: detected."""
+    chosen = (language or services.settings.tutor_languages.get(caller.owner_id) or "").lower()
+    return {"language": chosen} if chosen and chosen != "auto" else {}
+
+
 async def _start(
-    services: Services, caller: Caller, request: Request, queue_id: UUID | None
+    services: Services, caller: Caller, request: Request, queue_id: UUID | None, extra: dict[str, str]
 ) -> tuple[str, bool]:
     """Start (or find) the queue for this request's video: ``(queue_id, reused)``.
 
@@ -166,7 +180,7 @@ async def _start(
         if queue_id is not None and await run_in_threadpool(services.core.app.queue_exists, queue_id):
             _check_same(await _fingerprint_of(services, str(queue_id)), ("attachment", attachment_id),
                         request.headers["idempotency-key"], str(queue_id))
-        options = {"source": key, "filename": attachment_id}
+        options = {"source": key, "filename": attachment_id, **extra}
         return await _start_queue(services, caller, attachment_id, options, queue_id), False
     if media_type == "multipart/form-data":
         received = await _receive_file(services, caller, request)
@@ -190,7 +204,7 @@ async def _start(
         new_id = queue_id or uuid4()
         # recorded first: a retry after a death between the two finds this upload and starts its queue
         await run_in_threadpool(services.uploads.record, caller.owner_id, str(new_id), received)
-        started = await _start_queue(services, caller, received.attachment_id, _options(received), new_id)
+        started = await _start_queue(services, caller, received.attachment_id, {**_options(received), **extra}, new_id)
         return started, False
     raise UnsupportedMediaType(
         f"send application/json with an attachment_id or multipart/form-data with a file, not {media_type or 'no Content-Type'!r}"

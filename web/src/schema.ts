@@ -825,7 +825,10 @@ export type $defs = Record<string, never>;
 export interface operations {
     upload_api_video_processing_upload_post: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description the lecture's language (ISO 639-1, e.g. es), or auto to have it detected; default: the tutor's (VIDPIPE_TUTOR_LANGUAGES), else detected */
+                language?: string | null;
+            };
             header?: {
                 /** @description the same key from the same user answers with the same queue */
                 "Idempotency-Key"?: string | null;
