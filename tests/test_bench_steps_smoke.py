@@ -1,7 +1,8 @@
 """The steps benchmark still runs end to end (a 12-second lecture); no timing is asserted, only that it measures.
 
 Starts the whole embedded default as processes (both model servers, QStash,
-the API), runs the queue, then the same tools directly in this process.
+the API), uploads through the API and follows the queue there, then runs the
+same tools directly in this process (both decodings).
 """
 
 from __future__ import annotations
@@ -9,26 +10,56 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bench.steps import STEPS, measure
+import pytest
+
+from bench.steps import STEPS, TRANSCRIPT_STEPS, measure, table, targets_table, transcription_table
 
 
+def _positive(value: object) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+@pytest.mark.timeout(600)  # three model loads in four processes; minutes on a loaded 2-core machine
 def test_steps_benchmark_measures_every_figure(tmp_path: Path) -> None:
     result = measure(0.2, cache=tmp_path / "media")
 
-    assert list(result["steps"]) == list(STEPS)
-    for figures in [*result["steps"].values(), result["total"]]:
-        for key in ("pipeline_seconds", "direct_seconds", "overhead_ratio"):
-            assert math.isfinite(figures[key]) and figures[key] > 0, (key, figures)
-    assert result["total"]["pipeline_seconds"] >= max(s["pipeline_seconds"] for s in result["steps"].values())
+    # whatever order (or overlap) the pipeline ran its steps in, every direct step has its pipeline twin
+    assert set(result["steps"]) == set(STEPS)
+    for step, figures in result["steps"].items():
+        assert _positive(figures["pipeline_seconds"]) and _positive(figures["direct_seconds"]), (step, figures)
+        assert _positive(figures["overhead_ratio"]) and figures["attempts"] >= 1
+        begin, end = figures["window"]
+        assert 0 <= begin < end <= result["whole_queue"]["events_seconds"], (step, figures["window"])
+    assert result["steps"]["transcribe"]["window"][0] >= result["steps"]["audio-convert"]["window"][1]
+    assert result["steps"]["embed"]["window"][0] >= result["steps"]["transcribe"]["window"][1]
+    assert result["idle_seconds"] >= 0 and isinstance(result["audio_from_original"], bool)
+
+    for key, target, direct_steps in (("time_to_transcript", 0.5, list(TRANSCRIPT_STEPS)),
+                                      ("whole_queue", 1.0, list(STEPS))):
+        row = result[key]
+        assert _positive(row["pipeline_seconds"]) and _positive(row["direct_seconds"]) and _positive(row["ratio"])
+        assert row["target_ratio"] == target and row["met"] == (row["ratio"] <= target)
+        assert row["direct_steps"] == direct_steps
+        assert math.isclose(row["direct_seconds"], sum(result["steps"][s]["direct_seconds"] for s in direct_steps))
+    # the transcript is downloadable before (or as) the queue completes, and not before its step completed
+    assert result["time_to_transcript"]["pipeline_seconds"] <= result["whole_queue"]["pipeline_seconds"]
+    assert result["time_to_transcript"]["events_seconds"] == result["steps"]["transcribe"]["window"][1]
 
     transcription = result["transcription"]
     for side in ("pipeline", "direct"):
         assert transcription["audio_seconds"][side] > 0
-        assert transcription["real_time_factor"][side] > 0
-        wer = transcription["word_error_rate"][side]
+    assert set(transcription["direct"]) == {"sequential", "batched"}
+    assert transcription["server_decoding"] in transcription["direct"]
+    for figures in [transcription["pipeline"], *transcription["direct"].values()]:
+        assert _positive(figures["seconds"]) and _positive(figures["real_time_factor"])
+        wer = figures["word_error_rate"]
         assert isinstance(wer, float) and 0.0 <= wer <= 1.0, wer
+        assert figures["segments"] >= 1
     assert result["embedding"]["chunks"] >= 1 and result["embedding"]["dimension"] == 384
 
     cpu = result["cpu_seconds"]
     if cpu["pipeline"] is not None:  # /proc is there (Linux)
         assert cpu["pipeline"]["total"] > 0 and cpu["direct"]["total"] > 0
+
+    for render in (targets_table, table, transcription_table):  # the printed tables render from the result
+        assert render(result).row_count >= 2
