@@ -29,6 +29,8 @@ SCENARIOS = {
     "load": "bench.chaos.load",
     "flow-control": "bench.chaos.flow_control",
     "bad-input": "bench.chaos.bad_input",
+    "storage-sweep": "bench.chaos.storage_sweep",
+    "long-outage": "bench.chaos.long_outage",
     "follower-failover": "bench.chaos.follower_failover",
 }
 
