@@ -334,14 +334,14 @@ class StepRunner:
             logger.info("queue %s: progress not recorded: %s", job.queue_id, error)
 
     def _watch_for_cancel(self, job: StepJob, context: StepContext, finished: threading.Event) -> None:
-        """Poll the queue's state; on cancellation stop the work and its child processes."""
+        """Poll the queue's state; once it is cancelled or failed stop the work and its child processes."""
         while not finished.wait(self.cancel_poll_seconds):
             try:
                 status = self.app.get_queue(job.queue_id).status
             except Exception:  # the database may be restarting; the work goes on
                 logger.warning("queue %s: could not check for cancellation", job.queue_id, exc_info=True)
                 continue
-            if status == "cancelled":
-                logger.info("queue %s: cancelled while %s ran; stopping it", job.queue_id, job.step)
+            if status in ("cancelled", "failed"):  # failed: another step, running beside this one, failed
+                logger.info("queue %s: %s while %s ran; stopping it", job.queue_id, status, job.step)
                 context.cancel()
                 return

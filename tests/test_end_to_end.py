@@ -10,6 +10,7 @@ local QStash server carrying every step message over loopback HTTP.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,11 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.providers import StepProviders, build_step_providers
 from api.settings import Settings
 from handlers.embedding_store import EmbeddingStore
 from handlers.providers.embeddings import EmbeddingClient
+from handlers.steps import StepContext, StepJob, StepResult
 from handlers.storage import upload_key
 from handlers.storage.local import LocalStorage
 from handlers.transcripts import word_error_rate
@@ -72,7 +75,8 @@ def real_pipeline(
 ) -> Iterator[Callable[..., RealPipeline]]:
     made: list[RealPipeline] = []
 
-    def make(**overrides: Any) -> RealPipeline:
+    def make(providers_hook: Callable[[StepProviders], None] | None = None, **overrides: Any) -> RealPipeline:
+        """``providers_hook`` may replace some of the real providers (they are built here for it)."""
         qstash = local_qstash(tmp_path / f"qstash-{len(made)}.sqlite3")
         sock = reserve_port()
         values: dict[str, Any] = {
@@ -88,8 +92,13 @@ def real_pipeline(
         }
         values.update(overrides)
         settings = Settings(**values)
-        api = ServedApp(create_app(settings), sock)
-        pipeline = RealPipeline(settings, open_store(database_url), LocalStorage(tmp_path / "storage"), api, qstash)
+        store = open_store(database_url)
+        providers = None
+        if providers_hook is not None:
+            providers = build_step_providers(settings, LocalStorage(tmp_path / "storage"), store.view)
+            providers_hook(providers)
+        api = ServedApp(create_app(settings, providers=providers), sock)
+        pipeline = RealPipeline(settings, store, LocalStorage(tmp_path / "storage"), api, qstash)
         made.append(pipeline)
         return pipeline
 
@@ -155,6 +164,65 @@ def test_bad_media_fails_the_queue_with_a_readable_reason(
     row = pipeline.wait(qid, timeout=60)
     assert row["status"] == "failed"
     assert all(word in row["error"] for word in case.reason_words), row["error"]
-    assert row["steps"][0]["status"] == "failed" and row["retries"] == 0  # permanent: no retries
+    # compress and audio-convert both check the upload (side by side); the first refusal fails the queue
+    failed = [s["step"] for s in row["steps"] if s["status"] == "failed"]
+    assert len(failed) == 1 and failed[0] in ("compress", "audio-convert") and row["retries"] == 0  # permanent
+    if case.name == "audio-only":
+        assert failed == ["compress"]  # a recording without picture suits the audio step, not a video queue
     # the service keeps serving
     assert httpx.get(f"{pipeline.api.url}/healthz").status_code == 200
+
+
+class GatedCompressor:
+    """The real compressor, held back until the test opens the gate (a long lecture's compression)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    def run(self, job: StepJob, context: StepContext) -> StepResult:
+        self.waiting.set()
+        while not self.gate.wait(0.05):
+            context.check()
+        return self.inner.run(job, context)
+
+
+@pytest.mark.skipif(not JFK_FLAC.exists(), reason="needs ../shared/media/jfk.flac (the shared recordings)")
+def test_the_transcript_is_ready_while_compression_still_runs(
+    real_pipeline: Callable[..., RealPipeline], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Steps as a graph: audio comes from the original, so transcribe and embed finish before compress."""
+    video = jfk_video(media_directory(tmp_path_factory))
+    assert video is not None
+    gated: list[GatedCompressor] = []
+
+    def hold_compress(providers: StepProviders) -> None:
+        gated.append(GatedCompressor(providers["compress"]))
+        providers["compress"] = gated[0]
+
+    pipeline = real_pipeline(providers_hook=hold_compress)
+    qid = pipeline.submit(video)
+
+    def transcribed() -> dict[str, Any] | None:
+        pipeline.store.follower.catch_up()
+        row = pipeline.store.reader.status(qid)
+        done = row is not None and {s["step"]: s["status"] for s in row["steps"]}
+        return row if done and done["embed"] == "completed" else None
+
+    row = wait_until(transcribed, 120, "transcribe and embed to complete")
+    assert gated[0].waiting.is_set() and not gated[0].gate.is_set()
+    assert (row["status"], row["current_step"], row["running_steps"]) == ("processing", "compress", ["compress"])
+    text = b"".join(pipeline.storage.iter_bytes(pipeline.outputs(row, "transcribe")["transcript_txt"])).decode()
+    assert word_error_rate(JFK_TEXT, text) < 0.15, text  # downloadable while compress runs
+    assert row["progress_percentage"] == 100 * (4 + 31 + 1) // 100  # compress (64 of 100) still at 0 %
+
+    gated[0].gate.set()
+    row = pipeline.wait(qid)
+    assert row["status"] == "completed", row["error"]
+    timeline = [(type(e).__name__, getattr(e, "step", None)) for e in pipeline.store.app.queue_events(qid)]
+    compress_done = timeline.index(("StepCompleted", "compress"))
+    assert timeline.index(("StepStarted", "audio-convert")) < compress_done
+    assert timeline.index(("StepCompleted", "transcribe")) < compress_done
+    assert timeline[-1] == ("Completed", None)
