@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+import anyio.to_thread
 from eventsourcing.persistence import (
     InfrastructureFactory,
     IntegrityError,
@@ -31,6 +33,8 @@ from psycopg.sql import SQL, Identifier
 
 from handlers.failpoints import failpoint  # a dependency-free leaf module (fault injection only)
 from projections.database import ConfigurationError, Dialect, ddl_statements, to_pyformat
+from projections import outage_gate
+from projections.read_pool import ReadPool
 
 Row = dict[str, Any]
 
@@ -120,6 +124,13 @@ class ReadModelView(TrackingRecorder):
         with self.session(commit=False) as session:
             return session.fetchone(statement, params)
 
+    async def afetchall(self, statement: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """:meth:`fetchall` for the event loop (here in a worker thread; Postgres reads without one)."""
+        return await anyio.to_thread.run_sync(self.fetchall, statement, params)
+
+    async def afetchone(self, statement: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        return await anyio.to_thread.run_sync(self.fetchone, statement, params)
+
     def _create_read_model(self) -> None:
         with self.session() as session:
             for statement in ddl_statements(self.dialect):
@@ -174,6 +185,41 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
                 SQL("SET LOCAL search_path TO {}").format(Identifier(self.datastore.schema))
             )
             yield SqlSession(cursor, "postgres")
+
+    _reads: ReadPool | None = None
+    _reads_lock = threading.Lock()
+
+    def fetchall(self, statement: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """One round trip (see :mod:`projections.read_pool`), not a transaction of five."""
+        return self._read_pool().fetchall(to_pyformat(statement), params)
+
+    def fetchone(self, statement: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        return self._read_pool().fetchone(to_pyformat(statement), params)
+
+    async def afetchall(self, statement: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """On the event loop itself: no hop to a worker thread (see :mod:`projections.read_pool`)."""
+        return await self._read_pool().afetchall(to_pyformat(statement), params)
+
+    async def afetchone(self, statement: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        return await self._read_pool().afetchone(to_pyformat(statement), params)
+
+    def _read_pool(self) -> ReadPool:
+        if self._reads is None:
+            with self._reads_lock:
+                if self._reads is None:
+                    pool = self.datastore.pool
+                    self._reads = ReadPool(
+                        {**(pool.kwargs or {}), "connect_timeout": max(1, round(pool.timeout))},
+                        self.datastore.schema, max_size=pool.max_size, timeout=pool.timeout,
+                        gate=outage_gate.gate_for(self.datastore),  # the event store's pools share it
+                    )
+        return self._reads
+
+    def close(self) -> None:
+        with self._reads_lock:
+            if self._reads is not None:
+                self._reads.close()
+        super().close()
 
     def forget_position(self, session: SqlSession, key: str) -> None:
         session.cursor.execute(

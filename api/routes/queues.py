@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -65,9 +64,9 @@ def queues_router(services: Services) -> APIRouter:
     access = services.queues
 
     @router.get("/status/{queueId}", response_model=QueueStatus, responses=QUEUE_RESPONSES)
-    def get_status(queue_id: QueueId, caller: CurrentTutor) -> dict[str, Any]:
+    async def get_status(queue_id: QueueId, caller: CurrentTutor) -> dict[str, Any]:
         """The queue's status: overall and per step, with progress and errors."""
-        return access.status(caller, queue_id)
+        return await access.status_async(caller, queue_id)
 
     @router.delete("/status/{queueId}", response_model=Cancellation, responses={
         **QUEUE_RESPONSES,
@@ -79,14 +78,14 @@ def queues_router(services: Services) -> APIRouter:
         return Cancellation(queue_id=queue_id, status="cancelled", changed=changed)
 
     @router.get("/queue", response_model=QueuePage, responses=AUTH_RESPONSES)
-    def list_queues(
+    async def list_queues(
         caller: CurrentTutor,
         status: Annotated[QueueState | None, Query(description="only queues in this status")] = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> QueuePage:
         """The caller's queues, newest first."""
-        rows, has_more = access.list(caller, status, limit, offset)
+        rows, has_more = await access.list_async(caller, status, limit, offset)
         return QueuePage(
             items=[QueueStatus.model_validate(r) for r in rows],
             limit=limit, offset=offset, has_more=has_more,
@@ -119,7 +118,7 @@ def queues_router(services: Services) -> APIRouter:
         """Live status changes, so clients need not poll."""
         slot = services.streams.take(caller.owner_id)  # before any database read: a flood is cheap
         try:
-            row = await run_in_threadpool(access.status, caller, queue_id)
+            row = await access.status_async(caller, queue_id)
             last = _last_event_id(request.headers.get("last-event-id"))
             if is_terminal(row["status"]) and last >= row["version"]:
                 slot.release()
