@@ -15,17 +15,22 @@ under ``bench/.cache/search_eval/``):
    CPU seconds read from ``/proc``, next to the same decoding in this process
    (``time.process_time``, decoding the file included on both sides), for both
    modes; each the least of :data:`REPEATS` runs.
-3. **queue** -- four requests for the first ``--queue-seconds`` of the lecture
-   sent at once (0.1 s apart, so their arrival order is known) to the server (one works, the rest wait their turn) next to
-   the same four sent one after another: total time, each request's time, the
-   order they were served in.
+3. **queue** -- four lectures at once: the first ``--queue-seconds`` (default
+   120) of four other lectures of the evaluation set (:data:`QUEUE_LECTURES`),
+   sent one after another (each one's time alone), then all four at once
+   (0.1 s apart, so their arrival order is known): total time against the one
+   after another run, each request's time, its wait (time at once − time
+   alone), its time against its fair share (the sum of the four times alone,
+   what an even split of the server would give), the order they were served
+   in, 503 refusals (retried after ``Retry-After``), and none starved (each
+   finished, none later than :data:`STARVED_FACTOR` × its fair share).
 
 Models are warm before anything is timed. ``WHISPER_CPU_THREADS`` (default 2
 here, the machine's cores) and ``WHISPER_BEAM_SIZE`` apply to both sides.
 Printed as tables and written to ``bench/results/whisper_server.json``.
 
     python -m bench.whisper_server
-    python -m bench.whisper_server --lecture photosynthesis --queue-seconds 30
+    python -m bench.whisper_server --lecture photosynthesis --queue-seconds 30 --queue-lectures immune-system,photosynthesis
 """
 
 from __future__ import annotations
@@ -34,10 +39,12 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -79,16 +86,6 @@ def clips(lecture: str) -> list[Clip]:
     if JFK.is_file():
         found.insert(0, Clip("jfk.flac", JFK, JFK_TEXT, 11.0))
     return found
-
-
-def cut(clip: Clip, seconds: float, directory: Path) -> Path:
-    """The clip's first ``seconds`` as a WAV."""
-    from handlers.media import tools
-
-    target = directory / f"first-{seconds:g}s.wav"
-    subprocess.run([tools.ffmpeg(), "-loglevel", "error", "-y", "-i", str(clip.path), "-t", f"{seconds:g}",
-                    str(target)], check=True)
-    return target
 
 
 # ------------------------------------------------------------------ in this process
@@ -194,37 +191,95 @@ def cpu_parity(clip: Clip, in_process: dict[str, Any], workdir: Path, console: C
     return results
 
 
-def queue(audio: Path, workdir: Path, console: Console, requests: int = 4) -> dict[str, Any]:
+QUEUE_LECTURES = ("photosynthesis", "french-revolution", "sorting-algorithms", "plate-tectonics")
+"""The four lectures whose first ``--queue-seconds`` are sent to the server at once."""
+STARVED_FACTOR = 1.5
+"""A request is starved when it finished later than this × its fair share (or not at all)."""
+
+
+def cut(clip: Clip, seconds: float, directory: Path, timings: Sequence[Any] = ()) -> Clip:
+    """The clip's first ``seconds`` as a WAV; its text the sentences of ``timings`` (start, end, text) spoken
+    by then (the whole text when no timings are given)."""
+    from handlers.media import tools
+
+    target = directory / f"{re.sub(r'[^a-z0-9]+', '-', clip.name.lower())}-first-{seconds:g}s.wav"
+    subprocess.run([tools.ffmpeg(), "-loglevel", "error", "-y", "-i", str(clip.path), "-t", f"{seconds:g}",
+                    str(target)], check=True)
+    text = " ".join(t.text for t in timings if t.end <= seconds) if timings else clip.text
+    return Clip(f"{clip.name}, first {seconds:g} s", target, text, min(seconds, clip.seconds))
+
+
+def queue_clips(lectures: Sequence[Any], seconds: float, directory: Path) -> list[Clip]:
+    """The first ``seconds`` of each built lecture (:class:`bench.search_eval.corpus.BuiltLecture`)."""
+    return [cut(Clip(f"lecture {built.lecture.slug}", built.audio, built.lecture.text, built.duration), seconds,
+                directory, built.timings)
+            for built in lectures]
+
+
+def queue(clip_list: list[Clip], workdir: Path, console: Console, stagger: float = 0.1) -> dict[str, Any]:
+    """The clips sent one after another, then all at once (``stagger`` apart, so their arrival order is known).
+
+    A 503 (the server's queue is full) is retried after its ``Retry-After``, as the pipeline's client does; the
+    request's time runs from its first try. A request's **fair share** is the time the server would take if it
+    split its time evenly among them: the sum of every clip's time alone (the total of the one-after-another
+    run). It is **starved** if it did not finish, or finished later than :data:`STARVED_FACTOR` × that.
+    """
     server = Server({}, workdir / "server-queue.log")
     try:
-        server.transcribe(audio)  # warm
+        server.transcribe(clip_list[0].path)  # warm
 
-        def timed(number: int, stagger: float = 0.0) -> tuple[int, float, float, int]:
-            time.sleep(stagger * number)  # so that the requests arrive in the order of their numbers
-            began = time.monotonic()
-            with server.http.stream("POST", "/v1/audio/transcriptions",
-                                    files={"file": (audio.name, audio.read_bytes())},
-                                    data={"response_format": "verbose_json"}) as response:
-                served_at = time.monotonic()  # headers come when the model begins on it
-                response.read()
-            return number, served_at, time.monotonic() - began, response.status_code
+        def timed(number: int, delay: float = 0.0) -> dict[str, Any]:
+            time.sleep(delay)
+            clip = clip_list[number]
+            began, refused = time.monotonic(), 0
+            while True:
+                with server.http.stream("POST", "/v1/audio/transcriptions",
+                                        files={"file": (clip.path.name, clip.path.read_bytes())},
+                                        data={"response_format": "verbose_json"}) as response:
+                    served_at = time.monotonic()  # headers come when the model begins on it
+                    body = response.read()
+                if response.status_code != 503 or refused >= 20:
+                    break
+                refused += 1
+                time.sleep(float(response.headers.get("Retry-After") or 1))
+            text = json.loads(body).get("text", "") if response.status_code == 200 else ""
+            return {"clip": clip.name, "audio_seconds": round(clip.seconds, 2), "status": response.status_code,
+                    "seconds": time.monotonic() - began, "served_after": served_at - began, "refused": refused,
+                    "wer": round(word_error_rate(clip.text, text), 4) if text else None}
 
         began = time.monotonic()
-        one_by_one = [timed(number) for number in range(requests)]
+        alone = [timed(number) for number in range(len(clip_list))]
         sequential_total = time.monotonic() - began
         began = time.monotonic()
-        with ThreadPoolExecutor(requests) as pool:
-            together = list(pool.map(lambda number: timed(number, 0.1), range(requests)))
+        with ThreadPoolExecutor(len(clip_list)) as pool:
+            together = list(pool.map(lambda number: timed(number, stagger * number), range(len(clip_list))))
         concurrent_total = time.monotonic() - began
     finally:
         server.stop()
+    fair_share = sum(request["seconds"] for request in alone)
+    requests = []
+    for number, (one, both) in enumerate(zip(alone, together, strict=True)):
+        requests.append({
+            "clip": one["clip"], "audio_seconds": one["audio_seconds"], "alone_seconds": round(one["seconds"], 2),
+            "concurrent_seconds": round(both["seconds"], 2), "sent_at": round(stagger * number, 2),
+            "waited_seconds": round(max(0.0, both["seconds"] - one["seconds"]), 2),
+            "share_of_fair": round(both["seconds"] / fair_share, 3), "status": both["status"],
+            "refused": both["refused"], "wer_alone": one["wer"], "wer_concurrent": both["wer"],
+            "served_after": round(both["served_after"], 2),
+        })
     result = {
-        "requests": requests, "sequential_total_seconds": round(sequential_total, 2),
+        "requests": len(clip_list), "sequential_total_seconds": round(sequential_total, 2),
         "concurrent_total_seconds": round(concurrent_total, 2),
-        "concurrent_request_seconds": [round(seconds, 2) for _, _, seconds, _ in together],
-        "sequential_request_seconds": [round(seconds, 2) for _, _, seconds, _ in one_by_one],
-        "statuses": [status for *_, status in together],
-        "served_order": [number for number, *_ in sorted(together, key=lambda item: item[1])],
+        "concurrent_vs_sequential": round(concurrent_total / sequential_total, 3),
+        "fair_share_seconds": round(fair_share, 2),
+        "max_share_of_fair": max(request["share_of_fair"] for request in requests),
+        "max_wait_seconds": max(request["waited_seconds"] for request in requests),
+        "starved": [request["clip"] for request in requests
+                    if request["status"] != 200 or request["share_of_fair"] > STARVED_FACTOR],
+        "starved_factor": STARVED_FACTOR,
+        "served_order": [number for number, _ in sorted(enumerate(together), key=lambda item: item[1]["served_after"]
+                                                        + stagger * item[0])],
+        "per_request": requests,
     }
     console.log(f"queue: {result}")
     return result
@@ -249,35 +304,63 @@ def report(results: dict[str, Any], console: Console) -> None:
                       f"{row['in_process_wall_seconds']:.1f}")
     console.print(table)
     q = results["queue"]
-    console.print(
-        f"queue: {q['requests']} x {results['queue_clip_seconds']:g} s at once {q['concurrent_total_seconds']:.1f} s "
-        f"vs one after another {q['sequential_total_seconds']:.1f} s; served in order {q['served_order']}, "
-        f"statuses {q['statuses']}, each {q['concurrent_request_seconds']} s"
+    table = Table(title=f"{q['requests']} lectures at once vs one after another (the server's request queue)")
+    for column in ("clip", "audio s", "alone s", "at once s", "waited s", "of fair share", "status", "503s",
+                   "WER alone", "WER at once"):
+        table.add_column(column)
+    for row in q["per_request"]:
+        table.add_row(row["clip"], f"{row['audio_seconds']:.0f}", f"{row['alone_seconds']:.1f}",
+                      f"{row['concurrent_seconds']:.1f}", f"{row['waited_seconds']:.1f}", f"{row['share_of_fair']:.2f}",
+                      str(row["status"]), str(row["refused"]), _percent(row["wer_alone"]),
+                      _percent(row["wer_concurrent"]))
+    table.caption = (
+        f"total {q['concurrent_total_seconds']:.1f} s at once vs {q['sequential_total_seconds']:.1f} s one after "
+        f"another ({q['concurrent_vs_sequential']:.2f}); served in order {q['served_order']}; fair share "
+        f"{q['fair_share_seconds']:.1f} s (the sum of the times alone); starved (> {q['starved_factor']:g}x fair "
+        f"share or unfinished): {', '.join(q['starved']) or 'none'}"
     )
+    console.print(table)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def measure(
+    clip_list: list[Clip], parity: Clip, queued: list[Clip], workdir: Path, console: Console
+) -> dict[str, Any]:
+    """All three measurements: decoding in process on ``clip_list``, CPU parity on ``parity``, the queue of
+    ``queued`` (sent at once)."""
+    in_process = decode_in_process(clip_list, console)
+    parity_result = cpu_parity(parity, in_process, workdir, console)
+    queued_result = queue(queued, workdir, console)
+    return {
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average": os.getloadavg()},
+        "settings": {key: value for key, value in os.environ.items() if key.startswith("WHISPER_")},
+        "in_process": in_process, "parity_clip": parity.name, "cpu_parity": parity_result,
+        "queue_clip_seconds": max(clip.seconds for clip in queued), "queue": queued_result,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.whisper_server", description=__doc__.split("\n")[0])
     parser.add_argument("--lecture", default="immune-system", help="lecture of bench/search_eval/lectures")
-    parser.add_argument("--queue-seconds", type=float, default=60.0, help="length of each concurrent request")
+    parser.add_argument("--queue-lectures", default=",".join(QUEUE_LECTURES),
+                        help="comma-separated lectures sent at once (default: four)")
+    parser.add_argument("--queue-seconds", type=float, default=120.0, help="length of each concurrent request")
     args = parser.parse_args(argv)
+    from bench.search_eval.corpus import build_lecture, load_lecture
+
     os.environ.setdefault("WHISPER_CPU_THREADS", str(os.cpu_count() or 2))
     console = Console()
     clip_list = clips(args.lecture)
-    lecture = clip_list[-1]
     with tempfile.TemporaryDirectory(prefix="bench-whisper-") as scratch:
         workdir = Path(scratch)
-        in_process = decode_in_process(clip_list, console)
-        parity = cpu_parity(lecture, in_process, workdir, console)
-        queued = queue(cut(lecture, args.queue_seconds, workdir), workdir, console)
-    results = {
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average": os.getloadavg()},
-        "settings": {key: value for key, value in os.environ.items() if key.startswith("WHISPER_")},
-        "in_process": in_process, "parity_clip": lecture.name, "cpu_parity": parity,
-        "queue_clip_seconds": args.queue_seconds, "queue": queued,
-    }
+        lectures = [build_lecture(load_lecture(slug)) for slug in args.queue_lectures.split(",") if slug]
+        results = measure(clip_list, clip_list[-1], queue_clips(lectures, args.queue_seconds, workdir), workdir,
+                          console)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1))
     report(results, console)
