@@ -45,6 +45,7 @@ bench: install ## benchmarks; results printed and written to bench/results/
 	$(PY) -m bench.api
 	$(PY) -m bench.steps
 	$(PY) -m bench.whisper_server
+	$(PY) -m bench.languages
 	$(PY) -m bench.search
 
 chaos: install ## fault injection on Postgres: make chaos [ONLY=<scenario>] [REDUCED=1]; table + bench/results/chaos.json
