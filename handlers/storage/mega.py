@@ -214,6 +214,16 @@ class MegaStorage:
 
         return self._run(prefix, delete)
 
+    def list_objects(self) -> list[tuple[str, int, float]]:
+        """Every file under the root folder: ``(key, size, uploaded at)`` (seconds since the epoch),
+        for the storage sweeper. A MEGA file appears only once its upload completed."""
+
+        def listing(client: Mega) -> list[tuple[str, int, float]]:
+            tree = _Tree(client.get_files(), client.root_id)
+            return [found for folder in tree.folders(self.root) for found in tree.walk(folder["h"], "")]
+
+        return self._run("/".join(self.root), listing)
+
     def close(self) -> None:
         with self._clients_lock:
             clients, self._clients = self._clients, []
@@ -418,6 +428,17 @@ class _Tree:
         for name in parts:
             found = [folder["h"] for parent in found for folder in self.children(parent, name, _FOLDER)]
         return [{"h": handle} for handle in found]
+
+    def walk(self, folder: str, prefix: str) -> Iterator[tuple[str, int, float]]:
+        """``(key, size, timestamp)`` of every file under ``folder``, keys relative to it after ``prefix``."""
+        for node in self._children.get(folder, []):
+            name = node["a"].get("n") if isinstance(node.get("a"), dict) else None
+            if not name:
+                continue
+            if node["t"] == _FILE:
+                yield prefix + name, int(node.get("s", 0)), float(node.get("ts", 0))
+            elif node["t"] == _FOLDER:
+                yield from self.walk(node["h"], f"{prefix}{name}/")
 
     def count_files(self, folder: str) -> int:
         """Files anywhere under ``folder``."""

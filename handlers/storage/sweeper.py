@@ -26,7 +26,9 @@ by modification time, which a running upload keeps moving) are removed, each
 logged; younger ones may belong to a request still running and are left for
 a later sweep. Files the sweeper does not recognise (not under an owner's
 uploads, not in a queue's folder) are reported as ``unrecognised`` and never
-removed. Storage that cannot be listed (MEGA) is reported as such.
+removed. Local storage is listed by walking its directory, MEGA by its
+``list_objects()`` (a file there exists only once its upload completed, so
+MEGA has no partial files: its upload time stands for the modification time).
 
 :meth:`StorageSweeper.report` counts (``make storage-report``, a ``make
 doctor`` line); :meth:`StorageSweeper.sweep` removes; :meth:`start` sweeps
@@ -269,7 +271,11 @@ def classify(stored: StoredFile, references: References, now: float, grace_secon
 
 
 def list_files(storage: Storage) -> list[StoredFile] | None:
-    """Every file in ``storage`` (None when it cannot be listed: MEGA, for now)."""
+    """Every file in ``storage``: its ``list_objects()`` (MEGA), else a walk of its directory
+    (local); None when it can be listed neither way."""
+    lister = getattr(storage, "list_objects", None)
+    if callable(lister):
+        return [StoredFile(key, size, modified) for key, size, modified in lister()]
     root = getattr(storage, "root", None)
     if storage.name != "local" or not isinstance(root, Path):
         return None

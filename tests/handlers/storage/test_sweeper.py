@@ -124,3 +124,24 @@ def test_the_follower_process_sweeps_periodically(store: Store, storage: LocalSt
     finally:
         sweeper.stop()
     assert sweeper.sweeps >= 1
+
+
+@pytest.fixture(params=["local", "mega"])
+def any_storage(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
+    if request.param == "local":
+        return LocalStorage(tmp_path / "any")
+    return request.getfixturevalue("mega_storage_factory")()
+
+
+def test_local_and_mega_storage_are_swept_alike(store: Store, any_storage) -> None:  # noqa: ANN001
+    store.app.start_processing("tutor-1", "a.mp4", {"source": "tutor-1/uploads/a.mp4"})
+    for key in ("tutor-1/uploads/a.mp4", "tutor-1/uploads/dead.mp4"):
+        any_storage.put_stream(key, [b"x" * 10])
+    now = StorageSweeper(store.app, store.view, any_storage, grace_seconds=GRACE)
+    assert now.report().listable
+    assert now.sweep().removed.files == 0  # both younger than the grace
+    later = StorageSweeper(store.app, store.view, any_storage, grace_seconds=GRACE,
+                           clock=lambda: time.time() + 2 * GRACE)
+    swept = later.sweep()
+    assert (swept.removed.files, swept.removed.bytes, swept.referenced.files) == (1, 10, 1)
+    assert any_storage.exists("tutor-1/uploads/a.mp4") and not any_storage.exists("tutor-1/uploads/dead.mp4")
