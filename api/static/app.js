@@ -316,6 +316,48 @@
     xhr.send(form);
   }
 
+  // Several files: one batch request (POST /api/batches); a broken file is refused alone.
+  function uploadBatch(files) {
+    const bar = $("upload-progress");
+    const label = $("upload-percent");
+    const button = $("upload-button");
+    setProgress(bar, label, 0);
+    button.disabled = true;
+    setMessage("upload-message", "Uploading " + files.length + " videos…");
+    const form = new FormData();
+    for (const file of files) form.append("file", file, file.name);
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", "/api/batches");
+    xhr.setRequestHeader("Authorization", "Bearer " + state.token);
+    xhr.responseType = "json";
+    xhr.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable) setProgress(bar, label, (event.loaded / event.total) * 100);
+    });
+    xhr.addEventListener("load", () => {
+      button.disabled = false;
+      const body = xhr.response || {};
+      if (xhr.status === 202) {
+        setProgress(bar, label, 100);
+        const refused = (body.files || []).filter((f) => f.error);
+        const notes = refused.map((f) => (f.filename || "file " + (f.position + 1)) + ": " + f.error);
+        setMessage("upload-message", body.accepted + " of " + files.length + " videos are being processed" +
+          (notes.length ? "; refused: " + notes.join("; ") : "") + ".", notes.length > 0);
+        const first = (body.files || []).find((f) => f.queue_id);
+        if (first) follow(first.queue_id, first.filename);
+        loadQueues();
+      } else if (xhr.status === 401) {
+        sessionExpired(body.error || "the token was refused");
+      } else {
+        setMessage("upload-message", "Upload refused (" + xhr.status + "): " + (body.error || xhr.statusText), true);
+      }
+    });
+    xhr.addEventListener("error", () => {
+      button.disabled = false;
+      setMessage("upload-message", "The upload failed: the server cannot be reached.", true);
+    });
+    xhr.send(form);
+  }
+
   // ------------------------------------------------------------ live status
   function stopStream() {
     if (state.stream) state.stream.abort();
@@ -567,6 +609,28 @@
     } catch (error) {
       setMessage("status-message", "Cannot cancel: " + error.message, true);
       button.disabled = Boolean(state.lastStatus && TERMINAL.has(state.lastStatus.status));
+    }
+  }
+
+  // Delete the lecture and everything made from it (DELETE /api/lectures/{id}; cancels it first).
+  async function deleteCurrent() {
+    const queueId = state.queueId;
+    if (!queueId) return;
+    const name = state.currentName || queueId;
+    if (!window.confirm("Delete " + name + " with its transcript and search moments? This cannot be undone.")) return;
+    const button = $("delete-button");
+    button.disabled = true;
+    try {
+      await api("/api/lectures/" + encodeURIComponent(queueId), { method: "DELETE" });
+      stopStream();
+      state.queueId = null;
+      $("current").hidden = true;
+      setMessage("upload-message", "Deleted " + name + ".");
+      loadQueues();
+    } catch (error) {
+      setMessage("status-message", "Cannot delete: " + error.message, true);
+    } finally {
+      button.disabled = false;
     }
   }
 
@@ -1167,15 +1231,17 @@
     $("signout-button").addEventListener("click", signOut);
     $("upload-form").addEventListener("submit", (event) => {
       event.preventDefault();
-      const file = $("video-file").files[0];
-      if (!file) {
+      const files = Array.from($("video-file").files);
+      if (!files.length) {
         setMessage("upload-message", "Choose a video file first.", true);
         $("video-file").focus();
         return;
       }
-      upload(file);
+      if (files.length > 1) uploadBatch(files);
+      else upload(files[0]);
     });
     $("cancel-button").addEventListener("click", cancelCurrent);
+    $("delete-button").addEventListener("click", deleteCurrent);
     $("transcript-button").addEventListener("click", openTranscript);
     $("watch-button").addEventListener("click", () =>
       openPlayer(state.queueId, state.currentName || state.queueId, 0, { play: false, focus: true }));
