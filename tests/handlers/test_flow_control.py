@@ -26,6 +26,7 @@ from qstash import QStash
 
 from api.app import create_app
 from api.settings import Settings
+from bench.chaos.balancer import RoundRobinBalancer
 from domain import STEPS
 from handlers.bus import QStashBus
 from handlers.flow_control import FlowLimit, StepFlowControl, default_key_prefix
@@ -170,13 +171,16 @@ def two_replicas(database_url: str, tmp_path: Path) -> Iterator[tuple[list[Serve
     tracker = Concurrency()
     prefix = f"replicas-{uuid.uuid4().hex[:8]}"
     apps = []
+    socks = [reserve_port(), reserve_port()]
+    # as in production, behind one URL: one replica's dispatcher leads and publishes to it, both receive
+    balancer = RoundRobinBalancer([int(sock.getsockname()[1]) for sock in socks]).start()
     try:
-        for replica in ("a", "b"):
-            sock = reserve_port()
+        for replica, sock in zip(("a", "b"), socks, strict=True):
             settings = Settings(
                 DATABASE_URL=database_url, PORT=sock.getsockname()[1], QSTASH_URL=qstash.url,
+                NEXTAUTH_URL=balancer.url,
                 VIDPIPE_PROJECTION_POLL_SECONDS=0.02, VIDPIPE_QSTASH_RETRY_DELAY="200",
-                VIDPIPE_FLOW_CONTROL_KEY_PREFIX=prefix,  # each replica publishes to its own URL: share the keys
+                VIDPIPE_FLOW_CONTROL_KEY_PREFIX=prefix,  # known to the waitlist watcher
                 VIDPIPE_PARALLELISM_TRANSCRIBE=2, VIDPIPE_PARALLELISM_COMPRESS=0,
                 VIDPIPE_MAX_CONCURRENT_STEPS=8,
             )
@@ -186,6 +190,7 @@ def two_replicas(database_url: str, tmp_path: Path) -> Iterator[tuple[list[Serve
     finally:
         for app in apps:
             app.stop()
+        balancer.stop()
         qstash.stop()
 
 
