@@ -46,7 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from eventsourcing.utils import get_topic
+
 from domain import VideoProcessing
+from domain.queue import ProcessingQueue
 from handlers.storage import Storage
 from projections.views import ReadModelView
 
@@ -59,6 +62,9 @@ DEFAULT_INTERVAL_SECONDS = 600.0
 PARTIAL_PREFIX = ".incoming-"
 """Name prefix of the local storage's temporary files (see :class:`handlers.storage.local.LocalStorage`)."""
 PAGE = 1000
+REFERRING_TOPICS = tuple(get_topic(event) for event in (
+    ProcessingQueue.Created, ProcessingQueue.StepCompleted, ProcessingQueue.Deleted))
+"""The events that refer to stored files (or, a tombstone, stop referring): only these are read."""
 
 Kind = Literal["referenced", "partial", "unreferenced_upload", "deleted_lecture", "young", "unrecognised"]
 ORPHANED: tuple[Kind, ...] = ("partial", "unreferenced_upload", "deleted_lecture")
@@ -210,7 +216,7 @@ class StorageSweeper:
         per_queue: dict[str, set[str]] = {}
         start = 1
         while True:
-            notifications = self.app.recorder.select_notifications(start=start, limit=PAGE)
+            notifications = self.app.recorder.select_notifications(start=start, limit=PAGE, topics=REFERRING_TOPICS)
             if not notifications:
                 break
             for notification in notifications:
