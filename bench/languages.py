@@ -24,6 +24,7 @@ and written to ``bench/results/languages.json``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -42,9 +43,9 @@ RESULTS = Path(__file__).parent / "results" / "languages.json"
 REPEATS = 2
 
 
-def _transcribe(whisper: Any, audio: Any, language: str | None) -> dict[str, Any]:
+def _transcribe(whisper: Any, audio: Any, language: str | None, repeats: int = REPEATS) -> dict[str, Any]:
     best: dict[str, Any] | None = None
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         began = time.perf_counter()
         try:
             plan = whisper.plan(audio, language=language, requested=None)
@@ -63,20 +64,24 @@ def _transcribe(whisper: Any, audio: Any, language: str | None) -> dict[str, Any
     return best
 
 
-def main() -> None:
+def measure(languages: list[str] | None = None, repeats: int = REPEATS) -> dict[str, Any]:
+    """The figures for ``languages`` (default: every lecture), each the best of ``repeats`` runs."""
     threads = int(os.environ.get("WHISPER_CPU_THREADS", "2"))
     whisper = load_transcriber(TranscriptionSettings(cpu_threads=threads, server=ModelServerSettings()))
+    chosen = {code: LECTURES[code] for code in (languages or list(LECTURES))}
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
-        audio = {code: decode(speak(lecture, Path(folder) / f"{code}.wav").open("rb"))
-                 for code, lecture in LECTURES.items()}
-        _transcribe(whisper, audio["es"], "es")  # warm both models
-        _transcribe(whisper, audio["en"], "en")
-        for code, lecture in LECTURES.items():
+        audio = {}
+        for code, lecture in chosen.items():
+            with speak(lecture, Path(folder) / f"{code}.wav").open("rb") as wav:
+                audio[code] = decode(wav)
+        for code in audio:  # warm the models
+            _transcribe(whisper, audio[code], code, repeats=1)
+        for code, lecture in chosen.items():
             seconds = len(audio[code]) / 16_000
             detection = whisper.detect(audio[code])
-            detected = _transcribe(whisper, audio[code], None)
-            hinted = _transcribe(whisper, audio[code], code)
+            detected = _transcribe(whisper, audio[code], None, repeats)
+            hinted = _transcribe(whisper, audio[code], code, repeats)
             row = {
                 "language": code,
                 "audio_seconds": round(seconds, 2),
@@ -89,7 +94,7 @@ def main() -> None:
             }
             rows.append(row)
     correct = sum(r["detection_correct"] for r in rows)
-    result = {
+    return {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "cpu_threads": threads,
         "models": {"en": whisper.name, "other": whisper.multilingual},
@@ -97,6 +102,14 @@ def main() -> None:
         "detection_accuracy": round(correct / len(rows), 3),
         "lectures": rows,
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.languages", description=__doc__.split("\n")[0])
+    parser.add_argument("--languages", default=",".join(LECTURES), help="lectures to run (default: all five)")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help=f"runs of each, the best kept ({REPEATS})")
+    args = parser.parse_args()
+    result = measure([code.strip() for code in args.languages.split(",") if code.strip()], args.repeats)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     _print(result)
