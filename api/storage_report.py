@@ -67,6 +67,19 @@ def check_storage_hygiene(sweeper: StorageSweeper) -> CheckResult:
                        "make storage-report SWEEP=1 removes the orphaned files", required=False)
 
 
+def _run(settings: Settings, *, sweep: bool) -> StorageReport:
+    core = build_core(settings)
+    storage = build_storage(settings)
+    try:
+        sweeper = build_sweeper(settings, core, storage)
+        return sweeper.sweep() if sweep else sweeper.report()
+    finally:
+        core.close()
+        close = getattr(storage, "close", None)
+        if close is not None:
+            close()
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(prog="python -m api.storage_report", description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", action="store_true", help="remove the orphaned files older than the grace period")
@@ -77,16 +90,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     except (VidpipeError, ValueError) as error:
         print(f"configuration: {error}", file=out)
         return 2
-    core = build_core(settings)
-    storage = build_storage(settings)
     try:
-        sweeper = build_sweeper(settings, core, storage)
-        report = sweeper.sweep() if args.sweep else sweeper.report()
-    finally:
-        core.close()
-        close = getattr(storage, "close", None)
-        if close is not None:
-            close()
+        report = _run(settings, sweep=args.sweep)
+    except Exception as error:  # noqa: BLE001 - the database or storage is unreachable: say so, no traceback
+        print(f"storage report failed: {type(error).__name__}: {error}; check DATABASE_URL and storage "
+              "(make doctor)", file=out)
+        return 1
     if args.json:
         print(json.dumps(report.as_dict(), indent=2), file=out)
     else:

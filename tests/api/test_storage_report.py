@@ -125,3 +125,17 @@ def test_the_api_process_running_the_followers_sweeps_periodically(served, clien
     assert kept  # the upload's original is there
     wait_until(lambda: not orphan.exists(), 30, "the API process to sweep the partial upload")
     assert sorted(p for p in storage.rglob("*") if p.is_file()) == kept
+
+
+def test_an_unreachable_database_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{port}/nowhere")
+    monkeypatch.setenv("VIDPIPE_STORAGE_DIR", str(tmp_path / "storage"))
+    code, text = run()
+    assert code == 1
+    assert text.startswith("storage report failed: OperationalError") and "DATABASE_URL" in text
+    assert "Traceback" not in text
