@@ -6,9 +6,8 @@ server, the Postgres database and the storage directory, behind a
 round-robin load balancer (:class:`~bench.chaos.balancer.RoundRobinBalancer`),
 as in production: ``NEXTAUTH_URL`` is the balancer, so QStash delivers every
 step message there and either replica may receive it. Both run the followers
-(projections and dispatcher) as ``make run`` does: the tracking rows let one
-runner win each batch, and a publish both dispatchers make carries the same
-deduplication id, so QStash keeps one message.
+(projections and dispatcher) as ``make run`` does: one of them leads each
+follower and the other stands by (:mod:`projections.leadership`).
 
 ``lectures`` tutors (50; reduced 10) upload a lecture each at the same moment
 through the balancer. The steps are simulated (``STEP_SECONDS`` each, no
