@@ -47,6 +47,7 @@ from api.uploads import (
     queue_id_for,
     store_file,
 )
+from domain import InvalidGraph
 from handlers.failpoints import failpoint
 from handlers.storage import upload_key
 
@@ -108,6 +109,11 @@ def uploads_router(services: Services) -> APIRouter:
                   description="the lecture's language (ISO 639-1, e.g. es), or auto to have it detected; "
                   "default: the tutor's (VIDPIPE_TUTOR_LANGUAGES), else detected"),
         ] = None,
+        skip_compress: Annotated[
+            bool,
+            Query(description="leave the compress step out (an already small video): the queue extracts "
+                  "audio, transcribes and embeds; the original stays the video to watch"),
+        ] = False,
         idempotency_key: Annotated[
             str | None,
             Header(alias="Idempotency-Key", min_length=1, max_length=200,
@@ -125,7 +131,8 @@ def uploads_router(services: Services) -> APIRouter:
         try:
             async with _renewing(ledger, owner, idempotency_key, claim):
                 derived = None if idempotency_key is None else queue_id_for(owner, idempotency_key)
-                queue_id, reused = await _start(services, caller, request, derived, _language(services, caller, language))
+                extra = {**_language(services, caller, language), **({"skip_compress": True} if skip_compress else {})}
+                queue_id, reused = await _start(services, caller, request, derived, extra)
         except BaseException:
             if claim:
                 await run_in_threadpool(ledger.release, owner, idempotency_key, claim)
@@ -166,7 +173,7 @@ def _language(services: Services, caller: Caller, language: str | None) -> dict[
 
 
 async def _start(
-    services: Services, caller: Caller, request: Request, queue_id: UUID | None, extra: dict[str, str]
+    services: Services, caller: Caller, request: Request, queue_id: UUID | None, extra: dict[str, Any]
 ) -> tuple[str, bool]:
     """Start (or find) the queue for this request's video: ``(queue_id, reused)``.
 
@@ -333,14 +340,17 @@ async def _receive_file(services: Services, caller: Caller, request: Request) ->
 async def _start_queue(
     services: Services, caller: Caller, attachment_id: str, options: dict[str, Any], queue_id: UUID | None
 ) -> str:
-    queue_id = await run_in_threadpool(
-        services.core.app.start_processing,
-        caller.owner_id,
-        attachment_id,
-        options,
-        max_retries=services.settings.max_retries,
-        queue_id=queue_id,
-    )
+    try:
+        queue_id = await run_in_threadpool(
+            services.core.app.start_processing,
+            caller.owner_id,
+            attachment_id,
+            options,
+            max_retries=services.settings.max_retries,
+            queue_id=queue_id,
+        )
+    except InvalidGraph as error:  # the options chose steps outside the safe bounds
+        raise Unprocessable(str(error)) from None
     logger.info("owner %s: queue %s started for %s", caller.owner_id, queue_id, attachment_id)
     return str(queue_id)
 
