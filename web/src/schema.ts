@@ -828,6 +828,8 @@ export interface operations {
             query?: {
                 /** @description the lecture's language (ISO 639-1, e.g. es), or auto to have it detected; default: the tutor's (VIDPIPE_TUTOR_LANGUAGES), else detected */
                 language?: string | null;
+                /** @description leave the compress step out (an already small video): the queue extracts audio, transcribes and embeds; the original stays the video to watch */
+                skip_compress?: boolean;
             };
             header?: {
                 /** @description the same key from the same user answers with the same queue */
