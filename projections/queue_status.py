@@ -197,6 +197,7 @@ class QueueStatusProjection:
     def _(self, e: Q.Deleted, session: SqlSession) -> None:
         """The tombstone: the lecture leaves the status table and view (in a rebuild too)."""
         p = _common(e)
+        session.execute(_TOUCH_QUEUE, p)  # the queue row first, as every event does (lock order)
         session.execute("DELETE FROM video_processing_steps WHERE queue_id = :id", p)
         session.execute("DELETE FROM video_processing_queue WHERE id = :id", p)
 
