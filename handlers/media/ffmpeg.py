@@ -361,7 +361,8 @@ def split_at_silences(
     total = duration if duration is not None else (info.duration if info else None)
     if total is None:
         raise MediaError("The sound track's length cannot be read, so it cannot be cut into pieces.")
-    if total <= max_piece_seconds:
+    if total <= max_piece_seconds or not plan_cuts(total, (), max_piece_seconds, min_piece_seconds):
+        # fits, or within plan_cuts' slack (a 600.05 s sound track with 600 s pieces): no cut, one piece
         return [AudioPiece(Path(audio), 0.0, total)]
     middle = (span[0] + span[1]) / 2
     if silences is None:

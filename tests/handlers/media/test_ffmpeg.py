@@ -213,6 +213,15 @@ def test_audio_that_fits_is_one_piece_and_not_copied(media_dir: Path, tmp_path: 
     assert not (tmp_path / "pieces").exists()
 
 
+def test_audio_just_over_the_limit_within_the_slack_is_one_piece(media_dir: Path, tmp_path: Path) -> None:
+    # plan_cuts makes no cut for audio at most 2 % over the limit; ffmpeg must not be asked for an empty cut
+    # list (a 600.05 s sound track taken from a 10-minute upload failed its transcription that way)
+    tone = mediafiles.tone_audio(media_dir, 7)
+    (piece,) = split_at_silences(tone, tmp_path / "pieces", max_piece_seconds=6.9)
+    assert piece.path == tone and piece.start == 0 and piece.end == pytest.approx(7, abs=0.05)
+    assert not (tmp_path / "pieces").exists()
+
+
 def test_plan_cuts_prefers_the_last_silence_before_the_limit() -> None:
     silences = [Silence(100, 102), Silence(500, 504), Silence(590, 592), Silence(800, 801)]
     assert plan_cuts(1000, silences, 600) == [591]
