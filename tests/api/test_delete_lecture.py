@@ -135,3 +135,23 @@ def test_deleting_in_a_batch_leaves_the_batch(served: Served, clients: Clients) 
     assert owner.delete(LECTURE.format(first)).status_code == 204
     batch = owner.get(f"/api/batches/{body['batch_id']}").json()
     assert [f["queue_id"] for f in batch["files"]] == [second]
+
+
+def test_an_idempotency_key_whose_lecture_was_deleted_answers_404_and_stores_nothing(
+    served: Served, clients: Clients,
+) -> None:
+    pipeline = served()
+    owner = clients(pipeline, "tutor-a")
+    video = fake_video(seed=11)
+    first = owner.upload(video, headers={"Idempotency-Key": "week-3"}).json()
+    owner.wait_for(first["queue_id"])
+    assert owner.delete(LECTURE.format(first["queue_id"])).status_code == 204
+    wait_until(lambda: owner.get(f"/api/video-processing/status/{first['queue_id']}").status_code == 404, 10,
+               "the status projection to drop the lecture")
+
+    retried = owner.upload(video, headers={"Idempotency-Key": "week-3"})
+    assert retried.status_code == 404 and "does not exist" in retried.json()["error"]
+    uploads = Path(pipeline.settings.storage_dir) / "tutor-a" / "uploads"
+    assert not uploads.exists() or list(uploads.iterdir()) == []
+    fresh = owner.upload(video, headers={"Idempotency-Key": "week-3 again"})
+    assert fresh.status_code == 202 and fresh.json()["queue_id"] != first["queue_id"]
