@@ -7,7 +7,7 @@ import time: build a :class:`Settings` where the process starts.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -110,7 +110,9 @@ class Settings(BaseSettings):
     parallelism_embed: int = Field(default=4, ge=0, alias="VIDPIPE_PARALLELISM_EMBED")
     """Embed deliveries running at once across all replicas (BGE, or E5 as fallback); 0: unbounded."""
 
-    tutor_languages: dict[str, str] = Field(default_factory=dict, alias="VIDPIPE_TUTOR_LANGUAGES")
+    tutor_languages: dict[str, Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] = Field(
+        default_factory=dict, alias="VIDPIPE_TUTOR_LANGUAGES"
+    )
     """Each tutor's default lecture language, JSON ``{"<owner id>": "es"}`` (ISO 639-1): a queue started without
     a ``language`` option gets its tutor's; none: the Whisper server detects the language."""
 

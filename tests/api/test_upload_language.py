@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+from pydantic import ValidationError
+
+from api.settings import Settings
 from tests.api.conftest import Client, fake_video
 from tests.handlers.conftest import Pipeline
 
@@ -38,3 +42,11 @@ def test_a_malformed_language_is_refused_before_anything_is_stored(served: Serve
     response = tutor.upload(params={"language": "spanish!"})
     assert response.status_code == 422 and "language" in response.json()["error"]
     assert tutor.upload().status_code == 202
+
+
+def test_tutor_languages_are_read_as_json_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDPIPE_TUTOR_LANGUAGES", '{"tutor-es": "es", "tutor-pt": "pt"}')
+    assert Settings().tutor_languages == {"tutor-es": "es", "tutor-pt": "pt"}
+    monkeypatch.setenv("VIDPIPE_TUTOR_LANGUAGES", '{"tutor-es": "Spanish"}')
+    with pytest.raises(ValidationError, match="VIDPIPE_TUTOR_LANGUAGES"):
+        Settings()
