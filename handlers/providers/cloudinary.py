@@ -382,6 +382,11 @@ def _public_id(config: CloudinaryConfig, job: StepJob) -> str:
     return f"{config.folder.strip('/')}/{job.owner_id}/{job.queue_id}"
 
 
+AUDIO_ASSET_SUFFIX = "-audio"
+"""The audio step's own upload of the original (when compress's asset is not there yet: the steps
+run side by side) gets its own public id, so the two uploads never overwrite each other."""
+
+
 def _download_source(storage: Storage, job: StepJob, folder: Path) -> Path:
     source = job.options.get("source")
     if not source:
@@ -451,8 +456,10 @@ class CloudinaryCompressor:
 class CloudinaryAudioConverter:
     """Step ``audio-convert`` on Cloudinary: the Vorbis/16 kHz ogg audio derivative of the lecture.
 
-    Uses the asset the compress step uploaded (``inputs["compress"]["cloudinary_public_id"]``);
-    when compress ran elsewhere, uploads the original itself with only the audio derivation.
+    Uses the asset the compress step uploaded (``inputs["compress"]["cloudinary_public_id"]``)
+    when compress has completed; otherwise (it runs beside this step, ran elsewhere, or the queue
+    has none) uploads the original itself with only the audio derivation, under its own public id
+    (``…/<queue>-audio``).
     """
 
     name = "cloudinary"
@@ -473,7 +480,7 @@ class CloudinaryAudioConverter:
                 source = _download_source(self.storage, job, Path(folder))
                 uploaded = self.client.upload(
                     source,
-                    _public_id(self.config, job),
+                    _public_id(self.config, job) + AUDIO_ASSET_SUFFIX,
                     [eager_entry(AUDIO_TRANSFORMATION, AUDIO_FORMAT)],
                     context,
                     progress.slice(5, 50, "uploading to Cloudinary"),
@@ -498,12 +505,14 @@ class CloudinaryAudioConverter:
 
 
 class CloudinaryAssets:
-    """A deleted lecture's asset on Cloudinary (the one compress and audio-convert uploaded), destroyed."""
+    """A deleted lecture's assets on Cloudinary (compress's, and audio-convert's own upload), destroyed."""
 
     def __init__(self, config: CloudinaryConfig) -> None:
         self.config = config
         self.client = CloudinaryClient(config, storage=None)  # type: ignore[arg-type] - destroy stores nothing
 
     def destroy_lecture(self, owner_id: str, queue_id: str) -> bool:
-        """Destroy ``<folder>/<owner>/<queue>``; False when Cloudinary has no such asset."""
-        return self.client.destroy(f"{self.config.folder.strip('/')}/{owner_id}/{queue_id}")
+        """Destroy ``<folder>/<owner>/<queue>`` and ``…-audio``; False when Cloudinary has neither."""
+        public_id = f"{self.config.folder.strip('/')}/{owner_id}/{queue_id}"
+        destroyed = [self.client.destroy(p) for p in (public_id, public_id + AUDIO_ASSET_SUFFIX)]
+        return any(destroyed)

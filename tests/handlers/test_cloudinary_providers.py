@@ -132,6 +132,19 @@ def test_audio_convert_uploads_the_original_when_compress_ran_elsewhere(
     outputs = CloudinaryAudioConverter(storage, config_for(server)).run(job, Progress().context).outputs
     assert outputs["duration_seconds"] == pytest.approx(2, abs=0.1)
     assert streams(storage.download(outputs["audio"], tmp_path / "a.ogg"))["audio"]["sample_rate"] == "16000"
+    # its own asset: compress, running beside it, uploads to the queue's public id
+    assert outputs["cloudinary_public_id"] == f"vidpipe/{OWNER}/{QUEUE}-audio"
+
+
+def test_audio_convert_beside_compress_uploads_its_own_asset(
+    server: ThreadedCloudinary, storage: LocalStorage, video: Path, tmp_path: Path
+) -> None:
+    """Steps as a graph: audio-convert starts before compress completed, from the original."""
+    audio = CloudinaryAudioConverter(storage, config_for(server)).run(
+        job_for(storage, video, "audio-convert"), Progress().context).outputs
+    compressed = CloudinaryCompressor(storage, config_for(server)).run(job_for(storage, video), Progress().context).outputs
+    assert audio["cloudinary_public_id"] != compressed["cloudinary_public_id"]
+    assert storage.exists(audio["audio"]) and storage.exists(compressed["video"])
 
 
 @pytest.mark.parametrize(
