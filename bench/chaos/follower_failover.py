@@ -13,8 +13,11 @@ alternates: it finds which process leads the dispatcher (or the projections),
 from ``pg_locks`` and ``pg_stat_activity`` — never from the processes —
 SIGKILLs it, measures the **takeover**: from the victim's death until every
 lock it held is held by the other process, and starts the dead one again (a
-container platform would), which then stands by. ``KILLS`` of each role
-(reduced: 1 each), every 2–4 s (seeded).
+container platform would), which then stands by. Some rounds cut the
+leader's lock connection instead (``pg_terminate_backend`` of its session, as
+a network cut would): the process lives, must stop applying or publishing at
+once and stand by. ``ROUNDS`` of each role (full: 6 kills and 2 cuts; reduced:
+one of each), every 2–4 s (seeded).
 
 Besides the shared invariants (every queue terminal, no step completed twice,
 the queue-status projection equal to a rebuild), the scenario checks:
@@ -51,6 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from bench.chaos.harness import ChaosStack
 from bench.chaos.qstash_restart import message_accounting
 from domain import VideoProcessing
@@ -65,7 +70,11 @@ from projections.views import ReadModelView, open_view
 NAME = "follower failover: the active projection runner and dispatcher SIGKILLed, two of each"
 SEED = 16
 STEP_SECONDS = 1.0
-KILLS = {True: 1, False: 8}  # per role; reduced: full
+# per role, in order: SIGKILL the leader, or cut its lock's connection (pg_terminate_backend; the process lives)
+ROUNDS = {
+    True: ("sigkill", "cut"),
+    False: ("sigkill", "sigkill", "cut", "sigkill", "sigkill", "cut", "sigkill", "sigkill"),
+}
 PAUSE_SECONDS = (2.0, 4.0)
 TAKEOVER_LIMIT_SECONDS = 5.0
 APP = VideoProcessing.name
@@ -76,6 +85,7 @@ KEYS = {
 PUBLISHED = re.compile(r"queue (\S+): published (\S+) attempt (\d+) as (\S+)")
 LOST_RACE = re.compile(r"another runner applied events after")
 HOLDER_PID = re.compile(r"vidpipe leader \S+ pid (\d+)")
+BACKEND_PID = re.compile(r"\(backend (\d+)")
 # tables of each projection compared with a rebuild (search_moments.id is a sequence: left out)
 TABLES = {
     "notifications": ("notification_queues", "notifications"),
@@ -148,6 +158,14 @@ def leader_pids(locks: PostgresLeadership, keys: list[str]) -> dict[str, int | N
     return found
 
 
+def cut_lock_session(locks: PostgresLeadership, key: str) -> None:
+    """Terminate the Postgres session holding ``key``'s lock, as a network cut or a failover of the server would."""
+    match = BACKEND_PID.search(locks.holders([key])[key] or "")
+    if match:
+        with psycopg.connect(locks.conninfo, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (int(match.group(1)),))
+
+
 def wait_for_leader(locks: PostgresLeadership, keys: list[str], pids: set[int], timeout: float) -> float | None:
     """Seconds until every key is held by one of ``pids`` (None: not within ``timeout``)."""
     started = time.monotonic()
@@ -197,7 +215,7 @@ def positions(url: str) -> tuple[int, dict[str, int]]:
 
 def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
     queues = 5 if reduced else 30
-    kills = KILLS[reduced]
+    rounds = ROUNDS[reduced]
     rng = random.Random(SEED)
     started = time.time()
     problems: list[str] = []
@@ -222,7 +240,7 @@ def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
         time.sleep(2.0)  # the second ones are up and standing by
         app = stack.open_app()
         killing_over = threading.Event()
-        spacing = (kills * 2 * sum(PAUSE_SECONDS) / 2) / queues
+        spacing = (len(rounds) * 2 * sum(PAUSE_SECONDS) / 2) / queues
 
         def create() -> None:  # spread over the killing phase; the rest at once when it is over
             for n in range(queues):
@@ -231,7 +249,7 @@ def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
         creator = threading.Thread(target=create, name="queues", daemon=True)
         creator.start()
         last_kill = time.monotonic()
-        for _ in range(kills):
+        for how in rounds:
             for role in ("dispatch", "project"):
                 time.sleep(rng.uniform(*PAUSE_SECONDS))
                 keys = KEYS[role]
@@ -242,17 +260,25 @@ def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
                     continue
                 victim_keys = [k for k in keys if held[k] == victim.pid]
                 survivor = next(r for r in by_role[role] if r is not victim)
-                stack.log(f"killing {victim.name} (pid {victim.pid}), leader of {', '.join(victim_keys)}")
-                victim.kill()
+                if how == "sigkill":
+                    stack.log(f"killing {victim.name} (pid {victim.pid}), leader of {', '.join(victim_keys)}")
+                    victim.kill()
+                else:
+                    stack.log(f"cutting the lock connection of {victim.name} (pid {victim.pid})")
+                    cut_lock_session(locks, keys[0])
                 last_kill = time.monotonic()
                 took = wait_for_leader(locks, victim_keys, {survivor.pid or -1}, 15)
                 if took is None or took > TAKEOVER_LIMIT_SECONDS:
                     problems.append(f"{survivor.name} took over {role} in {took if took is not None else '>15'} s")
                 if took is not None:
                     takeovers[role].append(took)
-                kill_log.append({"role": role, "killed": victim.name, "keys": len(victim_keys),
+                kill_log.append({"role": role, "how": how, "victim": victim.name, "keys": len(victim_keys),
                                  "takeover_seconds": None if took is None else round(took, 3)})
-                victim.start()  # back, as a standby
+                if how == "sigkill":
+                    victim.start()  # back, as a standby
+                elif victim.pid is None:
+                    problems.append(f"{victim.name} died when its lock connection was cut")
+                    victim.start()
         killing_over.set()
         creator.join(60)
         finished = stack.wait_terminal(queue_ids, timeout=120 + queues * 4 * STEP_SECONDS)
@@ -301,8 +327,8 @@ def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
         problems.append(f"QStash holds {qstash_messages} messages for {accounting['messages_published']} publications")
     if lost_races:
         problems.append(f"a standby applied {lost_races} batch(es) the leader had applied (two runners active)")
-    if len(kill_log) != 2 * kills:
-        problems.append(f"{len(kill_log)} kills of {2 * kills} planned")
+    if len(kill_log) != 2 * len(rounds):
+        problems.append(f"{len(kill_log)} kills of {2 * len(rounds)} planned")
     row.update(
         scenario=NAME,
         server_errors=0,
@@ -310,7 +336,7 @@ def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
         details={
             "seed": SEED,
             "runners": {role: len(group) for role, group in by_role.items()},
-            "kills": {role: len(times) for role, times in takeovers.items()},
+            "kills": {role: dict(Counter(e["how"] for e in kill_log if e["role"] == role)) for role in KEYS},
             "takeover_seconds_max": {role: round(max(t), 3) for role, t in takeovers.items() if t},
             "takeover_seconds_p50": {role: round(statistics.median(t), 3) for role, t in takeovers.items() if t},
             "kill_log": kill_log,
