@@ -43,6 +43,7 @@ bench: install ## benchmarks; results printed and written to bench/results/
 	$(PY) -m bench.core
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.api
+	$(PY) -m bench.status_reads
 	$(PY) -m bench.steps
 	$(PY) -m bench.whisper_server
 	$(PY) -m bench.languages

@@ -118,7 +118,7 @@ class ReadPool:
         self._closed = False
         self.pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             kwargs={**kwargs, "row_factory": dict_row},
-            min_size=1,
+            min_size=0,  # connect on the first read: a process that never reads holds no connection
             max_size=max(1, max_size),
             open=False,
             configure=configure,
