@@ -135,6 +135,11 @@ class QueueAccess:
 
     def transcript_key(self, caller: Caller, queue_id: str, fmt: str) -> str:
         """The storage key of the transcript in ``fmt``; 404 until the transcribe step made it."""
+        return self.transcript(caller, queue_id, fmt)[0]
+
+    def transcript(self, caller: Caller, queue_id: str, fmt: str) -> tuple[str, str | None]:
+        """The storage key of the transcript in ``fmt`` and its language (ISO 639-1, None if unknown);
+        404 until the transcribe step made it."""
         row = self.status(caller, queue_id)
         step = next((s for s in row["steps"] if s["step"] == "transcribe"), None)
         if step is None:
@@ -146,7 +151,8 @@ class QueueAccess:
                 f"the {fmt} transcript of queue {shorten(queue_id)} does not exist yet: "
                 f"the transcribe step {state} (queue {row['status']})"
             )
-        return str(key)
+        language = (step.get("outputs") or {}).get("language")
+        return str(key), str(language) if language else None
 
     def _owned_aggregate(self, caller: Caller, queue_id: str) -> ProcessingQueue:
         try:

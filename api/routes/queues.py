@@ -145,14 +145,17 @@ def queues_router(services: Services) -> APIRouter:
         format: Annotated[TranscriptFormat, Query(description="json, srt, vtt or txt")] = "json",  # noqa: A002
     ) -> StreamingResponse:
         """Download the transcript (404 with the reason until the transcribe step made it)."""
-        key = access.transcript_key(caller, queue_id, format)
+        key, language = access.transcript(caller, queue_id, format)
         if not services.storage.exists(key):
             raise NotFound(f"the {format} transcript of queue {shorten(queue_id)} is missing from storage")
         media_type = TRANSCRIPT_MEDIA_TYPES[format]
         return StreamingResponse(
             iter(services.storage.iter_bytes(key)),
             media_type=media_type + ("; charset=utf-8" if media_type.startswith("text/") else ""),
-            headers={"Content-Disposition": f'attachment; filename="transcript-{queue_id}.{format}"'},
+            headers={
+                "Content-Disposition": f'attachment; filename="transcript-{queue_id}.{format}"',
+                **({"Content-Language": language} if language else {}),  # the speech's, as transcribed
+            },
         )
 
     return router

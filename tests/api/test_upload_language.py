@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from api.settings import Settings
+from handlers.providers.transcription import store_transcript
+from handlers.steps import StepContext, StepJob, StepResult
+from handlers.storage.local import LocalStorage
+from handlers.transcripts import Segment, Transcript
 from tests.api.conftest import Client, fake_video
 from tests.handlers.conftest import Pipeline
 
@@ -50,3 +56,32 @@ def test_tutor_languages_are_read_as_json_and_checked(monkeypatch: pytest.Monkey
     monkeypatch.setenv("VIDPIPE_TUTOR_LANGUAGES", '{"tutor-es": "Spanish"}')
     with pytest.raises(ValidationError, match="VIDPIPE_TUTOR_LANGUAGES"):
         Settings()
+
+
+@dataclass
+class SpanishTranscriber:
+    """The transcribe step's storing half (``store_transcript``) on a Spanish transcript the server detected."""
+
+    storage: LocalStorage
+    name: str = "test-transcriber"
+
+    def run(self, job: StepJob, context: StepContext) -> StepResult:
+        transcript = Transcript((Segment(0.0, 2.0, "Hola a todos."),), "es", 2.0, "base", 0.98)
+        return StepResult(outputs=store_transcript(self.storage, job, transcript), provider=self.name,
+                          model=transcript.model)
+
+
+def test_the_transcripts_language_is_on_the_step_and_every_download(
+    served: Served, clients: Clients, tmp_path: Path
+) -> None:
+    pipeline = served({"transcribe": SpanishTranscriber(LocalStorage(tmp_path / "storage"))})
+    tutor = clients(pipeline, "tutor-a")
+    qid = tutor.upload().json()["queue_id"]
+    row = tutor.wait_for(qid)
+    outputs = next(s for s in row["steps"] if s["step"] == "transcribe")["outputs"]
+    assert (outputs["language"], outputs["language_probability"], outputs["model"]) == ("es", 0.98, "base")
+    for fmt in ("json", "srt", "vtt", "txt"):
+        response = tutor.get(f"/api/video-processing/status/{qid}/transcript", params={"format": fmt})
+        assert response.status_code == 200 and response.headers["content-language"] == "es"
+    txt = tutor.get(f"/api/video-processing/status/{qid}/transcript", params={"format": "txt"})
+    assert txt.text == "Hola a todos.\n"  # the text stays plain
