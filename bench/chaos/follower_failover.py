@@ -232,70 +232,72 @@ def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
     kill_log: list[dict[str, Any]] = []
     queue_ids: list[str] = []
     with stack:
-        for role, (first, second) in by_role.items():  # the first leads, the second stands by
-            first.start()
-            if wait_for_leader(locks, KEYS[role], {first.pid or -1}, 60) is None:
-                problems.append(f"{first.name} did not take the lead of {role} within 60 s")
-            second.start()
-        time.sleep(2.0)  # the second ones are up and standing by
-        app = stack.open_app()
-        killing_over = threading.Event()
-        spacing = (len(rounds) * 2 * sum(PAUSE_SECONDS) / 2) / queues
+        try:
+            for role, (first, second) in by_role.items():  # the first leads, the second stands by
+                first.start()
+                if wait_for_leader(locks, KEYS[role], {first.pid or -1}, 60) is None:
+                    problems.append(f"{first.name} did not take the lead of {role} within 60 s")
+                second.start()
+            time.sleep(2.0)  # the second ones are up and standing by
+            app = stack.open_app()
+            killing_over = threading.Event()
+            spacing = (len(rounds) * 2 * sum(PAUSE_SECONDS) / 2) / queues
 
-        def create() -> None:  # spread over the killing phase; the rest at once when it is over
-            for n in range(queues):
-                queue_ids.append(str(app.start_processing(f"failover-tutor-{n}", f"lecture-{n}")))
-                killing_over.wait(spacing)
-        creator = threading.Thread(target=create, name="queues", daemon=True)
-        creator.start()
-        last_kill = time.monotonic()
-        for how in rounds:
-            for role in ("dispatch", "project"):
-                time.sleep(rng.uniform(*PAUSE_SECONDS))
-                keys = KEYS[role]
-                held = leader_pids(locks, keys)
-                victim = next((r for r in by_role[role] if r.pid is not None and r.pid == held[keys[0]]), None)
-                if victim is None:
-                    problems.append(f"no live {role} process leads {keys[0]} (held by pid {held[keys[0]]})")
-                    continue
-                victim_keys = [k for k in keys if held[k] == victim.pid]
-                survivor = next(r for r in by_role[role] if r is not victim)
-                if how == "sigkill":
-                    stack.log(f"killing {victim.name} (pid {victim.pid}), leader of {', '.join(victim_keys)}")
-                    victim.kill()
-                else:
-                    stack.log(f"cutting the lock connection of {victim.name} (pid {victim.pid})")
-                    cut_lock_session(locks, keys[0])
-                last_kill = time.monotonic()
-                took = wait_for_leader(locks, victim_keys, {survivor.pid or -1}, 15)
-                if took is None or took > TAKEOVER_LIMIT_SECONDS:
-                    problems.append(f"{survivor.name} took over {role} in {took if took is not None else '>15'} s")
-                if took is not None:
-                    takeovers[role].append(took)
-                kill_log.append({"role": role, "how": how, "victim": victim.name, "keys": len(victim_keys),
-                                 "takeover_seconds": None if took is None else round(took, 3)})
-                if how == "sigkill":
-                    victim.start()  # back, as a standby
-                elif victim.pid is None:
-                    problems.append(f"{victim.name} died when its lock connection was cut")
-                    victim.start()
-        killing_over.set()
-        creator.join(60)
-        finished = stack.wait_terminal(queue_ids, timeout=120 + queues * 4 * STEP_SECONDS)
-        all_terminal = time.monotonic()
-        deadline = time.monotonic() + 30
-        while True:
-            last, at = positions(url)
-            if all(p >= last for p in at.values()) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        accounting = message_accounting(url, workdir / "qstash.sqlite3", app, queue_ids)
-        with closing(sqlite3.connect(workdir / "qstash.sqlite3", timeout=5)) as db:
-            qstash_messages = int(db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
-        app.close()
-        for runner in runners:
-            runner.stop()
-        locks.close()
+            def create() -> None:  # spread over the killing phase; the rest at once when it is over
+                for n in range(queues):
+                    queue_ids.append(str(app.start_processing(f"failover-tutor-{n}", f"lecture-{n}")))
+                    killing_over.wait(spacing)
+            creator = threading.Thread(target=create, name="queues", daemon=True)
+            creator.start()
+            last_kill = time.monotonic()
+            for how in rounds:
+                for role in ("dispatch", "project"):
+                    time.sleep(rng.uniform(*PAUSE_SECONDS))
+                    keys = KEYS[role]
+                    held = leader_pids(locks, keys)
+                    victim = next((r for r in by_role[role] if r.pid is not None and r.pid == held[keys[0]]), None)
+                    if victim is None:
+                        problems.append(f"no live {role} process leads {keys[0]} (held by pid {held[keys[0]]})")
+                        continue
+                    victim_keys = [k for k in keys if held[k] == victim.pid]
+                    survivor = next(r for r in by_role[role] if r is not victim)
+                    if how == "sigkill":
+                        stack.log(f"killing {victim.name} (pid {victim.pid}), leader of {', '.join(victim_keys)}")
+                        victim.kill()
+                    else:
+                        stack.log(f"cutting the lock connection of {victim.name} (pid {victim.pid})")
+                        cut_lock_session(locks, keys[0])
+                    last_kill = time.monotonic()
+                    took = wait_for_leader(locks, victim_keys, {survivor.pid or -1}, 15)
+                    if took is None or took > TAKEOVER_LIMIT_SECONDS:
+                        problems.append(f"{survivor.name} took over {role} in {took if took is not None else '>15'} s")
+                    if took is not None:
+                        takeovers[role].append(took)
+                    kill_log.append({"role": role, "how": how, "victim": victim.name, "keys": len(victim_keys),
+                                     "takeover_seconds": None if took is None else round(took, 3)})
+                    if how == "sigkill":
+                        victim.start()  # back, as a standby
+                    elif victim.pid is None:
+                        problems.append(f"{victim.name} died when its lock connection was cut")
+                        victim.start()
+            killing_over.set()
+            creator.join(60)
+            finished = stack.wait_terminal(queue_ids, timeout=120 + queues * 4 * STEP_SECONDS)
+            all_terminal = time.monotonic()
+            deadline = time.monotonic() + 30
+            while True:
+                last, at = positions(url)
+                if all(p >= last for p in at.values()) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            accounting = message_accounting(url, workdir / "qstash.sqlite3", app, queue_ids)
+            with closing(sqlite3.connect(workdir / "qstash.sqlite3", timeout=5)) as db:
+                qstash_messages = int(db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+            app.close()
+        finally:  # never leave a runner behind, whatever happened
+            for runner in runners:
+                runner.stop()
+            locks.close()
         peak = stack.peak_rss_mib()
 
     row = stack.check(started)
