@@ -202,6 +202,10 @@ class VideoProcessing(Application[UUID]):
         """Record the tombstone (cancelling a running queue first); False if deleted already."""
         return self._execute(queue_id, lambda q: q.delete(by))
 
+    def resume(self, queue_id: UUID | str, by: str) -> bool:
+        """Retry a failed or cancelled queue from its steps not completed; False if it runs again already."""
+        return self._execute(queue_id, lambda q: q.resume(by))
+
     # --------------------------------------------------------------- queries
     def get_queue(self, queue_id: UUID | str) -> ProcessingQueue:
         """The queue's current state (from its snapshot and later events)."""

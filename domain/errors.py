@@ -11,6 +11,7 @@ tutor) can act on. The tree is small on purpose:
         ├── InvalidProgress
         ├── InvalidGraph           (a queue's steps and their predecessors are not a safe pipeline)
         ├── QueueIsTerminal        (completed, failed or cancelled: nothing changes any more)
+        ├── NotResumable           (a retry of a queue that is not failed or cancelled)
         ├── StepOutOfOrder         (a predecessor of the step has not completed)
         ├── StepNotRunning         (progress/completion/retry for a step that is not running)
         └── StaleAttempt           (a message about an attempt that is no longer the current one)
@@ -51,6 +52,18 @@ class InvalidGraph(DomainError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"invalid processing pipeline: {reason}")
         self.reason = reason
+
+
+class NotResumable(DomainError):
+    """Only a failed or cancelled queue can be retried."""
+
+    def __init__(self, queue_id: object, status: str) -> None:
+        super().__init__(
+            f"cannot retry processing queue {queue_id}: it is {status}; "
+            "only failed or cancelled queues can be retried"
+        )
+        self.queue_id = queue_id
+        self.status = status
 
 
 class QueueIsTerminal(DomainError):

@@ -11,7 +11,9 @@ the invariants first and trigger events only when something changes:
   at a time; the queue completes when every step has completed;
 - cancelling marks every running or retrying step cancelled;
 - ``completed``, ``failed`` and ``cancelled`` are terminal: later commands raise
-  :class:`QueueIsTerminal` and change nothing;
+  :class:`QueueIsTerminal` and change nothing, except that the tutor may retry a
+  failed or cancelled queue (``Resumed``): its steps not completed run again,
+  with a fresh retry budget, from attempts never used before;
 - a step is retried at most ``max_retries`` times, then fails with the last reason;
 - progress never goes backwards and stays within 0..100;
 - a duplicate of a command already applied (QStash redelivers) is a no-op.
@@ -32,6 +34,7 @@ from eventsourcing.domain import Aggregate
 from domain.errors import (
     InvalidGraph,
     InvalidProgress,
+    NotResumable,
     QueueIsTerminal,
     StaleAttempt,
     StepNotRunning,
@@ -256,6 +259,9 @@ class ProcessingQueue(Aggregate):
 
         unblocked: list[str]
         """The steps whose predecessors have now all completed (the dispatcher starts them)."""
+        unblocked_attempts: dict[str, int]
+        """The attempt each unblocked step starts with: 1, or after a retry of the queue the
+        attempt after its last one (absent from events written before retries: 1)."""
 
         class_version = 2
 
@@ -315,6 +321,29 @@ class ProcessingQueue(Aggregate):
             queue.error = self.reason
             for name in self.steps:
                 queue._steps[name]["status"] = "cancelled"
+
+    class Resumed(Aggregate.Event):
+        """The tutor retried a failed or cancelled queue: the steps not completed run again.
+
+        Completed steps keep their outputs (their artifacts are reused). Each step that
+        runs again is pending with a fresh retry budget; its next attempt follows its
+        last one (``attempts``), so no message id or deduplication id is ever reused."""
+
+        by: str
+        previous_status: str
+        steps: list[str]
+        """The steps that run again (every step not completed)."""
+        attempts: dict[str, int]
+        """The attempt each of them starts with."""
+        ready: list[str]
+        """Those whose predecessors have all completed: the dispatcher starts them now."""
+
+        def apply(self, queue: ProcessingQueue) -> None:
+            queue.status = "processing"
+            queue.error = None
+            queue.resumed = getattr(queue, "resumed", 0) + 1
+            for name in self.steps:
+                queue._steps[name].update(status="pending", retries=0, last_error=None, message_id=None)
 
     class Deleted(Aggregate.Event):
         """The tombstone: who deleted the lecture (when: the event's timestamp); no content."""
@@ -459,6 +488,7 @@ class ProcessingQueue(Aggregate):
             if step in self.graph[name] and self._steps[name]["status"] == "pending"
             and all(p == step or self._steps[p]["status"] == "completed" for p in self.graph[name])
         ]
+        unblocked_attempts = {name: self._steps[name]["attempt"] + 1 for name in unblocked}
         self.trigger_event(
             self.StepCompleted,
             step=step,
@@ -468,6 +498,7 @@ class ProcessingQueue(Aggregate):
             model=model,
             duration_seconds=float(duration_seconds),
             unblocked=unblocked,
+            unblocked_attempts=unblocked_attempts,
         )
         if all(s["status"] == "completed" for s in self._steps.values()):
             total = (datetime.now(timezone.utc) - self.created_on).total_seconds()
@@ -490,6 +521,30 @@ class ProcessingQueue(Aggregate):
         active = [n for n in self.step_names if self._steps[n]["status"] in ("running", "retrying")]
         self.trigger_event(
             self.Cancelled, by=by, reason=reason, step=self.running_step, steps=active
+        )
+        return True
+
+    def resume(self, by: str) -> bool:
+        """Run a failed or cancelled queue again from its steps not completed.
+
+        False (nothing written) when the queue runs again already after a retry: a
+        double click or a redelivered request. A completed queue, or one that has not
+        ended and was never retried, raises :class:`NotResumable`."""
+        if self.is_deleted:
+            raise QueueIsTerminal(self.id, "deleted", "retry")
+        if self.status not in ("failed", "cancelled"):
+            if self.status != "completed" and getattr(self, "resumed", 0):
+                return False
+            raise NotResumable(self.id, self.status)
+        again = [n for n in self.step_names if self._steps[n]["status"] != "completed"]
+        ready = [n for n in again if all(self._steps[p]["status"] == "completed" for p in self.graph[n])]
+        self.trigger_event(
+            self.Resumed,
+            by=by,
+            previous_status=self.status,
+            steps=again,
+            attempts={n: self._steps[n]["attempt"] + 1 for n in again},
+            ready=ready,
         )
         return True
 

@@ -7,6 +7,9 @@ The event log is the outbox. On
 - ``StepCompleted``: every step the completion unblocked (the event names them:
   its predecessors have now all completed), attempt 1; a ``StepCompleted``
   recorded before graphs (no ``unblocked``) starts the next step in line;
+- ``Resumed`` (the tutor retried a failed or cancelled queue): every step that
+  runs again and whose predecessors completed, at the attempt the event names
+  (after its last one, so deduplication ids are never reused);
 - ``StepRetried``: the same step, the next attempt, delayed by the event's
   ``delay_seconds`` (QStash carries the delay; no handler sleeps);
 - ``Cancelled``: every message of the queue still pending is cancelled.
@@ -104,7 +107,10 @@ class Dispatcher:
             if unblocked is None:  # recorded before graphs: the next step in line
                 following = self._following_step(qid, e.step)
                 unblocked = [] if following is None else [following]
-            return [Publication(StepMessage(qid, step, 1), 0.0) for step in unblocked]
+            attempts = getattr(e, "unblocked_attempts", None) or {}
+            return [Publication(StepMessage(qid, step, attempts.get(step, 1)), 0.0) for step in unblocked]
+        if isinstance(e, Q.Resumed):
+            return [Publication(StepMessage(qid, step, e.attempts[step]), 0.0) for step in e.ready]
         return []
 
     def _following_step(self, queue_id: str, step: str) -> str | None:

@@ -5,6 +5,8 @@ reader needs is computed here, not at read time:
 
 - ``status``: ``pending`` until the first step starts, ``processing`` while
   steps run, then the terminal status of ``Completed``/``Failed``/``Cancelled``;
+  ``processing`` again after ``Resumed`` (a retry: the steps not completed are
+  pending again, with no retries and no error);
 - ``current_step``: the first running step in pipeline order (steps run side
   by side: compress and audio-convert); while none runs, the last one shown;
   after a failure the failed step, after a cancellation the first step that
@@ -178,6 +180,18 @@ class QueueStatusProjection:
         session.execute(
             "UPDATE video_processing_queue SET status = 'failed', error = :reason, "
             "current_step = :step, finished_at = :at WHERE id = :id",
+            p,
+        )
+
+    @apply.register
+    def _(self, e: Q.Resumed, session: SqlSession) -> None:
+        p = _common(e)
+        session.execute(_TOUCH_QUEUE, p)
+        for step in e.steps:
+            self._update_step(session, {**p, "step": step}, "status = 'pending', retries = 0, last_error = NULL")
+        session.execute(
+            "UPDATE video_processing_queue SET status = 'processing', error = NULL, finished_at = NULL "
+            "WHERE id = :id",
             p,
         )
 

@@ -13,7 +13,8 @@ checks the invariants of DESIGN.md:
   StepCompleted of each predecessor); several steps may run at once;
 - the queue is completed iff every step completed; a cancel leaves no step
   running or retrying;
-- terminal queues never change again;
+- terminal queues never change again, except through a retry of a failed or
+  cancelled queue (``Resumed``), after which its steps not completed run again;
 - a step is retried at most ``max_retries`` times, then fails with the last reason;
 - progress never goes backwards and stays within 0..100;
 - a refused command writes nothing; a redelivered command writes nothing;
@@ -190,6 +191,19 @@ class QueueMachine(RuleBasedStateMachine):
     def cancel_while_two_run(self) -> None:
         self.attempt(lambda: self.app.cancel(self.qid, by="tutor"))
 
+    @precondition(lambda self: self.qid is not None)
+    @rule()
+    def resume(self) -> None:
+        """The tutor retries (a double click or a redelivery too: the rule may run twice in a row)."""
+        status = self.queue().status
+        if self.attempt(lambda: self.app.resume(self.qid, by="tutor")) is True:
+            assert status in ("failed", "cancelled")
+            self.ended = None  # a retried queue runs again
+            queue = self.queue()
+            assert queue.status == "processing" and all(
+                v.status in ("completed", "pending") and (v.status == "completed" or v.retries == 0) for v in queue.steps
+            )
+
     @rule()
     def redeliver_last(self) -> None:
         """QStash redelivers: the last command that changed something, once more."""
@@ -254,7 +268,8 @@ class QueueMachine(RuleBasedStateMachine):
         queue = self.queue()
         for view in queue.steps:
             assert 0 <= view.retries <= MAX_RETRIES
-            assert view.attempt <= view.retries + 1
+            if not getattr(queue, "resumed", 0):  # a retry of the queue gives a fresh budget
+                assert view.attempt <= view.retries + 1
         if queue.status == "failed":
             failed = [v for v in queue.steps if v.status == "failed"]
             assert len(failed) == 1 and queue.error == failed[0].last_error
