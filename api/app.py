@@ -25,6 +25,7 @@ from api.routes.lectures import lectures_router
 from api.routes.notifications import notifications_router
 from api.routes.operations import operations_router
 from api.routes.queues import queues_router
+from api.routes.retry import retry_router
 from api.routes.search import search_router
 from api.routes.uploads import uploads_router
 from api.services import Services
@@ -140,6 +141,7 @@ def create_app(
     app.add_middleware(HeaderSizeLimit)
     app.include_router(uploads_router(services))
     app.include_router(queues_router(services))
+    app.include_router(retry_router(services))
     app.include_router(batches_router(services))
     app.include_router(lectures_router(deletion))
     app.include_router(notifications_router(services))
