@@ -38,6 +38,8 @@ class Watch:
         self.entries: list[TimelineEntry] = []
         self.version = 0
         self.ended = False
+        self.gone = False
+        """The queue left the status view after it was seen there: its lecture was deleted."""
         self._news = asyncio.Event()
         self.subscribers = 0
         self.task: asyncio.Task[None] | None = None
@@ -94,6 +96,9 @@ class QueueWatcher:
         while not self.closing.is_set() and not watch.ended:
             try:
                 row = await run_in_threadpool(self.reader.status, queue_id)
+                if row is None and watch.version > 0:
+                    watch.gone = watch.ended = True
+                    break
                 if row is not None and row["version"] > watch.version:
                     entries = await run_in_threadpool(self.app.timeline, queue_id)
                     watch.publish(row, entries)

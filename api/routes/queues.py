@@ -173,6 +173,8 @@ async def _changes(services: Services, caller: Caller, queue_id: str, last: int)
     async with services.watcher.watch(queue_id) as watch:
         while not services.closing.is_set():
             if not await watch.newer_than(last, timeout=STREAM_WAKE_SECONDS):
+                if watch.gone:  # the lecture was deleted: nothing more will come
+                    return
                 continue
             row, entries = watch.row, watch.entries
             assert row is not None

@@ -10,12 +10,16 @@ in the read models or in search, and a rebuild of every projection from event
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from handlers.providers.simulated import SimulatedProvider
 from handlers.storage import upload_key
+from local.demo import server_sent_events
 from projections.follower import EventFollower
 from projections.moments import MomentsProjection
 from projections.notifications import NotificationsProjection
@@ -155,3 +159,28 @@ def test_an_idempotency_key_whose_lecture_was_deleted_answers_404_and_stores_not
     assert not uploads.exists() or list(uploads.iterdir()) == []
     fresh = owner.upload(video, headers={"Idempotency-Key": "week-3 again"})
     assert fresh.status_code == 202 and fresh.json()["queue_id"] != first["queue_id"]
+
+
+def test_a_live_stream_of_a_deleted_lecture_ends(served: Served, clients: Clients) -> None:
+    pipeline = served({"compress": SimulatedProvider(seconds=60, ticks=600)})
+    owner = clients(pipeline, "tutor-a")
+    queue_id = owner.upload(fake_video(seed=13)).json()["queue_id"]
+    owner.wait_for(queue_id, ("processing",))
+    received: list[str] = []
+
+    def follow() -> None:
+        with httpx.Client(base_url=pipeline.api.url, timeout=60) as http, http.stream(
+            "GET", f"/api/video-processing/status/{queue_id}/stream", headers=owner.headers(),
+        ) as response:
+            for event, _, _ in server_sent_events(response.iter_lines()):
+                received.append(event)
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    wait_until(lambda: "status" in received, 10, "the stream's first status")
+
+    assert owner.delete(LECTURE.format(queue_id)).status_code == 204
+
+    reader.join(15)
+    assert not reader.is_alive(), "the stream ends once its lecture is deleted"
+    assert owner.get(f"/api/video-processing/status/{queue_id}/stream").status_code == 404
