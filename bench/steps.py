@@ -839,6 +839,8 @@ def measure(
                 "word_error_rate": word_error_rate(lecture.text, transcript.text),
                 "segments": len(transcript.segments),
                 "pieces": pipeline["transcribe_pieces"],
+                "model": pipeline["outputs"]["transcribe"].get("model"),
+                "language": pipeline["outputs"]["transcribe"].get("language"),
             },
             "direct": decodings,
             "server_decoding": direct["decoding"],
@@ -913,7 +915,8 @@ def transcription_table(result: dict[str, Any]) -> Table:
     for column in ("decoding", "seconds", "real-time factor", "word error rate", "segments"):
         out.add_column(column, justify="left" if column == "decoding" else "right")
     pipeline = tr["pipeline"]
-    out.add_row(f"pipeline transcribe step (server: {tr['server_decoding']}, {pipeline['pieces']} piece(s))",
+    out.add_row(f"pipeline transcribe step ({pipeline.get('model') or 'server'}, {tr['server_decoding']}, "
+                f"{pipeline['pieces']} piece(s))",
                 f"{pipeline['seconds']:.2f}", f"{pipeline['real_time_factor']:.3f}",
                 f"{pipeline['word_error_rate']:.1%}", str(pipeline["segments"]))
     for mode, figures in tr["direct"].items():
