@@ -19,6 +19,9 @@ Each file in a batch starts a new queue (the single upload's reuse of a queue
 for the same bytes does not apply, so a batch's files are all in its status);
 batches take no ``Idempotency-Key``: a retried request is a new batch.
 
+``GET /api/batches``: the caller's batches, newest first (``limit``,
+``offset``), each with its files, accepted files and queues per status.
+
 ``GET /api/batches/{batchId}``: the caller's batch (404 for anyone else's and
 unknown ids) — every file in order with its queue's status (from the status
 view, or the aggregate in the moment before the projection has it), the
@@ -34,7 +37,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -108,6 +111,23 @@ class BatchStatus(BaseModel):
     files: list[BatchEntry]
 
 
+class BatchSummary(BaseModel):
+    batch_id: str
+    created_at: datetime
+    files: int = Field(description="files sent (a deleted lecture no longer counts)")
+    accepted: int = Field(description="files that started a queue (deleted lectures no longer count)")
+    counts: dict[str, int] = Field(description="queues per status (as the status view has them)")
+
+
+class BatchPage(BaseModel):
+    """One page of the caller's batches, newest first."""
+
+    items: list[BatchSummary]
+    limit: int
+    offset: int
+    has_more: bool
+
+
 class BatchLedger:
     """``video_processing_batch_items``: which file of which batch started which queue."""
 
@@ -124,6 +144,30 @@ class BatchLedger:
                     {"batch": batch_id, "position": item.position, "owner": owner_id, "filename": item.filename,
                      "queue": item.queue_id, "error": item.error, "at": at},
                 )
+
+    def summaries(self, owner_id: str, limit: int, offset: int) -> list[BatchSummary]:
+        """The owner's batches, newest first, with their queues counted by status."""
+        batches = self.view.fetchall(
+            "SELECT batch_id, MIN(created_at) AS created_at, COUNT(*) AS files, COUNT(queue_id) AS accepted "
+            "FROM video_processing_batch_items WHERE owner_id = :owner GROUP BY batch_id "
+            "ORDER BY MIN(created_at) DESC, batch_id LIMIT :limit OFFSET :offset",
+            {"owner": owner_id, "limit": limit, "offset": offset},
+        )
+        summaries = []
+        for batch in batches:
+            counts = self.view.fetchall(
+                "SELECT q.status, COUNT(*) AS n FROM video_processing_batch_items b "
+                "JOIN video_processing_queue q ON q.id = b.queue_id "
+                "WHERE b.batch_id = :batch AND b.owner_id = :owner GROUP BY q.status",
+                {"batch": batch["batch_id"], "owner": owner_id},
+            )
+            created = batch["created_at"]
+            summaries.append(BatchSummary(
+                batch_id=batch["batch_id"], files=int(batch["files"]), accepted=int(batch["accepted"]),
+                created_at=created if isinstance(created, datetime) else datetime.fromisoformat(str(created)),
+                counts={row["status"]: int(row["n"]) for row in counts},
+            ))
+        return summaries
 
     def items(self, batch_id: str, owner_id: str) -> list[dict[str, Any]]:
         return self.view.fetchall(
@@ -161,6 +205,16 @@ def batches_router(services: Services) -> APIRouter:
                     caller.owner_id, batch_id, len(accepted), len(files) - len(accepted))
         body = BatchAccepted(batch_id=batch_id, accepted=len(accepted), refused=len(files) - len(accepted), files=files)
         return JSONResponse(body.model_dump(), status_code=202)
+
+    @router.get("", response_model=BatchPage, responses=AUTH_RESPONSES)
+    def list_batches(
+        caller: CurrentTutor,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    ) -> BatchPage:
+        """The caller's batches, newest first, each with its queues counted by status."""
+        rows = ledger.summaries(caller.owner_id, limit + 1, offset)
+        return BatchPage(items=rows[:limit], limit=limit, offset=offset, has_more=len(rows) > limit)
 
     @router.get("/{batchId}", response_model=BatchStatus, responses={
         **AUTH_RESPONSES, 404: {"model": ErrorResponse, "description": "no such batch, or not the caller's"},

@@ -120,3 +120,20 @@ def test_files_beyond_the_most_a_batch_takes_are_refused_each(served: Served, cl
     assert all(f"at most {MAX_BATCH_FILES}" in f["error"] for f in body["files"][MAX_BATCH_FILES:])
     uploads = Path(pipeline.settings.storage_dir) / "tutor-a" / "uploads"
     assert len(list(uploads.iterdir())) == MAX_BATCH_FILES
+
+
+def test_the_callers_batches_are_listed_newest_first(served: Served, clients: Clients) -> None:
+    pipeline = served()
+    tutor, other = clients(pipeline, "tutor-a"), clients(pipeline, "tutor-b")
+    older = send_batch(tutor, [("a.mp4", fake_video(seed=21), "video/mp4"), ("b.txt", b"x", "text/plain")]).json()
+    newer = send_batch(tutor, [("c.mp4", fake_video(seed=22), "video/mp4"), ("d.mp4", fake_video(seed=23), "video/mp4")]).json()
+    for item in older["files"][:1] + newer["files"]:
+        tutor.wait_for(item["queue_id"])
+
+    page = tutor.get(BATCHES).json()
+    assert [b["batch_id"] for b in page["items"]] == [newer["batch_id"], older["batch_id"]]
+    assert [(b["files"], b["accepted"], b["counts"]) for b in page["items"]] == [
+        (2, 2, {"completed": 2}), (2, 1, {"completed": 1})]
+    first = tutor.get(BATCHES, params={"limit": 1}).json()
+    assert [b["batch_id"] for b in first["items"]] == [newer["batch_id"]] and first["has_more"] is True
+    assert other.get(BATCHES).json()["items"] == []

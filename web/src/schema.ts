@@ -128,7 +128,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/batches": {
+    "/api/video-processing/status/{queueId}/retry": {
         parameters: {
             query?: never;
             header?: never;
@@ -136,6 +136,30 @@ export interface paths {
             cookie?: never;
         };
         get?: never;
+        put?: never;
+        /**
+         * Retry
+         * @description Run a failed or cancelled queue again from its steps not completed.
+         */
+        post: operations["retry_api_video_processing_status__queueId__retry_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/batches": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Batches
+         * @description The caller's batches, newest first, each with its queues counted by status.
+         */
+        get: operations["list_batches_api_batches_get"];
         put?: never;
         /**
          * Upload Batch
@@ -410,6 +434,20 @@ export interface components {
             error?: string | null;
         };
         /**
+         * BatchPage
+         * @description One page of the caller's batches, newest first.
+         */
+        BatchPage: {
+            /** Items */
+            items: components["schemas"]["BatchSummary"][];
+            /** Limit */
+            limit: number;
+            /** Offset */
+            offset: number;
+            /** Has More */
+            has_more: boolean;
+        };
+        /**
          * BatchStatus
          * @description A batch's files with their queues' status.
          */
@@ -435,6 +473,33 @@ export interface components {
             };
             /** Files */
             files: components["schemas"]["BatchEntry"][];
+        };
+        /** BatchSummary */
+        BatchSummary: {
+            /** Batch Id */
+            batch_id: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Files
+             * @description files sent (a deleted lecture no longer counts)
+             */
+            files: number;
+            /**
+             * Accepted
+             * @description files that started a queue (deleted lectures no longer count)
+             */
+            accepted: number;
+            /**
+             * Counts
+             * @description queues per status (as the status view has them)
+             */
+            counts: {
+                [key: string]: number;
+            };
         };
         /** Cancellation */
         Cancellation: {
@@ -639,6 +704,30 @@ export interface components {
             };
             /** Failed */
             failed?: string[];
+        };
+        /**
+         * Retry
+         * @description The answer to a retry: the queue runs again.
+         */
+        Retry: {
+            /** Queue Id */
+            queue_id: string;
+            /**
+             * Status
+             * @description processing (or already further, for quick steps)
+             * @enum {string}
+             */
+            status: "pending" | "processing" | "completed" | "failed" | "cancelled";
+            /**
+             * Changed
+             * @description false when the queue was already running again (a double click)
+             */
+            changed: boolean;
+            /**
+             * Steps
+             * @description the steps that run again (every step not completed)
+             */
+            steps: string[];
         };
         /**
          * SearchAnswer
@@ -1353,6 +1442,142 @@ export interface operations {
             };
             /** @description no such queue, or not the caller's */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description invalid parameters */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description the token signing keys (JWKS) are unreachable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    retry_api_video_processing_status__queueId__retry_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the queue id returned by the upload */
+                queueId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Retry"];
+                };
+            };
+            /** @description missing, expired or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description the token's role is not tutor */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description no such queue, or not the caller's */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description the queue completed, or has not ended */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description invalid parameters */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description the token signing keys (JWKS) are unreachable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_batches_api_batches_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+                offset?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchPage"];
+                };
+            };
+            /** @description missing, expired or invalid bearer token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description the token's role is not tutor */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
