@@ -40,6 +40,8 @@ KEEP_ALIVE_SECONDS = 75
 """As ``api.__main__.KEEP_ALIVE_SECONDS`` (the smoke test holds them equal)."""
 H11_MAX_INCOMPLETE_EVENT_SIZE = 1024 * 1024
 """As ``api.limits.HTTP_PARSER_HEADER_BYTES`` (the smoke test holds them equal)."""
+POOL_SIZE = 10
+"""Connections of each minimal endpoint's pool, all opened at start (vidpipe's read pool can reach as many)."""
 QUERY = "SELECT * FROM video_processing_queue_status WHERE queue_id = %s"
 
 
@@ -81,7 +83,7 @@ def minimal_app(database_url: str, variant: str, env: dict[str, str] | None = No
         def configure(conn: psycopg.Connection[Any]) -> None:
             conn.execute(set_path)
 
-        pool = psycopg_pool.ConnectionPool(url.conninfo(), min_size=2, max_size=10, configure=configure,
+        pool = psycopg_pool.ConnectionPool(url.conninfo(), min_size=POOL_SIZE, max_size=POOL_SIZE, configure=configure,
                                            kwargs=pool_kwargs, open=False)
 
         @asynccontextmanager
@@ -103,7 +105,7 @@ def minimal_app(database_url: str, variant: str, env: dict[str, str] | None = No
     async def aconfigure(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(set_path)
 
-    apool = psycopg_pool.AsyncConnectionPool(url.conninfo(), min_size=2, max_size=10, configure=aconfigure,
+    apool = psycopg_pool.AsyncConnectionPool(url.conninfo(), min_size=POOL_SIZE, max_size=POOL_SIZE, configure=aconfigure,
                                              kwargs=pool_kwargs, open=False)
 
     @asynccontextmanager

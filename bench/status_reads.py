@@ -62,6 +62,7 @@ PREFIX = "/api/video-processing"
 MINIMAL_PREFIX = minimal_status.PREFIX
 TARGETS = ("vidpipe", "minimal-sync", "minimal-async")
 TARGET_REFERENCE = "minimal-sync"
+IDLE_SECONDS = 3.0
 """The issue's minimal endpoint: a plain FastAPI route (``def``) and a psycopg pool."""
 
 WRK_SCRIPT = r"""
@@ -204,6 +205,10 @@ def measure(*, seconds: int = 10, connections: int = 200, threads: int = 2, roun
             script = workdir / "status.lua"
             script.write_text(WRK_SCRIPT)
             common = {"connections": connections, "threads": threads, "script": script}
+            idle_before = {target: cpu_seconds(pid) for target, pid in pids.items()}
+            time.sleep(IDLE_SECONDS)  # what each server burns with no request (vidpipe: its followers)
+            idle_cpu = {target: round((cpu_seconds(pid) - idle_before[target]) * 100 / IDLE_SECONDS, 1)
+                        for target, pid in pids.items()}
             runs: dict[str, list[dict[str, Any]]] = {t: [] for t in TARGETS}
             for round_ in range(rounds):
                 shift = round_ % len(TARGETS)
@@ -216,8 +221,10 @@ def measure(*, seconds: int = 10, connections: int = 200, threads: int = 2, roun
                     cpu = cpu_seconds(pids[target]) - cpu_before
                     result["server_cpu_ms_per_request"] = round(cpu * 1000 / max(1, result["requests"]), 3)
                     runs[target].append({"round": round_ + 1, **result})
-        return summarise(runs, agreement, seconds=seconds, connections=connections, threads=threads,
-                         rounds=rounds, queues=queues, warmup_seconds=warmup_seconds)
+        result = summarise(runs, agreement, seconds=seconds, connections=connections, threads=threads,
+                           rounds=rounds, queues=queues, warmup_seconds=warmup_seconds)
+        result["idle_cpu_percent"] = idle_cpu
+        return result
     finally:
         for process in processes:
             process.terminate()
@@ -290,6 +297,8 @@ def main() -> int:
         table.add_row(target, "median", f"{m['requests_per_second']:.0f}", f"{m['p50_ms']:.0f}",
                       f"{m['p99_ms']:.0f}", f"{m['server_cpu_ms_per_request']:.2f}", str(m["errors"]))
     console.print(table)
+    console.print("idle CPU (% of a core, no requests): " + ", ".join(
+        f"{t} {p:.1f}" for t, p in result["idle_cpu_percent"].items()))
     for reference, r in result["vidpipe_over"].items():
         console.print(f"vidpipe / {reference}: throughput {r['throughput']:.2f} (per round "
                       f"{r['throughput_per_round']}), p99 {r['p99']:.2f}, CPU per request {r['cpu_per_request']:.2f}")

@@ -12,6 +12,7 @@ Each follower tracks its position under its own key (``VideoProcessing:queue_sta
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -37,6 +38,8 @@ from projections import outage_gate
 from projections.read_pool import ReadPool
 
 Row = dict[str, Any]
+_pyformat = functools.lru_cache(maxsize=1024)(to_pyformat)
+""":func:`to_pyformat`, remembered: reads repeat a few constant statements; no regex on each one."""
 
 
 class SqlSession:
@@ -191,17 +194,17 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
 
     def fetchall(self, statement: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """One round trip (see :mod:`projections.read_pool`), not a transaction of five."""
-        return self._read_pool().fetchall(to_pyformat(statement), params)
+        return self._read_pool().fetchall(_pyformat(statement), params)
 
     def fetchone(self, statement: str, params: Mapping[str, Any] | None = None) -> Row | None:
-        return self._read_pool().fetchone(to_pyformat(statement), params)
+        return self._read_pool().fetchone(_pyformat(statement), params)
 
     async def afetchall(self, statement: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """On the event loop itself: no hop to a worker thread (see :mod:`projections.read_pool`)."""
-        return await self._read_pool().afetchall(to_pyformat(statement), params)
+        return await self._read_pool().afetchall(_pyformat(statement), params)
 
     async def afetchone(self, statement: str, params: Mapping[str, Any] | None = None) -> Row | None:
-        return await self._read_pool().afetchone(to_pyformat(statement), params)
+        return await self._read_pool().afetchone(_pyformat(statement), params)
 
     def _read_pool(self) -> ReadPool:
         if self._reads is None:

@@ -23,6 +23,7 @@ def test_status_reads_benchmark_measures_vidpipe_beside_the_minimal_endpoints(po
     assert set(result["vidpipe_over"]) == set(TARGETS) - {"vidpipe"}
     assert result["vidpipe_over"][TARGET_REFERENCE]["throughput"] > 0
     assert isinstance(result["target_met"], bool)
+    assert set(result["idle_cpu_percent"]) == set(TARGETS)
 
 
 def test_the_minimal_endpoints_run_with_vidpipes_server_settings() -> None:
