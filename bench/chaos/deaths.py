@@ -17,9 +17,18 @@ cleanup, two ways:
   every kind happens exactly once, deterministically (also after the killing
   phase); the full form arms them with probabilities, on every (re)start
   until the killing phase is over;
-- **a killer thread** SIGKILLs the API every 2–6 s of its uptime (uniform,
-  seeded :data:`SEED`): mid-step, mid-upload, wherever it happens to be. It
-  stops after :data:`KILLER_KILLS` kills, once every upload has its queue id.
+- **a killer thread** SIGKILLs the API 2–6 s (uniform, seeded :data:`SEED`)
+  after it became *ready* — ``/healthz`` answers, which the server does only
+  once its lifespan has started the followers — never while it is still
+  starting (on a loaded machine importing the API alone takes seconds, and a
+  clock counted from the process start killed it over and over before it
+  could take a request). When the time is up and nothing is happening (no
+  upload in flight, no step running, no ffmpeg), it waits up to
+  :data:`WORK_WAIT_SECONDS` more for some work to interrupt, then kills
+  anyway: mid-step, mid-upload, wherever it happens to be. A process that
+  dies otherwise meanwhile (a failpoint) is not killed; the clock starts again
+  when its successor is ready. It stops after :data:`KILLER_KILLS` kills, once
+  every upload has its queue id.
 
 A supervisor thread restarts the API whenever it is dead, as a container
 platform would, and tells the cause of each death: the killer's own pid
@@ -77,6 +86,8 @@ NAME = "process deaths: API SIGKILLed mid-upload, mid-step, around publish, in p
 SEED = 7
 KILL_INTERVAL_SECONDS = (2.0, 6.0)
 KILLER_KILLS = {True: 2, False: 10}  # reduced: full
+WORK_WAIT_SECONDS = 5.0
+"""How long the killer, its time up, waits for an upload, a step or ffmpeg to interrupt before killing anyway."""
 PROBABILITIES = {
     "upload.mid_upload": 0.15,
     "upload.after_store": 0.15,
@@ -87,6 +98,7 @@ PROBABILITIES = {
 }
 FIRED = re.compile(r"vidpipe failpoint (\S+) fired: SIGKILL pid (\d+)")
 UPLOAD_RETRY_PAUSE_SECONDS = 0.5
+IDLE = "nothing of these (a publish, a projection, or idle)"
 
 
 @dataclass
@@ -108,6 +120,31 @@ class Deaths:
     steps_running: Callable[[], bool] = lambda: False
     killing_over: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
+    ready_pid: int | None = None
+    """The API process that answers ``/healthz`` (set by whoever started it, once it answered)."""
+    ready_changed: threading.Condition = field(default_factory=threading.Condition)
+    killer_kills_wanted: int | None = None
+    """How many kills the killer makes (:data:`KILLER_KILLS` by default)."""
+    armed: frozenset[str] = NAMES
+    """The failpoints armed (the reduced form: each once)."""
+    idle_kills: int = 0
+    """Killer kills that found no work within :data:`WORK_WAIT_SECONDS` and killed anyway."""
+
+    def mark_ready(self, pid: int | None) -> None:
+        """``pid`` answers ``/healthz``: the killer's clock for it starts now."""
+        with self.ready_changed:
+            self.ready_pid = pid
+            self.ready_changed.notify_all()
+
+    def wait_ready(self) -> int | None:
+        """The pid of the API once it is ready and still alive; None when the scenario stops."""
+        with self.ready_changed:
+            while not self.stop.is_set():
+                pid = self.ready_pid
+                if pid is not None and self.stack.pid("api") == pid:
+                    return pid
+                self.ready_changed.wait(0.1)
+        return None
 
     def _what_runs(self, pid: int) -> list[str]:
         """What a kill of ``pid`` interrupts: an upload in flight, a step running (by the read
@@ -123,7 +160,7 @@ class Deaths:
                 continue
         if any(name.startswith("ffmpeg") for name in names):  # the packaged binary's name is longer
             found.append("ffmpeg")
-        return found or ["nothing of these (a publish, a projection, or idle)"]
+        return found or [IDLE]
 
     @property
     def killer_kills(self) -> int:
@@ -132,10 +169,10 @@ class Deaths:
     def failpoints_env(self) -> str:
         """``VIDPIPE_FAILPOINTS`` for the next start of the API."""
         if self.reduced:  # each kind once, also after the killing phase: those that fired are left out
-            return ",".join(f"{name}=@1" for name in sorted(NAMES) if not self.by_cause[name])
+            return ",".join(f"{name}=@1" for name in sorted(self.armed) if not self.by_cause[name])
         if self.killing_over.is_set():
             return ""
-        return ",".join(f"{name}={p}" for name, p in PROBABILITIES.items())
+        return ",".join(f"{name}={p}" for name, p in PROBABILITIES.items() if name in self.armed)
 
     def relay(self, line: str, out: Callable[[str], None]) -> None:
         """The stack's log relay, watching for the failpoints' last words."""
@@ -166,6 +203,7 @@ class Deaths:
             if process is None or process.poll() is None:
                 self.stop.wait(0.1)
                 continue
+            self.mark_ready(None)
             with self.lock:
                 self.last_death = time.monotonic()
             cause = self.cause_of(process.pid)
@@ -180,25 +218,33 @@ class Deaths:
                 self.restart_seconds.append(self.stack.restart("api"))
             except RuntimeError as error:  # it died again while starting (a failpoint): next round
                 self.stack.log(f"api restart failed: {error}")
+            else:
+                self.mark_ready(self.stack.pid("api"))
 
     def kill_at_random(self, uploads_done: threading.Event) -> None:
-        """SIGKILL the API after 2–6 s of uptime each time, until enough kills and every upload is in."""
+        """SIGKILL the API 2–6 s after it became ready each time (waiting a little for work to
+        interrupt), until enough kills and every upload is in."""
         rng = random.Random(SEED)
-        wanted = KILLER_KILLS[self.reduced]
+        wanted = KILLER_KILLS[self.reduced] if self.killer_kills_wanted is None else self.killer_kills_wanted
         while not self.stop.is_set():
-            if self.killer_kills >= wanted and uploads_done.is_set():
+            if self.killer_kills >= wanted and (uploads_done.is_set() or wanted == 0):
                 break
             pause = rng.uniform(*KILL_INTERVAL_SECONDS)
-            while not self.stop.is_set() and not self.stack.alive("api"):
-                self.stop.wait(0.1)
-            if self.stop.wait(pause):
+            pid = self.wait_ready()
+            if pid is None or self.stop.wait(pause):
                 return
+            found = self._what_runs(pid)
+            work_deadline = time.monotonic() + WORK_WAIT_SECONDS
+            while found == [IDLE] and time.monotonic() < work_deadline and self.stack.pid("api") == pid:
+                if self.stop.wait(0.2):
+                    return
+                found = self._what_runs(pid)
             with self.lock:
-                pid = self.stack.pid("api")
-                if pid is None:
+                if self.stack.pid("api") != pid:  # it died otherwise meanwhile: count again from its successor
                     continue
                 self.killed_pids.add(pid)
-                self.interrupted.update(self._what_runs(pid))
+                self.interrupted.update(found)
+                self.idle_kills += found == [IDLE]
             self.stack.kill("api")
         self.killing_over.set()
         self.stack.log("killing phase over")
@@ -240,26 +286,43 @@ class Tutor:
                 time.sleep(pause)
 
 
+def files_left_by_dead_requests(storage_dir: Path, sources: set[str]) -> dict[str, list[str]]:
+    """Uploaded files (storage keys) no queue uses: partial ones (``.incoming-*``, a request died
+    while the bytes arrived) and complete ones whose path is none of ``sources`` (the queues'
+    source uploads: the request died before its queue was started)."""
+    files = sorted(p.relative_to(storage_dir).as_posix() for p in storage_dir.glob("*/uploads/*") if p.is_file())
+    partial = [key for key in files if key.rsplit("/", 1)[-1].startswith(".incoming-")]
+    unused = [key for key in files if key not in partial and key not in sources]
+    return {"partial_files": partial, "unreferenced_uploads": unused}
+
+
 def storage_left_by_dead_requests(stack: ChaosStack, queue_ids: list[str]) -> dict[str, int]:
-    """Uploaded files no queue uses: partial ones (``.incoming-*``, a request died while the
-    bytes arrived) and complete ones whose request died before its queue was started."""
+    """How many files :func:`files_left_by_dead_requests` finds, by kind."""
     app = stack.open_app()
     try:
         sources = {app.get_queue(q).options.get("source") for q in queue_ids}
     finally:
         app.close()
-    files = [p for p in stack.storage_dir.glob("*/uploads/*") if p.is_file()]
-    partial = [p for p in files if p.name.startswith(".incoming-")]
-    unused = [p for p in files if p not in partial and p.relative_to(stack.storage_dir).as_posix() not in sources]
-    return {"partial_files": len(partial), "unreferenced_uploads": len(unused)}
+    left = files_left_by_dead_requests(stack.storage_dir, {s for s in sources if s})
+    return {kind: len(keys) for kind, keys in left.items()}
 
 
-def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
-    count = 5 if reduced else 30
+def run(
+    url: str,
+    workdir: Path,
+    *,
+    reduced: bool,
+    count: int | None = None,
+    failpoints: frozenset[str] = NAMES,
+    killer_kills: int | None = None,
+) -> dict[str, Any]:
+    """The scenario: ``count`` lectures (5 reduced, 30 full), ``failpoints`` armed (all by default;
+    each once when reduced), ``killer_kills`` kills by the killer (:data:`KILLER_KILLS`)."""
+    count = count or (5 if reduced else 30)
     clips = lecture_clips(workdir / "clips", count)
     started = time.time()
     stack = ChaosStack(url, workdir, steps="pipeline")
-    deaths = Deaths(stack, reduced)
+    deaths = Deaths(stack, reduced, killer_kills_wanted=killer_kills, armed=frozenset(failpoints))
     stack.stack.service("api").env[ENV_VAR] = deaths.failpoints_env()
     out = stack.stack.out
     stack.stack.out = lambda line: deaths.relay(line, out)
@@ -271,6 +334,7 @@ def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
     problems: list[str] = []
     with stack:
         stack.wait_models_ready()
+        deaths.mark_ready(stack.pid("api"))  # the stack started it and waited for /healthz
         uploads_done = threading.Event()
         threads = [
             threading.Thread(target=deaths.supervise, name="supervisor", daemon=True),
@@ -322,13 +386,15 @@ def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
             "deaths_by_cause": dict(sorted(deaths.by_cause.items())),
             "deaths": sum(deaths.by_cause.values()),
             "killer_kills_interrupted": dict(sorted(deaths.interrupted.items())),
+            "killer_idle_kills": deaths.idle_kills,
             "restarts": deaths.restarts,
             "restart_seconds_max": round(max(deaths.restart_seconds, default=0.0), 2),
             "upload_retries": sum(t.retries for t in tutors),
             "upload_answers": dict(sorted(answers.items())),
             "seconds_to_finish": round(all_terminal - first_upload, 2),
             "storage_left_by_dead_requests": left_over,
-            "failpoints": "each once (@1), left out once fired" if reduced else PROBABILITIES,
+            "failpoints": (f"each once (@1), left out once fired: {', '.join(sorted(failpoints))}" if reduced
+                           else {k: p for k, p in PROBABILITIES.items() if k in failpoints}),
             "peak_rss_mib": peak,
         },
         problems=problems,
