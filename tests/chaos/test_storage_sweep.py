@@ -1,4 +1,5 @@
-"""The reduced *storage sweep* scenario: after the reduced process-deaths run, 0 orphaned files, no referenced one removed."""
+"""The reduced *storage sweep* scenario: two lectures, the API killed mid-upload and after storing an
+upload; afterwards the sweeper removes exactly the files those dead requests left, nothing referenced."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ from bench.chaos.__main__ import run_scenario, violations
 @pytest.mark.postgres
 def test_the_sweeper_removes_what_dead_uploads_left_and_nothing_referenced(postgres_available: None) -> None:
     row = run_scenario("storage-sweep", reduced=True)
-    assert violations(row) == []
+    assert violations(row) == []  # among them: the sweeper's orphans are, file for file, what dead requests left
     details = row["details"]
+    # the API died once mid-upload (a partial file) and once after storing an upload (no queue uses it)
+    assert details["deaths_by_cause"] == {"upload.mid_upload": 1, "upload.after_store": 1}
     left = details["left_by_dead_requests"]
-    # the reduced deaths run kills one upload mid-stream and one after storing: both leave a file
     assert left["partial_files"] >= 1 and left["unreferenced_uploads"] >= 1
     assert details["removed"]["files"] == left["partial_files"] + left["unreferenced_uploads"]
+    assert details["removed"]["bytes"] == details["left_by_dead_requests_bytes"] > 0
+    assert details["files_after"] == details["files_before"] - details["removed"]["files"]
     assert details["orphaned_after"] == 0
     assert details["referenced_removed_or_changed"] == 0
     assert details["referenced_files"] >= row["queues"] * 7  # each queue's upload and its six artifacts
-    assert row["lost_artifacts"] == 0 and row["completed"] == row["queues"] == 5
+    assert details["queue_sources_checked"] == row["queues"]
+    assert row["completed"] == row["queues"] == 2
+    assert row["artifacts_checked"] == 2 * 6 and row["lost_artifacts"] == 0
