@@ -46,13 +46,18 @@ from projections.queue_status import QueueStatusProjection
 from projections.views import open_view
 
 NAME = "storage sweep: the sweeper after the process-deaths run (partial files, uploads no queue uses)"
-REDUCED = {"count": 2, "failpoints": frozenset({"upload.mid_upload", "upload.after_store"}), "killer_kills": 0}
-"""The reduced deaths run: only the deaths that leave files behind."""
+REDUCED_LECTURES = 2
+REDUCED_FAILPOINTS = frozenset({"upload.mid_upload", "upload.after_store"})
+"""The reduced deaths run: only the deaths that leave files behind (each once), no killer."""
 
 
 def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
     started = time.time()
-    died = deaths.run(url, workdir, reduced=True, **REDUCED) if reduced else deaths.run(url, workdir, reduced=False)
+    if reduced:
+        died = deaths.run(url, workdir, reduced=True, count=REDUCED_LECTURES, failpoints=REDUCED_FAILPOINTS,
+                          killer_kills=0)
+    else:
+        died = deaths.run(url, workdir, reduced=False)
     left = died["details"]["storage_left_by_dead_requests"]
     storage = LocalStorage(workdir / "storage")
     env = DatabaseUrl.parse(url).event_store_env()
