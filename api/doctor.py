@@ -239,10 +239,13 @@ def check_leadership(settings: Settings) -> CheckResult:
     """Which process leads each follower of the log (:mod:`projections.leadership`); a warning where none does."""
     names = ["queue_status", "notifications", "moments", "dispatcher", *(["push"] if settings.push_enabled else [])]
     keys = {f"{VideoProcessing.name}:{name}": name for name in names}
+    leadership = leadership_for(settings.database)
     try:
-        holders = leadership_for(settings.database).holders(list(keys))
+        holders = leadership.holders(list(keys))
     except Exception as error:  # noqa: BLE001 - the database check above says why
         return CheckResult("leadership", False, f"not read: {type(error).__name__}: {error}", required=False)
+    finally:
+        leadership.close()
     detail = "; ".join(f"{name}: {holders[key] or 'nobody'}" for key, name in keys.items())
     idle = [name for key, name in keys.items() if holders[key] is None]
     if idle:

@@ -207,12 +207,16 @@ class PostgresLeadership(Leadership):
     def holders(self, keys: Collection[str]) -> dict[str, str | None]:
         ids = self._ids(keys)
         found: dict[str, str | None] = dict.fromkeys(keys)
-        with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=self.connect_timeout) as conn:
-            rows = conn.execute(
-                "SELECT l.objid, l.pid, a.application_name, a.client_addr FROM pg_locks l "
-                "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-                "AND l.classid = %s AND l.objsubid = 2 AND l.granted", (NAMESPACE,),
-            ).fetchall()
+        with self._lock:  # on the dedicated connection: asking often opens no connection each time
+            try:
+                rows = self._connection().execute(
+                    "SELECT l.objid, l.pid, a.application_name, a.client_addr FROM pg_locks l "
+                    "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+                    "AND l.classid = %s AND l.objsubid = 2 AND l.granted", (NAMESPACE,),
+                ).fetchall()
+            except psycopg.Error as error:
+                self._lost(error)
+                raise
         for objid, pid, name, address in rows:
             if int(objid) in ids:
                 where = f" from {address}" if address else ""
