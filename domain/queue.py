@@ -334,7 +334,8 @@ class ProcessingQueue(Aggregate):
         steps: list[str]
         """The steps that run again (every step not completed)."""
         attempts: dict[str, int]
-        """The attempt each of them starts with."""
+        """The attempt each of them starts with: after its last one, and after one whose message
+        was published but refused because the queue had ended (it may still be at QStash)."""
         ready: list[str]
         """Those whose predecessors have all completed: the dispatcher starts them now."""
 
@@ -342,8 +343,10 @@ class ProcessingQueue(Aggregate):
             queue.status = "processing"
             queue.error = None
             queue.resumed = getattr(queue, "resumed", 0) + 1
-            for name in self.steps:
-                queue._steps[name].update(status="pending", retries=0, last_error=None, message_id=None)
+            for name in self.steps:  # the next start is ``attempts[name]``
+                queue._steps[name].update(
+                    status="pending", attempt=self.attempts[name] - 1, retries=0, last_error=None, message_id=None
+                )
 
     class Deleted(Aggregate.Event):
         """The tombstone: who deleted the lecture (when: the event's timestamp); no content."""
@@ -538,12 +541,20 @@ class ProcessingQueue(Aggregate):
             raise NotResumable(self.id, self.status)
         again = [n for n in self.step_names if self._steps[n]["status"] != "completed"]
         ready = [n for n in again if all(self._steps[p]["status"] == "completed" for p in self.graph[n])]
+
+        def offered(name: str) -> bool:
+            """Whether a message for the attempt after the last may have been published already
+            (a delayed retry, also of a step since cancelled, or a step that was ready): that
+            number is skipped too, as the dispatcher never publishes an attempt twice."""
+            status = self._steps[name]["status"]
+            return status in ("retrying", "cancelled") or (status == "pending" and name in ready)
+
         self.trigger_event(
             self.Resumed,
             by=by,
             previous_status=self.status,
             steps=again,
-            attempts={n: self._steps[n]["attempt"] + 1 for n in again},
+            attempts={n: self._steps[n]["attempt"] + (2 if offered(n) else 1) for n in again},
             ready=ready,
         )
         return True

@@ -35,6 +35,9 @@ def test_a_queue_failed_at_any_step_resumes_from_the_steps_not_completed(store: 
     assert type(resumed).__name__ == "Resumed" and resumed.previous_status == "failed"
     assert resumed.steps == [s for s in STEPS if s not in done]
     assert resumed.attempts[failing] == 2  # the failed attempt's number is never used again
+    for step in resumed.ready:  # a ready step's attempt 1 was published (and refused): skipped
+        if step != failing:
+            assert resumed.attempts[step] == 2
     with pytest.raises(StaleAttempt):
         app.start_step(qid, failing, 1)
     for step in [s for s in order if s not in done]:
@@ -53,13 +56,17 @@ def test_a_cancelled_queue_resumes_and_its_steps_get_a_fresh_retry_budget(store:
     assert app.resume(qid, by="tutor-1") is True
     resumed = list(app.queue_events(qid))[-1]
     assert (resumed.previous_status, resumed.ready) == ("cancelled", ["compress", "audio-convert"])
-    assert resumed.attempts == {"compress": 2, "audio-convert": 2, "transcribe": 1, "embed": 1}
+    # audio-convert's attempt 2 was published (a delayed retry): 3; a cancelled step skips one number
+    # (it may have been retrying); transcribe and embed were never offered
+    assert resumed.attempts == {"compress": 3, "audio-convert": 3, "transcribe": 1, "embed": 1}
     queue = app.get_queue(qid)
     assert [(s.status, s.retries) for s in queue.steps] == [("pending", 0)] * 4
-    app.start_step(qid, "audio-convert", 2)
-    assert app.retry_step(qid, "audio-convert", 2, "503 again", 1) == "retried"  # the budget is fresh
+    with pytest.raises(StaleAttempt):
+        app.start_step(qid, "audio-convert", 2)  # the delayed retry, delivered late
     app.start_step(qid, "audio-convert", 3)
-    assert app.retry_step(qid, "audio-convert", 3, "503 still", 1) == "failed"
+    assert app.retry_step(qid, "audio-convert", 3, "503 again", 1) == "retried"  # the budget is fresh
+    app.start_step(qid, "audio-convert", 4)
+    assert app.retry_step(qid, "audio-convert", 4, "503 still", 1) == "failed"
     assert app.resume(qid, by="tutor-1") is True  # and again after the second failure
     assert app.get_queue(qid).step("audio-convert").status == "pending"
 
