@@ -174,7 +174,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(*, seconds: int = 10, connections: int = 200, threads: int = 2, rounds: int = 3,
+def measure(*, seconds: int = 10, connections: int = 200, threads: int = 2, rounds: int = 5,
             queues: int = 10, warmup_seconds: int = 2) -> dict[str, Any]:
     wrk_available()
     workdir = Path(tempfile.mkdtemp(prefix="vidpipe-bench-status-"))
@@ -277,7 +277,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--queues", type=int, default=10)
     args = parser.parse_args()
     console = Console(width=shutil.get_terminal_size((140, 24)).columns)
