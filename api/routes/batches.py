@@ -17,7 +17,10 @@ refused, naming each; ``422`` without a ``file`` part). Files beyond the first
 
 Each file in a batch starts a new queue (the single upload's reuse of a queue
 for the same bytes does not apply, so a batch's files are all in its status);
-batches take no ``Idempotency-Key``: a retried request is a new batch.
+batches take no ``Idempotency-Key``: a retried request is a new batch. When
+the body breaks off midway (a malformed part, the client gone), the queues of
+the files received whole keep running and stay listed under the batch id,
+which ``GET /api/batches`` shows.
 
 ``GET /api/batches``: the caller's batches, newest first (``limit``,
 ``offset``), each with its files, accepted files and queues per status.
@@ -196,7 +199,13 @@ def batches_router(services: Services) -> APIRouter:
     async def upload_batch(request: Request, caller: CurrentTutor) -> JSONResponse:
         """Start one queue per video sent; a broken file is refused alone, the others go on."""
         batch_id = str(uuid.uuid4())
-        files = await _receive_batch(services, caller, request, batch_id)
+        files: list[BatchFile] = []
+        try:
+            await _receive_batch(services, caller, request, batch_id, files)
+        except BaseException:
+            if any(f.queue_id for f in files):  # the body broke off: the queues started stay listed in the batch
+                await run_in_threadpool(ledger.record, batch_id, caller.owner_id, files)
+            raise
         accepted = [f for f in files if f.queue_id]
         if not accepted:
             raise _all_refused(files)
@@ -278,7 +287,10 @@ class _Parts:
                 return
 
 
-async def _receive_batch(services: Services, caller: Caller, request: Request, batch_id: str) -> list[BatchFile]:
+async def _receive_batch(
+    services: Services, caller: Caller, request: Request, batch_id: str, files: list[BatchFile]
+) -> None:
+    """Each file part in turn into ``files``: its queue, or why it was refused."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "multipart/form-data":
         raise UnsupportedMediaType(
@@ -293,7 +305,6 @@ async def _receive_batch(services: Services, caller: Caller, request: Request, b
             "(VIDPIPE_MAX_UPLOAD_BYTES)"
         )
     parts = _Parts(multipart_events(request, boundary_of(request.headers["content-type"])))
-    files: list[BatchFile] = []
     async for event in parts:
         if not isinstance(event, PartStart) or event.name != "file":
             continue
@@ -310,7 +321,6 @@ async def _receive_batch(services: Services, caller: Caller, request: Request, b
             files.append(BatchFile(position=position, filename=event.filename, error=refused.message))
     if not files:
         raise Unprocessable("the multipart body has no part named 'file'")
-    return files
 
 
 async def _one_file(

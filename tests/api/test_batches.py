@@ -137,3 +137,22 @@ def test_the_callers_batches_are_listed_newest_first(served: Served, clients: Cl
     first = tutor.get(BATCHES, params={"limit": 1}).json()
     assert [b["batch_id"] for b in first["items"]] == [newer["batch_id"]] and first["has_more"] is True
     assert other.get(BATCHES).json()["items"] == []
+
+
+def test_a_body_that_breaks_off_keeps_the_files_received_whole_in_the_batch(served: Served, clients: Clients) -> None:
+    pipeline = served()
+    tutor = clients(pipeline, "tutor-a")
+    boundary = "vidpipe-test-boundary"
+    whole = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"whole.mp4\"\r\n"
+             "Content-Type: video/mp4\r\n\r\n").encode() + fake_video(1_000_000, seed=31) + b"\r\n"
+    broken = f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.mp4\"\r\n".encode()
+    note = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n").encode() + b"n" * 300_000 + b"\r\n"
+    body = whole + note + broken + b"\x00garbage that is not a header\r\n--not-the-boundary--"
+    response = tutor.request("POST", BATCHES, content=body,
+                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 400, response.text
+    batches = tutor.get(BATCHES).json()["items"]
+    assert [(b["files"], b["accepted"]) for b in batches] == [(1, 1)]
+    files = tutor.get(f"{BATCHES}/{batches[0]['batch_id']}").json()["files"]
+    assert [f["filename"] for f in files] == ["whole.mp4"]
+    assert tutor.wait_for(files[0]["queue_id"])["status"] == "completed"
