@@ -380,6 +380,7 @@
     $("current-file").textContent = name || "—";
     $("queue-error").hidden = true;
     $("cancel-button").disabled = false;
+    $("retry-button").hidden = true;
     $("transcript-button").disabled = true;
     $("watch-button").disabled = true;
     setBadge($("current-status"), "pending");
@@ -560,6 +561,8 @@
     queueError.textContent = row.error ? (row.status === "cancelled" ? "Cancelled: " : "Failed: ") + row.error : "";
     const terminal = TERMINAL.has(row.status);
     $("cancel-button").disabled = terminal;
+    $("retry-button").hidden = !failed;  // a failed or cancelled queue runs again from its steps not completed
+    $("retry-button").disabled = false;
     const transcribe = (row.steps || []).find((s) => s.step === "transcribe");
     $("transcript-button").disabled = !(transcribe && transcribe.status === "completed");
     const compress = (row.steps || []).find((s) => s.step === "compress");
@@ -609,6 +612,30 @@
     } catch (error) {
       setMessage("status-message", "Cannot cancel: " + error.message, true);
       button.disabled = Boolean(state.lastStatus && TERMINAL.has(state.lastStatus.status));
+    }
+  }
+
+  // Run a failed or cancelled queue again (POST .../status/{id}/retry): its steps not completed
+  // run again, the completed ones' results are kept; then follow it from the start of its trail.
+  async function retryCurrent() {
+    const queueId = state.queueId;
+    if (!queueId) return;
+    const button = $("retry-button");
+    button.disabled = true;
+    setMessage("status-message", "Retrying…");
+    try {
+      await api(API + "/status/" + encodeURIComponent(queueId) + "/retry", { method: "POST" });
+      // the status view shows the earlier end until its projection applies the retry (milliseconds)
+      for (let i = 0; i < 40; i += 1) {
+        const row = await (await api(API + "/status/" + encodeURIComponent(queueId))).json();
+        if (!TERMINAL.has(row.status)) break;
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      follow(queueId, state.currentName);
+      setMessage("status-message", "Retrying: the steps not completed run again…");
+    } catch (error) {
+      setMessage("status-message", "Cannot retry: " + error.message, true);
+      button.disabled = false;
     }
   }
 
@@ -1241,6 +1268,7 @@
       else upload(files[0]);
     });
     $("cancel-button").addEventListener("click", cancelCurrent);
+    $("retry-button").addEventListener("click", retryCurrent);
     $("delete-button").addEventListener("click", deleteCurrent);
     $("transcript-button").addEventListener("click", openTranscript);
     $("watch-button").addEventListener("click", () =>

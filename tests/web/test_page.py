@@ -133,6 +133,17 @@ def test_cancel_midway_in_the_browser(
     expect(page.locator("#queue-list li").first.locator(".q-status")).to_have_text("cancelled")
     screenshot(page, "02-cancelled")
 
+    retry = page.get_by_role("button", name="Retry")  # runs again from the steps not completed
+    expect(retry).to_be_visible()
+    retry.click()
+    expect(page.locator("#current-status")).not_to_have_text("cancelled")
+    expect(retry).to_be_hidden()
+    expect(page.locator('#activity li[data-event="Resumed"]')).to_have_count(1)
+    expect(page.get_by_role("button", name="Cancel processing")).to_be_enabled()
+    screenshot(page, "03-retried")
+    page.get_by_role("button", name="Cancel processing").click()  # leaves the stack idle for the next test
+    expect(page.locator("#current-status")).to_have_text("cancelled")
+
 
 def test_retries_and_the_failure_reason_show_as_they_happen(
     web_stack: WebStack, page: Page, screenshot: Callable[[Page, str], Path],
