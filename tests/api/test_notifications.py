@@ -189,13 +189,20 @@ def test_failed_cancelled_and_progress_notifications(served: Served, clients: Cl
     tutor.wait_for(done)
     rows = kinds(done, 6)
     assert [r["kind"] for r in rows] == ["started", "progress", "progress", "progress", "progress", "completed"]
-    assert rows[1]["message"] == "“short.mp4”: compress finished."
+    # compress and audio-convert run side by side, so the steps finish in either order
+    assert sorted(r["message"] for r in rows[1:5]) == sorted(
+        f"“short.mp4”: {step} finished." for step in ("compress", "audio-convert", "transcribe", "embed")
+    )
 
     cancelled = tutor.upload(fake_video(seed=6), filename="long.mp4").json()["queue_id"]
     tutor.wait_for(cancelled, ("processing",))
     tutor.delete(f"/api/video-processing/status/{cancelled}")
-    rows = kinds(cancelled, 2)
-    assert [r["kind"] for r in rows] == ["started", "cancelled"]
-    assert rows[1]["message"] == "Processing of “long.mp4” was cancelled."
+    rows = wait_until(
+        lambda: (r := reader.for_queue(cancelled)) and r[-1]["kind"] == "cancelled" and r, 10, "cancelled notice"
+    )
+    # audio-convert (and the steps after it) may finish while the held-back compress runs
+    assert rows[0]["kind"] == "started" and {r["kind"] for r in rows[1:-1]} <= {"progress"}
+    assert all("compress" not in r["message"] for r in rows[1:-1])
+    assert rows[-1]["message"] == "Processing of “long.mp4” was cancelled."
     newest = tutor.get("/api/notifications", params={"limit": 2}).json()
-    assert [n["kind"] for n in newest["items"]] == ["cancelled", "started"] and newest["has_more"] is True
+    assert newest["items"][0]["kind"] == "cancelled" and len(newest["items"]) == 2 and newest["has_more"] is True

@@ -51,7 +51,8 @@ def test_health_readiness_and_openapi(served: Served) -> None:
     assert "bearerAuth" in json.dumps(spec) or "HTTPBearer" in json.dumps(spec)
     for path, methods in spec["paths"].items():
         for method, operation in methods.items():
-            assert "200" in operation["responses"] or "202" in operation["responses"], (method, path)
+            # every operation documents its success answer (200, 202, or 204 for a delete)
+            assert any(code.startswith("2") for code in operation["responses"]), (method, path)
     assert http.get("/docs").status_code == 200
     missing = http.get("/no/such/endpoint")
     assert missing.status_code == 404 and "no such endpoint" in missing.json()["error"]
