@@ -96,6 +96,12 @@ class TranscriptionSettings(BaseSettings):
     than this is refused (422, asking for the language option) rather than transcribed in a guessed language.
     """
 
+    detect_default_language: str = "en"
+    """``WHISPER_DETECT_DEFAULT_LANGUAGE``: an unsure detection (under ``WHISPER_DETECT_MIN_PROBABILITY``) whose first
+    guess is this language is transcribed in it, not refused: what an English-only server did with every request,
+    and short English clips are often detected at 0.45-0.5. Empty: every unsure detection is refused.
+    """
+
     languages: str = ""
     """``WHISPER_LANGUAGES``: comma-separated ISO 639-1 codes this server transcribes (``en,es,fr,de,pt``);
     detection picks among them and a request for another is refused. Empty: every language the models know.

@@ -255,6 +255,11 @@ class Whisper:
             return
         guesses = ", ".join(f"{language_name(c)} {p:.0%}" for c, p in detection.candidates[:3])
         top, top_p = detection.candidates[0]
+        default = self.settings.detect_default_language.strip().lower()
+        if default and detection.language == default == top:
+            logger.info("Unsure of the language (%s %.2f) but it is the default %s: transcribing in it",
+                        detection.language, detection.probability, default)
+            return
         if top != detection.language and top_p >= threshold:
             raise LanguageRefused(
                 f"The speech sounds like {language_name(top)} ({top_p:.0%} sure), which this server is not set up "

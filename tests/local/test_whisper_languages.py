@@ -96,6 +96,17 @@ def test_an_unsure_detection_is_refused_rather_than_guessed(speech: dict[str, by
         assert transcribe(client, speech["es"], language="es").status_code == 200  # the hint is the way out
 
 
+def test_an_unsure_english_first_guess_is_transcribed_in_english_unless_switched_off(
+    speech: dict[str, bytes]
+) -> None:
+    for client in server(detect_min_probability=0.9999):
+        body = transcribe(client, speech["en"]).json()
+        assert body["language"] == "en" and body["model"] == "tiny.en" and body["language_probability"] < 0.9999
+    for client in server(detect_min_probability=0.9999, detect_default_language=""):
+        response = transcribe(client, speech["en"])
+        assert response.status_code == 422 and "English" in response.json()["error"]
+
+
 def test_a_language_outside_the_allowed_list_is_refused(speech: dict[str, bytes]) -> None:
     for client in server(languages="en,es"):
         response = transcribe(client, speech["de"])
