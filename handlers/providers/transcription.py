@@ -27,6 +27,7 @@ import httpx
 from handlers.errors import PermanentError, ProviderError, StepCancelled, TransientError
 from handlers.http_errors import RemoteServer, error_for_exception, raise_for_response
 from handlers.media import AudioPiece
+from handlers.partial_transcripts import DEFAULT_EVERY_SECONDS, PartialTranscriptWriter, partial_key
 from handlers.remote import RemoteClient
 from handlers.steps import StepContext, StepJob, StepResult
 from handlers.storage import ArtifactNotFound, Storage, artifact_key
@@ -42,6 +43,9 @@ Splitter = Callable[[Path, Path], list[AudioPiece]]
 
 SegmentProgress = Callable[[float], None]
 """Called with the end (seconds from the audio's start) of each segment as the server decodes it."""
+
+SegmentText = Callable[[list[Segment]], None]
+"""Called with the segments (times from the audio's start, text) that arrived together as the server streams."""
 
 KNOWN_EVENTS = frozenset({"transcript.text.delta", "transcript.text.segment", "transcript.text.done", "error"})
 
@@ -98,17 +102,19 @@ class WhisperClient(RemoteClient):
         return self.server.host
 
     def transcribe(
-        self, audio: Path, on_segment: SegmentProgress | None = None, *, language: str | None = None
+        self, audio: Path, on_segment: SegmentProgress | None = None, *, language: str | None = None,
+        on_text: SegmentText | None = None,
     ) -> Transcript:
         """The transcript of the audio file, segment timestamps relative to its start.
 
-        ``on_segment`` hears each segment's end as it is decoded when the server streams. ``language``
+        ``on_segment`` hears each segment's end as it is decoded when the server streams, ``on_text`` the
+        segments themselves (those that arrived together, in one call). ``language``
         (ISO 639-1) names the speech's language; without it (and without the client's own ``language``)
         the server detects it.
         """
         form = self._form(language or self.language)
         if self.streams is not False:
-            transcript = self._transcribe_streamed(audio, on_segment or (lambda end: None), form)
+            transcript = self._transcribe_streamed(audio, on_segment or (lambda end: None), form, on_text)
             if transcript is not None:
                 return transcript
         with self._upload(audio) as files:
@@ -120,7 +126,7 @@ class WhisperClient(RemoteClient):
         return transcript
 
     def _transcribe_streamed(
-        self, audio: Path, on_segment: SegmentProgress, form: dict[str, Any]
+        self, audio: Path, on_segment: SegmentProgress, form: dict[str, Any], on_text: SegmentText | None = None
     ) -> Transcript | None:
         """The transcript, read from server-sent events as they come; None if the server refused to stream."""
         try:
@@ -137,7 +143,7 @@ class WhisperClient(RemoteClient):
                     response.read()  # an error, or it ignored stream=true and answered the whole transcript
                     raise_for_response(response, self.server)
                     return self._transcript(self._body(response), response.status_code, response.text)
-                done = self._read_events(response, on_segment)
+                done = self._read_events(response, on_segment, on_text)
                 if done is None:
                     logger.info("%s streams events of another kind; asking again without stream", self.server)
                     self.streams = None
@@ -146,7 +152,9 @@ class WhisperClient(RemoteClient):
         except httpx.HTTPError as error:
             raise error_for_exception(error, self.server) from error
 
-    def _read_events(self, response: httpx.Response, on_segment: SegmentProgress) -> dict[str, Any] | None:
+    def _read_events(
+        self, response: httpx.Response, on_segment: SegmentProgress, on_text: SegmentText | None = None
+    ) -> dict[str, Any] | None:
         """The ``transcript.text.done`` event's body, reporting ``transcript.text.segment`` ends on the way.
 
         Segments that arrive together (a batch decoded at once) are reported once, with the last end, so
@@ -160,6 +168,7 @@ class WhisperClient(RemoteClient):
         for text in response.iter_text():
             *lines, pending = (pending + text).split("\n")
             heard: float | None = None
+            arrived: list[Segment] = []
             for line in (line.rstrip("\r") for line in lines):
                 if line.startswith("data:"):
                     data.append(line[5:].strip())
@@ -171,12 +180,17 @@ class WhisperClient(RemoteClient):
                 understood = understood or kind in KNOWN_EVENTS
                 if kind == "transcript.text.segment" and isinstance(event.get("end"), (int, float)):
                     heard = float(event["end"])
+                    start = event.get("start")
+                    start = float(start) if isinstance(start, (int, float)) else heard
+                    arrived.append(Segment(min(start, heard), heard, str(event.get("text") or "").strip()))
                 elif kind == "transcript.text.done":
                     return event
                 elif kind == "error":
                     raise TransientError(f"{self.server} failed while transcribing: {_clip(event.get('error'))}")
             if heard is not None:
                 on_segment(heard)
+            if arrived and on_text is not None:
+                on_text(arrived)
         if not understood:
             return None
         raise TransientError(f"{self.server} ended its stream before the transcript was complete")
@@ -269,6 +283,11 @@ class WhisperTranscriber:
     tutor's default) is sent with every piece; without it the server detects
     the language on the first piece, and that language is sent with the rest,
     so one lecture is transcribed in one language by one model.
+
+    While it runs, the segments heard so far are kept in the queue's storage
+    folder (:mod:`handlers.partial_transcripts`, at most one write per
+    ``partial_every_seconds`` and one at the end of each streamed piece), for
+    the page to show the transcript growing; the final transcript replaces it.
     """
 
     name = "whisper-server"
@@ -282,8 +301,10 @@ class WhisperTranscriber:
         *,
         wake_next: Callable[[], object] | None = None,
         cache_max_age_seconds: float = 7 * 24 * 3600,
+        partial_every_seconds: float = DEFAULT_EVERY_SECONDS,
     ) -> None:
         self.client = client
+        self.partial_every_seconds = partial_every_seconds
         self.cache_max_age_seconds = cache_max_age_seconds
         self.storage = storage
         self.splitter = splitter
@@ -310,19 +331,26 @@ class WhisperTranscriber:
         wake_in_background(self.wake_next)
         self.prune_cache()
         workdir = self.cache_dir / job.queue_id
+        partial = PartialTranscriptWriter(self.storage, partial_key(job.owner_id, job.queue_id),
+                                          every_seconds=self.partial_every_seconds,
+                                          allowed=lambda: not context.cancelled.is_set())
         try:
-            transcript = self._transcribe(job, context, workdir)
+            transcript = self._transcribe(job, context, workdir, partial)
             outputs = store_transcript(self.storage, job, transcript)
         except TransientError:
-            raise  # keep the finished pieces for the next attempt
+            raise  # keep the finished pieces (and the transcript so far) for the next attempt
         except (ProviderError, StepCancelled):
             shutil.rmtree(workdir, ignore_errors=True)
+            partial.clear()
             raise
+        partial.clear()  # after the final transcript is stored: a reader always finds one of them
         shutil.rmtree(workdir, ignore_errors=True)
         return StepResult(outputs=outputs, provider=f"{self.name}@{self.client.host}", model=transcript.model)
 
     # ------------------------------------------------------------------ phases
-    def _transcribe(self, job: StepJob, context: StepContext, workdir: Path) -> Transcript:
+    def _transcribe(
+        self, job: StepJob, context: StepContext, workdir: Path, partial: PartialTranscriptWriter | None = None
+    ) -> Transcript:
         audio = self._download(job, workdir)
         context.check()
         (workdir / "pieces").mkdir(parents=True, exist_ok=True)
@@ -339,8 +367,20 @@ class WhisperTranscriber:
                 heard = before + min(max(end, 0.0), length)
                 context.report(98 * heard / total, f"transcribed {_clock(heard)} of {_clock(total)}")
 
-            transcript = self._piece(workdir, number, piece, len(pieces), on_segment, language)
+            live: list[Segment] = []
+
+            def so_far(start: float = piece.start, live: list[Segment] = live) -> Transcript:
+                return merge([*parts, (start, Transcript(tuple(live), language))])
+
+            def on_text(segments: list[Segment], live: list[Segment] = live) -> None:
+                live.extend(segments)
+                if partial is not None:
+                    partial.offer(so_far)
+
+            transcript = self._piece(workdir, number, piece, len(pieces), on_segment, language, on_text)
             parts.append((piece.start, transcript))
+            if partial is not None:  # a streamed piece's last segments are written now, not one piece later
+                partial.offer(lambda: merge(parts), force=bool(live))
             if language is None and transcript.segments and transcript.language:
                 language = transcript.language  # detected on this piece: the rest are in it too
             done += length
@@ -363,7 +403,7 @@ class WhisperTranscriber:
 
     def _piece(
         self, workdir: Path, number: int, piece: AudioPiece, count: int, on_segment: SegmentProgress,
-        language: str | None,
+        language: str | None, on_text: SegmentText | None = None,
     ) -> Transcript:
         cached = workdir / f"piece-{number}.json"
         if cached.is_file():
@@ -373,7 +413,7 @@ class WhisperTranscriber:
                 return Transcript.from_dict(saved["transcript"])
         logger.info("transcribing piece %d of %d (%.1f-%.1f s, language %s) on %s", number, count, piece.start,
                     piece.end, language or "to detect", self.client.server)
-        transcript = self.client.transcribe(piece.path, on_segment, language=language)
+        transcript = self.client.transcribe(piece.path, on_segment, language=language, on_text=on_text)
         temp = cached.with_suffix(".tmp")
         temp.write_text(json.dumps({"start": piece.start, "end": piece.end, "transcript": transcript.to_dict()}))
         os.replace(temp, cached)
