@@ -25,6 +25,9 @@ from api.schemas import (
 )
 from api.services import Services
 from api.stream_slots import SlottedEventSourceResponse
+from handlers.partial_transcripts import partial_document, read_partial
+from handlers.storage import ArtifactNotFound, artifact_key
+from handlers.transcripts import WRITERS, Transcript, encoded, parse_json
 
 PREFIX = "/api/video-processing"
 QueueId = Annotated[str, Path(alias="queueId", description="the queue id returned by the upload")]
@@ -57,6 +60,8 @@ TRANSCRIPT_MEDIA_TYPES = {
     "vtt": "text/vtt",
     "txt": "text/plain",
 }
+SO_FAR_STATES = frozenset({"running", "retrying"})
+"""Transcribe step states in which ``?partial=true`` answers the transcript so far."""
 
 
 def queues_router(services: Services) -> APIRouter:
@@ -134,7 +139,8 @@ def queues_router(services: Services) -> APIRouter:
         responses={
             **QUEUE_RESPONSES,
             200: {
-                "description": "the transcript file",
+                "description": "the transcript file; with `partial=true`, the header `X-Transcript-Complete` "
+                "says whether it is the final one, and the JSON carries `complete` (true or false)",
                 "content": {t: {"schema": {"type": "string"}} for t in TRANSCRIPT_MEDIA_TYPES.values()},
             },
         },
@@ -143,8 +149,18 @@ def queues_router(services: Services) -> APIRouter:
         queue_id: QueueId,
         caller: CurrentTutor,
         format: Annotated[TranscriptFormat, Query(description="json, srt, vtt or txt")] = "json",  # noqa: A002
-    ) -> StreamingResponse:
-        """Download the transcript (404 with the reason until the transcribe step made it)."""
+        partial: Annotated[bool, Query(
+            description="while the transcribe step runs (or waits to retry), answer the segments transcribed "
+            "so far (maybe none yet) instead of 404; once it completed, the final transcript")] = False,
+    ) -> Response:
+        """Download the transcript (404 with the reason until the transcribe step made it).
+
+        With `partial=true` the transcript grows while the step runs: the segments so far, refreshed
+        every few seconds (`complete: false`); the final one (`complete: true`) once the step completed;
+        404 before the step starts, or when it failed or was cancelled without a transcript.
+        """
+        if partial:
+            return _transcript_so_far(services, caller, queue_id, format)
         key, language = access.transcript(caller, queue_id, format)
         if not services.storage.exists(key):
             raise NotFound(f"the {format} transcript of queue {shorten(queue_id)} is missing from storage")
@@ -159,6 +175,58 @@ def queues_router(services: Services) -> APIRouter:
         )
 
     return router
+
+
+def _transcript_so_far(services: Services, caller: Caller, queue_id: str, fmt: str) -> Response:
+    """``?partial=true``: the final transcript once the step completed, else the segments heard so far."""
+    row = services.queues.status(caller, queue_id)  # 404 unless the caller's
+    step = next((s for s in row["steps"] if s["step"] == "transcribe"), None)
+    if step is None:
+        raise NotFound(f"processing queue {shorten(queue_id)} has no transcribe step")
+    storage = services.storage
+    media_type = TRANSCRIPT_MEDIA_TYPES[fmt]
+    headers = {
+        "Content-Disposition": f'attachment; filename="transcript-{queue_id}.{fmt}"',
+        "Cache-Control": "no-store",
+    }
+    if (step.get("outputs") or {}).get(f"transcript_{fmt}"):
+        key, language = services.queues.transcript(caller, queue_id, fmt)
+        headers.update({"X-Transcript-Complete": "true", **({"Content-Language": language} if language else {})})
+        try:
+            if fmt == "json":  # the stored file, with complete: true in front
+                final = json.loads(b"".join(storage.iter_bytes(key)))
+                body: bytes = json.dumps({"complete": True, **final}, ensure_ascii=False).encode()
+            else:
+                body = b"".join(storage.iter_bytes(key))
+        except ArtifactNotFound:
+            raise NotFound(f"the {fmt} transcript of queue {shorten(queue_id)} is missing from storage") from None
+        return _transcript_response(body, media_type, headers)
+    if step["status"] not in SO_FAR_STATES:
+        state = "is " + step["status"] if step["status"] != "completed" else "completed without it"
+        raise NotFound(
+            f"the {fmt} transcript of queue {shorten(queue_id)} does not exist yet: "
+            f"the transcribe step {state} (queue {row['status']})"
+        )
+    so_far = read_partial(storage, caller.owner_id, queue_id)
+    if so_far is None:  # nothing heard yet, or the final transcript is stored and its completion on the way
+        final_key = artifact_key(caller.owner_id, queue_id, "transcript_json")
+        try:
+            so_far = parse_json(b"".join(storage.iter_bytes(final_key)))
+        except (ArtifactNotFound, ValueError, KeyError, TypeError):
+            so_far = Transcript()
+    headers["X-Transcript-Complete"] = "false"
+    if so_far.language:
+        headers["Content-Language"] = so_far.language
+    if fmt == "json":
+        body = json.dumps(partial_document(so_far), ensure_ascii=False).encode()
+    else:
+        body = b"".join(encoded(WRITERS[fmt](so_far)))
+    return _transcript_response(body, media_type, headers)
+
+
+def _transcript_response(body: bytes, media_type: str, headers: dict[str, str]) -> Response:
+    charset = "; charset=utf-8" if media_type.startswith("text/") else ""
+    return Response(body, media_type=media_type + charset, headers=headers)
 
 
 def _last_event_id(header: str | None) -> int:

@@ -118,6 +118,10 @@ export interface paths {
         /**
          * Transcript
          * @description Download the transcript (404 with the reason until the transcribe step made it).
+         *
+         *     With `partial=true` the transcript grows while the step runs: the segments so far, refreshed
+         *     every few seconds (`complete: false`); the final one (`complete: true`) once the step completed;
+         *     404 before the step starts, or when it failed or was cancelled without a transcript.
          */
         get: operations["transcript_api_video_processing_status__queueId__transcript_get"];
         put?: never;
@@ -1400,6 +1404,8 @@ export interface operations {
             query?: {
                 /** @description json, srt, vtt or txt */
                 format?: "json" | "srt" | "vtt" | "txt";
+                /** @description while the transcribe step runs (or waits to retry), answer the segments transcribed so far (maybe none yet) instead of 404; once it completed, the final transcript */
+                partial?: boolean;
             };
             header?: never;
             path: {
@@ -1410,7 +1416,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the transcript file */
+            /** @description the transcript file; with `partial=true`, the header `X-Transcript-Complete` says whether it is the final one, and the JSON carries `complete` (true or false) */
             200: {
                 headers: {
                     [name: string]: unknown;
