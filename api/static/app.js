@@ -31,6 +31,8 @@
     both: "found by words and meaning",
   };
   const FOLLOW_PAUSE_MS = 4000; // the transcript stops following while the tutor scrolls it
+  const LIVE_POLL_MS = 3000; // how often the transcript so far is read while the transcribe step runs
+  const LIVE_STATES = new Set(["running", "retrying"]);
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -45,6 +47,7 @@
     currentName: null,
     search: { timer: null, controller: null, query: "" },
     player: idlePlayer(),
+    live: null, // {queueId, timer, busy, lastRead} while the transcript grows on the page
   };
 
   function idlePlayer() {
@@ -371,6 +374,7 @@
     state.lastStatus = null;
     state.announced = new Map();
     $("current").hidden = false;
+    stopLiveTranscript();
     $("transcript").hidden = true;
     $("cues").replaceChildren();
     $("activity").replaceChildren();
@@ -565,6 +569,7 @@
     $("retry-button").disabled = false;
     const transcribe = (row.steps || []).find((s) => s.step === "transcribe");
     $("transcript-button").disabled = !(transcribe && transcribe.status === "completed");
+    followTranscript(row, transcribe);
     const compress = (row.steps || []).find((s) => s.step === "compress");
     $("watch-button").disabled = !(compress && compress.status === "completed") || row.status === "cancelled";
     if (row.filename && !state.currentName) {
@@ -666,6 +671,27 @@
     return API + "/status/" + encodeURIComponent(state.queueId) + "/transcript?format=" + format;
   }
 
+  function cueItem(s) {
+    return el("li", { className: "cue" },
+      el("time", { datetime: "PT" + Number(s.start).toFixed(3) + "S", text: clock(s.start) + " – " + clock(s.end) }),
+      el("span", { className: "cue-text", text: s.text }));
+  }
+
+  // The whole transcript in the panel, with its facts, downloads offered.
+  function showTranscript(data) {
+    const cues = (data.segments || []).map(cueItem);
+    $("cues").replaceChildren(...cues);
+    const meta = [plural(cues.length, "cue")];
+    if (data.language) meta.push("language " + data.language);
+    if (data.duration) meta.push(clock(data.duration) + " of audio");
+    if (data.model) meta.push(data.model);
+    $("transcript-meta").textContent = meta.join(" · ");
+    $("transcript").removeAttribute("aria-busy");
+    $("transcript").querySelector(".downloads").hidden = false;
+    $("transcript").hidden = false;
+    return cues.length;
+  }
+
   async function openTranscript() {
     const section = $("transcript");
     setMessage("status-message", "Loading the transcript…");
@@ -676,20 +702,84 @@
       setMessage("status-message", "Cannot open the transcript: " + error.message, true);
       return;
     }
-    const cues = (data.segments || []).map((s) =>
-      el("li", { className: "cue" },
-        el("time", { datetime: "PT" + Number(s.start).toFixed(3) + "S", text: clock(s.start) + " – " + clock(s.end) }),
-        el("span", { className: "cue-text", text: s.text })));
-    $("cues").replaceChildren(...cues);
-    const meta = [plural(cues.length, "cue")];
-    if (data.language) meta.push("language " + data.language);
-    if (data.duration) meta.push(clock(data.duration) + " of audio");
-    if (data.model) meta.push(data.model);
-    $("transcript-meta").textContent = meta.join(" · ");
-    section.hidden = false;
-    setMessage("status-message", "Transcript opened: " + plural(cues.length, "cue") + ".");
+    stopLiveTranscript();
+    const count = showTranscript(data);
+    setMessage("status-message", "Transcript opened: " + plural(count, "cue") + ".");
     section.focus();
     section.scrollIntoView({ block: "start" });
+  }
+
+  // ------------------------------------------------------------ the transcript as it grows
+  // While the followed queue's transcribe step runs, the transcript panel shows the segments heard so far
+  // (GET .../transcript?partial=true, every LIVE_POLL_MS and on the stream's status news, one read at a
+  // time), appending the new ones; once the step completes it shows the final transcript.
+  function followTranscript(row, transcribe) {
+    const queueId = row.queue_id;
+    if (!transcribe || queueId !== state.queueId) return;
+    const running = LIVE_STATES.has(transcribe.status) && !TERMINAL.has(row.status);
+    const live = state.live && state.live.queueId === queueId ? state.live : null;
+    if (running) {
+      if (!live) startLiveTranscript(queueId);
+      else if (Date.now() - live.lastRead > LIVE_POLL_MS / 2) readLiveTranscript(live);
+    } else if (live) {
+      stopLiveTranscript();
+      if (transcribe.status === "completed") readLiveTranscript({ queueId, timer: null, busy: false, lastRead: 0 });
+      else $("transcript-meta").textContent = "Transcription stopped (" + transcribe.status + ") after " +
+        plural($("cues").children.length, "segment") + ".";
+    }
+  }
+
+  function startLiveTranscript(queueId) {
+    stopLiveTranscript();
+    const live = { queueId, timer: null, busy: false, lastRead: 0 };
+    state.live = live;
+    $("cues").replaceChildren();
+    $("transcript-meta").textContent = "Transcribing… the text appears here as it is heard.";
+    $("transcript").querySelector(".downloads").hidden = true; // offered once the transcript is complete
+    $("transcript").setAttribute("aria-busy", "true");
+    $("transcript").hidden = false;
+    readLiveTranscript(live);
+  }
+
+  function stopLiveTranscript() {
+    if (state.live) clearTimeout(state.live.timer);
+    state.live = null;
+    $("transcript").removeAttribute("aria-busy");
+  }
+
+  async function readLiveTranscript(live) {
+    if (live.busy) return;
+    live.busy = true;
+    live.lastRead = Date.now();
+    clearTimeout(live.timer);
+    let data = null;
+    try {
+      const path = API + "/status/" + encodeURIComponent(live.queueId) + "/transcript?format=json&partial=true";
+      data = await (await api(path, { cache: "no-store" })).json();
+    } catch (error) {
+      if (error.status === 401) return; // api() signed the tutor out
+      // 404: the step ended without a transcript (the status says why); else try again at the next poll
+    } finally {
+      live.busy = false;
+    }
+    if (state.queueId !== live.queueId) return;
+    if (data && data.complete) {
+      if (state.live === live) stopLiveTranscript();
+      showTranscript(data);
+      return;
+    }
+    if (state.live !== live) return;
+    if (data) {
+      const cues = $("cues");
+      const segments = data.segments || [];
+      if (segments.length < cues.children.length) cues.replaceChildren();
+      cues.append(...segments.slice(cues.children.length).map(cueItem)); // the segments so far only grow
+      if (segments.length) {
+        $("transcript-meta").textContent = "Transcribing… " + plural(segments.length, "segment") + " so far, up to " +
+          clock(segments[segments.length - 1].end) + " (updates every few seconds).";
+      }
+    }
+    live.timer = setTimeout(() => readLiveTranscript(live), LIVE_POLL_MS);
   }
 
   async function download(format) {
