@@ -1,7 +1,7 @@
 """Property: a projection rebuilt from event 0 equals the live projection, row for row.
 
 Hypothesis writes random programs of commands over a few queues (valid ones,
-redeliveries, refusals, cancellations) and runs the live follower at random
+redeliveries, refusals, cancellations, retries of ended queues) and runs the live follower at random
 moments in between, so the live rows are built in batches of every size. Then:
 
 - the live rows agree with the aggregates (status, step statuses, progress);
@@ -34,6 +34,7 @@ operations = st.one_of(
     st.tuples(st.just("retry"), st.integers(0, QUEUES - 1), st.integers(1, 600)),
     st.tuples(st.just("fail"), st.integers(0, QUEUES - 1), st.just(0)),
     st.tuples(st.just("cancel"), st.integers(0, QUEUES - 1), st.just(0)),
+    st.tuples(st.just("resume"), st.integers(0, QUEUES - 1), st.just(0)),
     st.tuples(st.just("redeliver"), st.integers(0, QUEUES - 1), st.just(0)),
     st.tuples(st.just("project"), st.just(0), st.just(0)),
 )
@@ -67,6 +68,8 @@ def run_program(store: Store, program: list[tuple[str, int, int]]) -> list[Any]:
                 store.follower.catch_up()
             elif op == "cancel":
                 app.cancel(qid, by="tutor")
+            elif op == "resume":  # the tutor retries a failed or cancelled queue
+                app.resume(qid, by="tutor")
             elif op == "redeliver" and index in last:
                 last[index]()
             elif move is None:
