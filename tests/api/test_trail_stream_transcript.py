@@ -56,7 +56,10 @@ def test_the_audit_trail_lists_every_event_in_order(served: Served, clients: Cli
     assert [e["position"] for e in events] == list(range(1, len(events) + 1))
     assert [e["event"] for e in events] == pipeline.event_names(qid)
     assert events[0]["event"] == "Created" and "owner_id=tutor-a" in events[0]["detail"]
-    assert [e["step"] for e in events if e["event"] == "StepCompleted"] == STEPS
+    completed = [e["step"] for e in events if e["event"] == "StepCompleted"]
+    # compress and audio-convert run side by side and finish in either order; the rest follow audio-convert
+    assert sorted(completed) == sorted(STEPS)
+    assert completed.index("audio-convert") < completed.index("transcribe") < completed.index("embed")
     assert events[-1]["event"] == "Completed"
 
 
