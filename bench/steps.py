@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import inspect
 import json
 import os
 import platform
@@ -654,7 +653,6 @@ def run_direct(
     from api.settings import Settings
     from handlers.media.ffmpeg import compress, extract_audio
     from handlers.media.probe import probe
-    from handlers.providers.embeddings import Embedder
     from handlers.providers.ffmpeg import CompressionOptions, FfmpegAudioConverter
     from handlers.transcripts import chunk_segments, parse_json
 
@@ -662,9 +660,8 @@ def run_direct(
     settings = Settings(**api_env)
     options = CompressionOptions(max_height=settings.compress_max_height, crf=settings.compress_crf)
     audio_bitrate = {f.name: f.default for f in dataclasses.fields(FfmpegAudioConverter)}["bitrate"]
-    embedder_defaults = inspect.signature(Embedder).parameters
-    max_chars = embedder_defaults["max_chars"].default
-    overlap = embedder_defaults["overlap_segments"].default
+    max_chars, overlap = settings.chunk_max_chars, settings.chunk_overlap_segments  # as api/providers.py builds
+    # the Embedder (the class's own defaults are not what the service uses)
 
     workdir.mkdir(parents=True, exist_ok=True)
     compressed, audio = workdir / "compressed.mp4", workdir / "audio.ogg"

@@ -56,6 +56,7 @@ def test_steps_benchmark_measures_every_figure(tmp_path: Path) -> None:
         assert isinstance(wer, float) and 0.0 <= wer <= 1.0, wer
         assert figures["segments"] >= 1
     assert result["embedding"]["chunks"] >= 1 and result["embedding"]["dimension"] == 384
+    assert result["embedding"]["direct_chunks"] == result["embedding"]["chunks"]  # the same work on both sides
 
     cpu = result["cpu_seconds"]
     if cpu["pipeline"] is not None:  # /proc is there (Linux)
