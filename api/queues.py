@@ -23,7 +23,7 @@ from api.errors import Conflict, NotFound, shorten
 from domain import QueueIsTerminal, QueueNotFound, VideoProcessing
 from domain.application import TimelineEntry
 from domain.queue import TERMINAL, ProcessingQueue
-from projections.queue_status import QueueStatusReader, _normalised
+from projections.queue_status import QueueStatusReader, _normalised, weighted_progress
 from projections.views import ReadModelView
 
 MAX_PAGE = 100
@@ -44,10 +44,11 @@ def status_from_aggregate(queue: ProcessingQueue) -> dict[str, Any]:
         }
         for i, s in enumerate(queue.steps)
     ]
-    progress = 100 if queue.status == "completed" else sum(s["progress"] for s in steps) // max(1, len(steps))
+    progress = 100 if queue.status == "completed" else weighted_progress({s["step"]: s["progress"] for s in steps})
     return {
         "queue_id": str(queue.id), "owner_id": queue.owner_id, "attachment_id": queue.attachment_id,
         "status": queue.status, "progress_percentage": progress, "current_step": queue.running_step,
+        "running_steps": list(queue.running_steps),
         "error": queue.error, "retries": sum(s["retries"] for s in steps), "version": queue.version,
         "created_at": _iso(queue.created_on), "started_at": None, "finished_at": None,
         "updated_at": _iso(queue.modified_on), "steps": steps,

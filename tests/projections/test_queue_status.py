@@ -248,3 +248,23 @@ def test_a_batch_read_before_another_runner_moved_is_refused(store: Store) -> No
     with pytest.raises(IntegrityError, match="moved"):
         store.view.record(QueueStatusProjection(), events, Tracking(store.follower.key, last), after=read_at)
     assert len(store.reader.list_for_owner("tutor-1")) == 1
+
+
+def test_the_api_s_status_from_the_aggregate_matches_the_view_while_the_projection_lags(store: Store) -> None:
+    """The status endpoint answers from the aggregate when the view has no row yet (projection lag): the same
+    progress weighting, current step and running steps as the view."""
+    from api.queues import status_from_aggregate
+
+    app, follower, reader = store.app, store.follower, store.reader
+    qid = app.start_processing("tutor-1", "attachment-7", {})
+    app.start_step(qid, "compress", 1)
+    app.start_step(qid, "audio-convert", 1)
+    app.report_progress(qid, "compress", 1, 50)
+    app.complete_step(qid, "audio-convert", 1, {"audio": "a.wav"}, "ffmpeg", None, 1.0)
+    follower.catch_up()
+    row = reader.status(str(qid))
+    assert row is not None
+    computed = status_from_aggregate(app.repository.get(qid))
+    for key in ("status", "progress_percentage", "current_step", "running_steps"):
+        assert computed[key] == row[key], key
+    assert computed["running_steps"] == ["compress"] and computed["progress_percentage"] == (50 * 64 + 100 * 4) // 100
