@@ -76,6 +76,9 @@ def search_router(services: Services, search: LectureSearch, signer: MediaSigner
         row = services.queues.status(caller, queue_id)
         outputs = {s["step"]: s.get("outputs") or {} for s in row["steps"]}
         video = outputs.get("compress", {}).get("video")
+        if not video and "compress" not in outputs:
+            # a queue without the compress step (skip_compress: an already small video) plays its original upload
+            video = (services.queues.app.get_queue(queue_id).options or {}).get("source")
         if not video:
             raise NotFound(f"the compressed video of queue {queue_id} does not exist yet (queue {row['status']})")
         token, expires = signer.sign((queue_id, caller.owner_id, "video", str(video)))

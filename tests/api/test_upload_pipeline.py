@@ -15,7 +15,8 @@ UPLOAD = "/api/video-processing/upload"
 def test_skip_compress_leaves_the_compress_step_out(served: Served, clients: Clients) -> None:
     pipeline = served()
     tutor = clients(pipeline, "tutor-a")
-    queue_id = tutor.upload(fake_video(2001), params={"skip_compress": "true"}).json()["queue_id"]
+    original = fake_video(2001)
+    queue_id = tutor.upload(original, params={"skip_compress": "true"}).json()["queue_id"]
     created = pipeline.events(queue_id)[0]
     assert created.steps == ["audio-convert", "transcribe", "embed"]
     assert created.graph == {"audio-convert": [], "transcribe": ["audio-convert"], "embed": ["transcribe"]}
@@ -24,6 +25,11 @@ def test_skip_compress_leaves_the_compress_step_out(served: Served, clients: Cli
     status = tutor.request("GET", f"/api/video-processing/status/{queue_id}").json()
     assert [s["step"] for s in status["steps"]] == ["audio-convert", "transcribe", "embed"]
     assert status["running_steps"] == [] and status["progress_percentage"] == 100
+    # nothing was compressed: the player gets the original upload
+    links = tutor.request("GET", f"/api/video-processing/status/{queue_id}/media")
+    assert links.status_code == 200, links.text
+    played = tutor.request("GET", links.json()["video_url"])
+    assert played.status_code == 200 and played.content == original
 
     default = tutor.upload(fake_video(2002)).json()["queue_id"]
     assert pipeline.events(default)[0].graph == {
