@@ -208,19 +208,30 @@ export function useQueueEvents(
 
 export type TranscriptFormat = "json" | "srt" | "vtt" | "txt";
 
-/** The transcript: parsed JSON for `json` (the default), the file's text for `srt`, `vtt`, `txt`. */
+/**
+ * The transcript: parsed JSON for `json` (the default), the file's text for `srt`, `vtt`, `txt`.
+ *
+ * `live: true` (JSON only) asks for the transcript as it grows (`?partial=true`): while the transcribe step
+ * runs, the segments heard so far with `complete: false`, read again every `liveIntervalMs` (3 s) until the
+ * answer says `complete: true` (the final transcript); before the step starts it is a 404 error.
+ */
 export function useTranscript(
   queueId: string | null | undefined,
-  options: { format?: TranscriptFormat; enabled?: boolean } = {},
+  options: { format?: TranscriptFormat; enabled?: boolean; live?: boolean; liveIntervalMs?: number } = {},
 ): UseQueryResult<unknown, VidpipeApiError> {
-  const { format = "json", enabled = true } = options;
+  const { format = "json", enabled = true, liveIntervalMs = 3000 } = options;
+  const live = Boolean(options.live) && format === "json";
   const client = useVidpipeClient();
+  const key = vidpipeKeys.transcript(queueId ?? "", format);
   return useQuery<unknown, VidpipeApiError>({
-    queryKey: vidpipeKeys.transcript(queueId ?? "", format),
+    queryKey: live ? [...key, "live"] : key,
     enabled: Boolean(queueId) && enabled,
+    refetchInterval: live
+      ? (query) => ((query.state.data as { complete?: boolean } | undefined)?.complete === true ? false : liveIntervalMs)
+      : false,
     queryFn: async ({ signal }) => {
       const request = {
-        params: { path: { queueId: queueId ?? "" }, query: { format } },
+        params: { path: { queueId: queueId ?? "" }, query: live ? { format, partial: true } : { format } },
         signal,
       };
       return format === "json"

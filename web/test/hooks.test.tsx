@@ -311,6 +311,26 @@ describe("useTranscript and useLectureSearch", () => {
     await waitFor(() => expect(result.current.json.data).toEqual({ segments: [{ start: 0, end: 2, text: "ask not" }] }));
   });
 
+  it("with live, reads the transcript so far until it is complete, then stops", async () => {
+    const answers = [
+      { complete: false, segments: [{ start: 0, end: 2, text: "ask not" }] },
+      { complete: false, segments: [{ start: 0, end: 2, text: "ask not" }, { start: 2, end: 4, text: "what your" }] },
+      { complete: true, segments: [{ start: 0, end: 2, text: "ask not" }, { start: 2, end: 4, text: "what your" },
+                                   { start: 4, end: 6, text: "country can do" }] },
+    ];
+    let read = 0;
+    const api = new FakeApi().on("GET", `${STATUS}/transcript`, () => json(200, answers[Math.min(read++, 2)]));
+    const { wrapper } = setup(api);
+    const { result } = renderHook(() => useTranscript(QUEUE, { live: true, liveIntervalMs: 20 }), { wrapper });
+    await waitFor(() => expect((result.current.data as { complete?: boolean } | undefined)?.complete).toBe(true));
+    expect((result.current.data as { segments: unknown[] }).segments).toHaveLength(3);
+    const calls = api.callsTo("GET", `${STATUS}/transcript`);
+    expect(calls).toHaveLength(3);
+    expect(calls.every((call) => new URLSearchParams(call.search).get("partial") === "true")).toBe(true);
+    await sleep(100);
+    expect(api.callsTo("GET", `${STATUS}/transcript`)).toHaveLength(3); // complete: no more reads
+  });
+
   it("asks nothing for a blank question and passes the filters for a real one", async () => {
     const api = new FakeApi().on("GET", "/api/search", () =>
       json(200, { query: "country", mode: "keyword", notice: null, moments: [] }),
