@@ -15,8 +15,14 @@ cleanup, two ways:
   inside a projection transaction before it commits. The reduced form arms
   each once (``name=@1``) and a restart leaves out those that have fired, so
   every kind happens exactly once, deterministically (also after the killing
-  phase); the full form arms them with probabilities, on every (re)start
-  until the killing phase is over;
+  phase); the full form arms them with probabilities on every other (re)start
+  until the killing phase is over (the lives in between are the killer's:
+  with 30 tutors retrying at once, a life armed with the upload failpoints
+  ends within a second of its start, and on a loaded machine, where a start
+  takes 7–10 s, back-to-back armed lives kept the API down so long that
+  QStash's 20 redeliveries, up to 30 s apart, ran out and steps were
+  dead-lettered); the killer leaves an armed life
+  :data:`ARMED_LIFE_EXTRA_SECONDS` longer, so the failpoints get their chance;
 - **a killer thread** SIGKILLs the API 2–6 s (uniform, seeded :data:`SEED`)
   after it became *ready* — ``/healthz`` answers, which the server does only
   once its lifespan has started the followers — never while it is still
@@ -86,6 +92,8 @@ NAME = "process deaths: API SIGKILLed mid-upload, mid-step, around publish, in p
 SEED = 7
 KILL_INTERVAL_SECONDS = (2.0, 6.0)
 KILLER_KILLS = {True: 2, False: 10}  # reduced: full
+ARMED_LIFE_EXTRA_SECONDS = 10.0
+"""Full form: how much longer the killer leaves a life armed with failpoints (they get their chance first)."""
 WORK_WAIT_SECONDS = 5.0
 """How long the killer, its time up, waits for an upload, a step or ffmpeg to interrupt before killing anyway."""
 PROBABILITIES = {
@@ -121,6 +129,8 @@ class Deaths:
     killing_over: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
     ready_pid: int | None = None
+    life_armed: bool = False
+    """Whether the API's current life was started with failpoints armed."""
     """The API process that answers ``/healthz`` (set by whoever started it, once it answered)."""
     ready_changed: threading.Condition = field(default_factory=threading.Condition)
     killer_kills_wanted: int | None = None
@@ -170,7 +180,7 @@ class Deaths:
         """``VIDPIPE_FAILPOINTS`` for the next start of the API."""
         if self.reduced:  # each kind once, also after the killing phase: those that fired are left out
             return ",".join(f"{name}=@1" for name in sorted(self.armed) if not self.by_cause[name])
-        if self.killing_over.is_set():
+        if self.killing_over.is_set() or self.restarts % 2:  # every other life is the killer's
             return ""
         return ",".join(f"{name}={p}" for name, p in PROBABILITIES.items() if name in self.armed)
 
@@ -213,6 +223,7 @@ class Deaths:
                     self.stack.log(f"api pid {process.pid} died unexplained (exit {process.returncode})")
                 self.by_cause[cause or "unexplained"] += 1
                 api.env[ENV_VAR] = self.failpoints_env()
+                self.life_armed = bool(api.env[ENV_VAR])
                 self.restarts += 1
             try:
                 self.restart_seconds.append(self.stack.restart("api"))
@@ -231,6 +242,8 @@ class Deaths:
                 break
             pause = rng.uniform(*KILL_INTERVAL_SECONDS)
             pid = self.wait_ready()
+            if not self.reduced and self.life_armed:
+                pause += ARMED_LIFE_EXTRA_SECONDS
             if pid is None or self.stop.wait(pause):
                 return
             found = self._what_runs(pid)
@@ -324,6 +337,7 @@ def run(
     stack = ChaosStack(url, workdir, steps="pipeline")
     deaths = Deaths(stack, reduced, killer_kills_wanted=killer_kills, armed=frozenset(failpoints))
     stack.stack.service("api").env[ENV_VAR] = deaths.failpoints_env()
+    deaths.life_armed = bool(deaths.failpoints_env())
     out = stack.stack.out
     stack.stack.out = lambda line: deaths.relay(line, out)
     tutors = [Tutor(f"tutor-{i}", clip) for i, clip in enumerate(clips)]
