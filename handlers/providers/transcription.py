@@ -336,6 +336,7 @@ class WhisperTranscriber:
                                           allowed=lambda: not context.cancelled.is_set())
         try:
             transcript = self._transcribe(job, context, workdir, partial)
+            context.check()  # a queue cancelled (or lecture deleted) during the last piece stores no transcript
             outputs = store_transcript(self.storage, job, transcript)
         except TransientError:
             raise  # keep the finished pieces (and the transcript so far) for the next attempt

@@ -6,6 +6,7 @@ The real transcribe step streams from a fake Whisper server held mid-lecture
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,3 +95,26 @@ def test_nothing_so_far_once_the_queue_was_cancelled_before_a_word(
     assert response.status_code == 404
     assert "does not exist yet" in response.json()["error"]
     assert so_far(tutor, "no-such-queue").status_code == 404
+
+
+def test_deleting_the_lecture_mid_transcription_removes_the_transcript_so_far(
+    served: Callable[..., Pipeline], clients: Callable[..., Client], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="handlers.step_runner")
+    storage, work = LocalStorage(tmp_path / "storage"), tmp_path / "whisper-work"
+    with held_transcription(tmp_path / "storage", work) as (script, providers):
+        pipeline = served(providers)
+        tutor = clients(pipeline, "tutor-a")
+        qid = tutor.upload().json()["queue_id"]
+        script.before_first.opened.set()
+        assert script.mid_lecture.reached.wait(30)
+        wait_until(lambda: storage.exists(partial_key("tutor-a", qid)), 10, "the transcript so far to be stored")
+        assert tutor.delete(f"/api/lectures/{qid}").status_code == 204
+        assert not storage.path(f"tutor-a/{qid}").exists()  # the folder went, the words with it
+        wait_until(lambda: any("while transcribe ran; stopping it" in r.getMessage() for r in caplog.records), 10,
+                   "the running step to be told of the cancel")
+        script.mid_lecture.opened.set()  # the step hears the rest, then ends without storing anything
+        wait_until(lambda: not (work / qid).exists(), 30, "the cancelled step to end")
+    assert not storage.path(f"tutor-a/{qid}").exists()  # it wrote nothing after the purge
+    assert so_far(tutor, qid).status_code == 404
