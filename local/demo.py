@@ -92,11 +92,15 @@ def speech_over_test_pattern(
 ) -> None:
     """Write an MP4 (H.264 test pattern + AAC) as long as the ``speech`` recording; raises CalledProcessError.
 
-    ``ffmpeg`` defaults to the one :mod:`handlers.media.tools` resolves."""
+    ``ffmpeg`` defaults to the one :mod:`handlers.media.tools` resolves. The length is given (``-t``) as well as
+    ``-shortest``: ffmpeg 7's ``-shortest`` lets the endless test pattern run 1.5-3 s past the speech."""
+    from handlers.media.probe import probe
+
+    seconds = probe(speech).duration
     subprocess.run([
         ffmpeg or tools.ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=10", "-i", str(speech),
-        "-map", "0:v", "-map", "1:a", "-shortest",
+        "-map", "0:v", "-map", "1:a", "-shortest", *(["-t", f"{seconds:.3f}"] if seconds else []),
         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", audio_bitrate,
         "-f", "mp4", str(target),
     ], check=True, capture_output=True, timeout=120)

@@ -30,6 +30,7 @@ from xml.sax.saxutils import escape
 import pytest
 
 from handlers.media import tools
+from handlers.media.probe import probe
 
 JFK_FLAC = Path(__file__).resolve().parents[2] / "shared" / "media" / "jfk.flac"
 JFK_TEXT = (
@@ -134,9 +135,10 @@ def jfk_video(directory: Path, size: str = "640x360") -> Path | None:
     name = _name("jfk", size, JFK_FLAC.stat().st_size) + ".mp4"
 
     def build(target: Path) -> None:
+        # -t as well as -shortest: ffmpeg 7's -shortest lets the endless test pattern run 1.5-3 s past the speech
         ffmpeg(
             "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=10", "-i", str(JFK_FLAC),
-            "-map", "0:v", "-map", "1:a", "-shortest",
+            "-map", "0:v", "-map", "1:a", "-shortest", "-t", f"{probe(JFK_FLAC).duration:.3f}",
             "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k",
             "-f", "mp4", str(target),
         )
