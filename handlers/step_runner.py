@@ -274,6 +274,7 @@ class StepRunner:
             logger.exception("queue %s: %s attempt %d crashed", job.queue_id, job.step, job.attempt)
             return self._failed(job, ProviderError(f"internal error in {job.step}: {error!r}"), transient=True)
         finally:
+            context.close()
             finished.set()
             watcher.join()
             with self._lock:

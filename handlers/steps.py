@@ -42,7 +42,10 @@ class StepContext:
     """Progress reporting and cancellation for a running step.
 
     ``report(percent)`` is throttled (at most one event per ``min_interval``
-    seconds, and only when the whole percentage grows). ``check()`` raises
+    seconds, and only when the whole percentage grows); a value held back by
+    the throttle is sent once the interval has passed, unless a newer one went
+    first or the step ended (``close()``), so the last value reported is never
+    lost when the work then pauses. ``check()`` raises
     :class:`StepCancelled` once the queue is cancelled; child processes
     registered with ``watch_process`` are killed the moment it is noticed.
     """
@@ -60,14 +63,47 @@ class StepContext:
         self.cancelled = threading.Event()
         self._processes: list[subprocess.Popen[Any]] = []
         self._lock = threading.Lock()
+        self._progress_lock = threading.Lock()
+        self._held: tuple[int, str | None] | None = None
+        self._timer: threading.Timer | None = None
+        self._closed = False
 
     def report(self, percent: float, detail: str | None = None) -> None:
         value = max(0, min(100, int(percent)))
-        now = time.monotonic()
-        if value <= self._last_percent or now - self._last_sent < self._min_interval:
-            return
-        self._last_percent, self._last_sent = value, now
+        with self._progress_lock:
+            if self._closed or value <= self._last_percent:
+                return
+            wait = self._min_interval - (time.monotonic() - self._last_sent)
+            if wait > 0:  # hold the newest value back; send it when the interval is up
+                self._held = (value, detail)
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self._send_held)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+            self._mark_sent(value)
         self._on_progress(value, detail)
+
+    def _mark_sent(self, value: int) -> None:
+        self._last_percent, self._last_sent, self._held = value, time.monotonic(), None
+
+    def _send_held(self) -> None:
+        with self._progress_lock:
+            self._timer = None
+            held = self._held
+            if self._closed or held is None or held[0] <= self._last_percent:
+                return
+            self._mark_sent(held[0])
+        self._on_progress(*held)
+
+    def close(self) -> None:
+        """The step ended: a held-back progress value is dropped, never sent after the result."""
+        with self._progress_lock:
+            self._closed = True
+            self._held = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     def check(self) -> None:
         if self.cancelled.is_set():
