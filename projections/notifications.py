@@ -38,13 +38,17 @@ class Notice:
     created_at: datetime
 
 
-def notice_for(
-    domain_event: Any, filename: str | None, first_step: str | None, *, progress: bool = False
-) -> Notice | None:
-    """The notice an event deserves, or None. ``first_step``: the queue's first step."""
+def is_first_start(domain_event: Any) -> bool:
+    """The queue's first step start, whichever step it is (compress and audio-convert start side by side):
+    nothing but a start can follow ``Created`` (version 1) while a queue runs, so it is version 2."""
+    return isinstance(domain_event, Q.StepStarted) and domain_event.originator_version == 2
+
+
+def notice_for(domain_event: Any, filename: str | None, *, progress: bool = False) -> Notice | None:
+    """The notice an event deserves, or None."""
     name = f"“{filename}”" if filename else "your video"
     kind, message = None, ""
-    if isinstance(domain_event, Q.StepStarted) and domain_event.attempt == 1 and domain_event.step == first_step:
+    if is_first_start(domain_event):
         kind, message = "started", f"Processing of {name} has started."
     elif isinstance(domain_event, Q.StepCompleted) and progress:
         kind, message = "progress", f"{name[0].upper()}{name[1:]}: {domain_event.step} finished."
@@ -97,12 +101,12 @@ class NotificationsProjection:
             )
             return
         queue = session.fetchone(
-            "SELECT owner_id, filename, first_step FROM notification_queues WHERE queue_id = :id",
+            "SELECT owner_id, filename FROM notification_queues WHERE queue_id = :id",
             {"id": queue_id},
         )
         if queue is None:
             return
-        notice = notice_for(domain_event, queue["filename"], queue["first_step"], progress=self.progress)
+        notice = notice_for(domain_event, queue["filename"], progress=self.progress)
         if notice is None:
             return
         session.execute(

@@ -24,7 +24,7 @@ from typing import Any
 from domain import VideoProcessing
 from handlers.errors import ProviderError
 from handlers.notifiers import Notifier, PushMessage
-from projections.notifications import Notice, notice_for
+from projections.notifications import Notice, is_first_start, notice_for
 from projections.views import ReadModelView, SqlSession
 
 logger = logging.getLogger(__name__)
@@ -79,9 +79,7 @@ class PushNotifier:
             if not self._may_notify(domain_event):
                 continue
             queue = self.app.get_queue(domain_event.originator_id)
-            notice = notice_for(
-                domain_event, queue.options.get("filename"), queue.step_names[0], progress=self.progress
-            )
+            notice = notice_for(domain_event, queue.options.get("filename"), progress=self.progress)
             if notice is None or self._recorded(notice.id):
                 continue
             self._done[notice.id] = self._deliver(notice, queue.owner_id)
@@ -90,7 +88,7 @@ class PushNotifier:
         """A cheap filter, so only notifiable events load their queue."""
         kind = type(domain_event).__name__
         if kind == "StepStarted":
-            return bool(domain_event.attempt == 1)
+            return is_first_start(domain_event)
         if kind == "StepCompleted":
             return self.progress
         return kind in ("Completed", "Failed", "Cancelled")
