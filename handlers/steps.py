@@ -94,7 +94,10 @@ class StepContext:
             if self._closed or held is None or held[0] <= self._last_percent:
                 return
             self._mark_sent(held[0])
-        self._on_progress(*held)
+        try:
+            self._on_progress(*held)
+        except Exception:  # progress is best effort; the step's own thread reports what matters
+            logger.warning("a held-back progress report was not recorded", exc_info=True)
 
     def close(self) -> None:
         """The step ended: a held-back progress value is dropped, never sent after the result."""
