@@ -103,13 +103,20 @@ class StreamResult:
 
     def order_problem(self) -> str | None:
         """Why the steps this stream saw were out of order (None: in order)."""
-        started = [step for event, step in self.timeline if event == "StepStarted"]
+        # steps form a graph (compress and audio-convert side by side): each start must follow the
+        # completion of the step's own predecessors
+        from domain.queue import DEFAULT_GRAPH
+
+        done: set[str] = set()
+        for event, step in self.timeline:
+            if event == "StepCompleted" and step:
+                done.add(step)
+            elif event == "StepStarted" and step in DEFAULT_GRAPH:
+                missing = [p for p in DEFAULT_GRAPH[step] if p not in done]
+                if missing:
+                    return f"steps out of order: {step} started before {missing} completed ({self.timeline})"
         completed = [step for event, step in self.timeline if event == "StepCompleted"]
-        for seen in (started, completed):
-            indexes = [STEPS.index(s) for s in seen if s in STEPS]
-            if indexes != sorted(indexes):
-                return f"steps out of order: {seen}"
-        if self.terminal == "completed" and completed != list(STEPS):
+        if self.terminal == "completed" and sorted(completed) != sorted(STEPS):
             return f"completed but the steps completed were {completed}"
         return None
 
