@@ -266,7 +266,9 @@ def test_the_transcript_follows_playback_seeks_on_click_and_on_enter_and_finds_w
     expect(page.locator("#lines li.is-now")).to_have_attribute("data-index", str(len(script) - 1))
     page.wait_for_function("""() => {
       const box = document.getElementById('lines').getBoundingClientRect();
-      const line = document.querySelector('#lines li.is-now').getBoundingClientRect();
+      const now = document.querySelector('#lines li.is-now');  // null for a moment while the panel re-marks
+      if (!now) return false;
+      const line = now.getBoundingClientRect();
       return line.top >= box.top - 1 && line.bottom <= box.bottom + 1;
     }""")
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
