@@ -10,6 +10,8 @@ from typing import Any
 
 import uvicorn
 
+from api.limits import HTTP_PARSER_HEADER_BYTES
+
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
@@ -38,7 +40,10 @@ class ServedApp:
     def __init__(self, app: Any, sock: socket.socket) -> None:
         self.sock = sock
         self.port = int(sock.getsockname()[1])
-        config = uvicorn.Config(app, log_config=None, ws="none", lifespan="on", log_level="warning")
+        # the HTTP parser's limit as `python -m api` sets it: with uvicorn's default (16 KB) a long request line that
+        # arrives in pieces is refused 400 by h11 before the app sees it (only when the machine is loaded)
+        config = uvicorn.Config(app, log_config=None, ws="none", lifespan="on", log_level="warning",
+                                h11_max_incomplete_event_size=HTTP_PARSER_HEADER_BYTES)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
