@@ -106,8 +106,11 @@ class Runner:
     lost_races: int = 0
     starts: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    polling: threading.Event = field(default_factory=threading.Event)
+    """Set once the process has made its first leadership round (it leads or stands by)."""
 
     def start(self) -> None:
+        self.polling.clear()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "api.cli", self.role], cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True, preexec_fn=_die_with_parent,
@@ -121,6 +124,8 @@ class Runner:
         with process.stdout:
             for line in process.stdout:
                 published = PUBLISHED.search(line)
+                if "standing by" in line or "leads now" in line:
+                    self.polling.set()
                 with self.lock:
                     if published:
                         q, step, attempt, message_id = published.groups()
@@ -261,6 +266,9 @@ def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
                         continue
                     victim_keys = [k for k in keys if held[k] == victim.pid]
                     survivor = next(r for r in by_role[role] if r is not victim)
+                    # a survivor restarted last round may still be importing (~9 s on a loaded machine): kill only
+                    # once it takes part in leadership, so the takeover time measures takeover, not start-up
+                    survivor.polling.wait(60)
                     if how == "sigkill":
                         stack.log(f"killing {victim.name} (pid {victim.pid}), leader of {', '.join(victim_keys)}")
                         victim.kill()
