@@ -114,7 +114,7 @@ class VideoProcessing(Application[UUID]):
 
         The steps and their graph: ``graph`` (step → predecessors) when given,
         else :data:`~domain.queue.DEFAULT_GRAPH` over ``steps``, else what the
-        options choose (:func:`~domain.queue.graph_for_options`: ``skip_compress``).
+        options choose (:func:`~domain.queue.graph_for_options`: ``skip_compress``, ``media``).
         A graph outside the safe bounds raises :class:`~domain.errors.InvalidGraph`
         and creates nothing.
 
@@ -193,6 +193,12 @@ class VideoProcessing(Application[UUID]):
     def fail_step(self, queue_id: UUID | str, step: str, attempt: int, reason: str) -> bool:
         return self._execute(queue_id, lambda q: q.fail_step(step, attempt, reason))
 
+    def fail_undelivered(
+        self, queue_id: UUID | str, step: str, attempt: int, reason: str, dlq_id: str | None = None
+    ) -> bool:
+        """QStash dead-lettered this attempt's message: fail the step and the queue if the attempt is current."""
+        return self._execute(queue_id, lambda q: q.fail_undelivered(step, attempt, reason, dlq_id))
+
     def cancel(
         self, queue_id: UUID | str, by: str, reason: str = "cancelled by the tutor"
     ) -> bool:
@@ -269,6 +275,7 @@ _DETAIL_FIELDS = (
     "owner_id",
     "attachment_id",
     "message_id",
+    "dlq_id",
 )
 
 

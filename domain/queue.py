@@ -15,6 +15,8 @@ the invariants first and trigger events only when something changes:
   failed or cancelled queue (``Resumed``): its steps not completed run again,
   with a fresh retry budget, from attempts never used before;
 - a step is retried at most ``max_retries`` times, then fails with the last reason;
+- a step whose message QStash could not deliver (its failure callback) fails
+  for good, if that attempt is still the step's current one;
 - progress never goes backwards and stays within 0..100;
 - a duplicate of a command already applied (QStash redelivers) is a no-op.
 
@@ -127,13 +129,22 @@ def default_graph(steps: list[str] | tuple[str, ...] = STEPS) -> Graph:
     return {step: [p for p in DEFAULT_GRAPH.get(step, []) if p in steps] for step in steps}
 
 
+MEDIA_KINDS = ("video", "audio")
+"""The option ``media``: what the upload is (a queue without the option is a video's)."""
+
+
 def graph_for_options(options: dict[str, Any] | None) -> tuple[list[str], Graph]:
-    """The steps and graph a queue's options choose: ``skip_compress`` (an already small
-    video, or an audio-only upload) leaves the compress step out."""
+    """The steps and graph a queue's options choose: ``media: "audio"`` (an audio-only
+    upload: nothing to compress) or ``skip_compress`` (an already small video) leaves the
+    compress step out."""
     options = options or {}
     skip = options.get("skip_compress", False)
     if not isinstance(skip, bool):
         raise InvalidGraph(f"option skip_compress must be true or false, got {skip!r}")
+    media = options.get("media", "video")
+    if media not in MEDIA_KINDS:
+        raise InvalidGraph(f"option media must be one of {', '.join(MEDIA_KINDS)}, got {media!r}")
+    skip = skip or media == "audio"
     steps = [s for s in STEPS if not (skip and s == "compress")]
     return steps, default_graph(steps)
 
@@ -284,9 +295,19 @@ class ProcessingQueue(Aggregate):
         attempt: int
         reason: str
         retries_exhausted: bool
+        dlq_id: str | None
+        """QStash's dead-letter id when the attempt's message could not be delivered (else None)."""
+
+        class_version = 2
+        """2: ``dlq_id``; a step failure recorded before has none."""
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["dlq_id"] = None
 
         def apply(self, queue: ProcessingQueue) -> None:
-            queue._steps[self.step].update(status="failed", last_error=self.reason)
+            # the attempt: an undelivered one never started, yet its number is used (a retry follows it)
+            queue._steps[self.step].update(status="failed", attempt=self.attempt, last_error=self.reason)
 
     class Completed(Aggregate.Event):
         duration_seconds: float
@@ -515,6 +536,28 @@ class ProcessingQueue(Aggregate):
         self._fail(step, attempt, reason, retries_exhausted=False)
         return True
 
+    def fail_undelivered(self, step: str, attempt: int, reason: str, dlq_id: str | None = None) -> bool:
+        """QStash gave up delivering ``attempt``'s message (its DLQ holds it as ``dlq_id``): fail for good.
+
+        Only while that attempt is the step's current one: running (its handler kept
+        failing), or awaited (the step is retrying or ready and ``attempt`` is the next
+        one: the message never got through). False, writing nothing, for an attempt that
+        ended, was superseded by a retry of the queue, or is a duplicate report."""
+        state = self._checked(step, "fail undelivered")
+        if state["status"] == "running":
+            awaited = attempt == state["attempt"]
+        elif state["status"] == "retrying":
+            awaited = attempt == state["attempt"] + 1
+        elif state["status"] == "pending":
+            ready = all(self._steps[p]["status"] == "completed" for p in self.graph[step])
+            awaited = ready and attempt == state["attempt"] + 1
+        else:
+            awaited = False
+        if not awaited:
+            return False
+        self._fail(step, attempt, reason, retries_exhausted=True, dlq_id=dlq_id)
+        return True
+
     def cancel(self, by: str, reason: str = "cancelled by the tutor") -> bool:
         """Stop the queue; False when it was already cancelled."""
         if self.status == "cancelled":
@@ -571,13 +614,16 @@ class ProcessingQueue(Aggregate):
         return True
 
     # --------------------------------------------------------------- helpers
-    def _fail(self, step: str, attempt: int, reason: str, *, retries_exhausted: bool) -> None:
+    def _fail(
+        self, step: str, attempt: int, reason: str, *, retries_exhausted: bool, dlq_id: str | None = None
+    ) -> None:
         self.trigger_event(
             self.StepFailed,
             step=step,
             attempt=attempt,
             reason=reason,
             retries_exhausted=retries_exhausted,
+            dlq_id=dlq_id,
         )
         self.trigger_event(self.Failed, step=step, reason=reason)
 

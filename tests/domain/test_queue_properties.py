@@ -16,6 +16,8 @@ checks the invariants of DESIGN.md:
 - terminal queues never change again, except through a retry of a failed or
   cancelled queue (``Resumed``), after which its steps not completed run again;
 - a step is retried at most ``max_retries`` times, then fails with the last reason;
+- a dead-lettered message fails its step only while its attempt is current
+  (running, or the next one awaited); late and duplicate reports write nothing;
 - progress never goes backwards and stays within 0..100;
 - a refused command writes nothing; a redelivered command writes nothing;
 - replaying the events rebuilds exactly the state (snapshots included);
@@ -175,6 +177,21 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(step=any_step, attempt=attempts)
     def fail_any(self, step: str, attempt: int) -> None:
         self.attempt(lambda: self.app.fail_step(self.qid, step, attempt, "permanent"))
+
+    @rule(data=st.data())
+    def undelivered_awaited(self, data: st.DataObject) -> None:
+        """QStash dead-letters the message of a running attempt or of the next one a step awaits."""
+        candidates = self.running_all() + self.startable()
+        if candidates:
+            target = data.draw(st.sampled_from(candidates))
+            if self.attempt(lambda: self.app.fail_undelivered(self.qid, *target, "503 to 4 attempts", "dlq-1")):
+                queue = self.queue()
+                assert queue.status == "failed" and queue.step(target[0]).attempt == target[1]
+
+    @rule(step=any_step, attempt=attempts)
+    def undelivered_any(self, step: str, attempt: int) -> None:
+        """A failure callback for any attempt: a late or duplicate one changes nothing."""
+        self.attempt(lambda: self.app.fail_undelivered(self.qid, step, attempt, "undelivered", "dlq-2"))
 
     @rule(step=any_step, attempt=attempts)
     def retry_any(self, step: str, attempt: int) -> None:
