@@ -6,7 +6,7 @@ view; in the moment between an upload and the projection catching up, the
 queue is described from its aggregate instead, so a client polling right
 after ``202`` never sees a 404 for its own queue.
 
-The status and list routes await :class:`StatusReads`: on Postgres one
+The status and list routes await the reader's ``astatus``/``alist_for_owner``: on Postgres one
 round trip on the event loop (no worker thread), the owner checked on the
 row it returns, so another tutor's queue costs no more than one's own.
 """
@@ -23,7 +23,7 @@ from api.errors import Conflict, NotFound, shorten
 from domain import QueueIsTerminal, QueueNotFound, VideoProcessing
 from domain.application import TimelineEntry
 from domain.queue import TERMINAL, ProcessingQueue
-from projections.queue_status import QueueStatusReader, _normalised, weighted_progress
+from projections.queue_status import QueueStatusReader, weighted_progress
 from projections.views import ReadModelView
 
 MAX_PAGE = 100
@@ -53,32 +53,8 @@ def status_from_aggregate(queue: ProcessingQueue) -> dict[str, Any]:
         "created_at": _iso(queue.created_on), "started_at": None, "finished_at": None,
         "updated_at": _iso(queue.modified_on), "steps": steps,
         "filename": (queue.options or {}).get("filename"),
+        "media": (queue.options or {}).get("media", "video"),
     }
-
-
-class StatusReads:
-    """:class:`QueueStatusReader`'s ``status`` and ``list_for_owner``, awaited: the same statements
-    and row shape (a test holds them equal), read with the view's ``afetchone``/``afetchall``."""
-
-    STATUS = "SELECT * FROM video_processing_queue_status WHERE queue_id = :id"
-
-    def __init__(self, view: ReadModelView) -> None:
-        self.view = view
-
-    async def status(self, queue_id: str) -> dict[str, Any] | None:
-        row = await self.view.afetchone(self.STATUS, {"id": queue_id})
-        return None if row is None else _normalised(row)
-
-    async def list_for_owner(
-        self, owner_id: str, *, status: str | None = None, limit: int = 20, offset: int = 0
-    ) -> list[dict[str, Any]]:
-        where = "owner_id = :owner" + (" AND status = :status" if status else "")
-        rows = await self.view.afetchall(
-            f"SELECT * FROM video_processing_queue_status WHERE {where} "  # noqa: S608 - fixed text
-            "ORDER BY created_at DESC, queue_id LIMIT :limit OFFSET :offset",
-            {"owner": owner_id, "status": status, "limit": limit, "offset": offset},
-        )
-        return [_normalised(row) for row in rows]
 
 
 class QueueAccess:
@@ -87,11 +63,10 @@ class QueueAccess:
     def __init__(self, app: VideoProcessing, reader: QueueStatusReader) -> None:
         self.app = app
         self.reader = reader
-        self.reads = StatusReads(reader.view)
 
     async def status_async(self, caller: Caller, queue_id: str) -> dict[str, Any]:
         """:meth:`status` on the event loop: one read of the view (the aggregate only in projection lag)."""
-        row = await self.reads.status(queue_id)
+        row = await self.reader.astatus(queue_id)
         if row is None:
             queue = await anyio.to_thread.run_sync(self._owned_aggregate, caller, queue_id)
             return status_from_aggregate(queue)
@@ -102,7 +77,7 @@ class QueueAccess:
     async def list_async(
         self, caller: Caller, status: str | None, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], bool]:
-        rows = await self.reads.list_for_owner(caller.owner_id, status=status, limit=limit + 1, offset=offset)
+        rows = await self.reader.alist_for_owner(caller.owner_id, status=status, limit=limit + 1, offset=offset)
         return rows[:limit], len(rows) > limit
 
     def status(self, caller: Caller, queue_id: str) -> dict[str, Any]:

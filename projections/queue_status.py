@@ -234,22 +234,28 @@ class QueueStatusReader:
     def __init__(self, view: ReadModelView) -> None:
         self.view = view
 
+    STATUS = "SELECT * FROM video_processing_queue_status WHERE queue_id = :id"
+
     def status(self, queue_id: str) -> dict[str, Any] | None:
-        row = self.view.fetchone(
-            "SELECT * FROM video_processing_queue_status WHERE queue_id = :id", {"id": queue_id}
-        )
+        row = self.view.fetchone(self.STATUS, {"id": queue_id})
+        return None if row is None else _normalised(row)
+
+    async def astatus(self, queue_id: str) -> dict[str, Any] | None:
+        """:meth:`status` awaited on the event loop (one round trip on Postgres, no worker thread)."""
+        row = await self.view.afetchone(self.STATUS, {"id": queue_id})
         return None if row is None else _normalised(row)
 
     def list_for_owner(
         self, owner_id: str, *, status: str | None = None, limit: int = 20, offset: int = 0
     ) -> list[dict[str, Any]]:
         """The owner's queues, newest first."""
-        where = "owner_id = :owner" + (" AND status = :status" if status else "")
-        rows = self.view.fetchall(
-            f"SELECT * FROM video_processing_queue_status WHERE {where} "
-            "ORDER BY created_at DESC, queue_id LIMIT :limit OFFSET :offset",
-            {"owner": owner_id, "status": status, "limit": limit, "offset": offset},
-        )
+        return [_normalised(row) for row in self.view.fetchall(*_owner_page(owner_id, status, limit, offset))]
+
+    async def alist_for_owner(
+        self, owner_id: str, *, status: str | None = None, limit: int = 20, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """:meth:`list_for_owner` awaited on the event loop."""
+        rows = await self.view.afetchall(*_owner_page(owner_id, status, limit, offset))
         return [_normalised(row) for row in rows]
 
     def table_rows(self) -> dict[str, list[dict[str, Any]]]:
@@ -262,6 +268,16 @@ class QueueStatusReader:
                 "SELECT * FROM video_processing_steps ORDER BY queue_id, position"
             ),
         }
+
+
+def _owner_page(owner_id: str, status: str | None, limit: int, offset: int) -> tuple[str, dict[str, Any]]:
+    """The statement and parameters of one page of an owner's queues, newest first."""
+    where = "owner_id = :owner" + (" AND status = :status" if status else "")
+    return (
+        f"SELECT * FROM video_processing_queue_status WHERE {where} "  # noqa: S608 - fixed text
+        "ORDER BY created_at DESC, queue_id LIMIT :limit OFFSET :offset",
+        {"owner": owner_id, "status": status, "limit": limit, "offset": offset},
+    )
 
 
 def _normalised(row: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,6 @@ import api.auth
 from api.app import create_app
 from api.auth import TokenVerifier
 from api.errors import ApiError
-from api.queues import StatusReads
 from api.settings import Settings
 from api.token import mint
 from projections.database import DatabaseUrl
@@ -238,14 +237,14 @@ def test_awaited_reads_return_what_the_projection_reader_returns(store: Store) -
     store.app.report_progress(ids[0], "compress", 1, 40)
     store.app.start_processing("tutor-other", "lecture-x")
     store.follower.catch_up()
-    reads = StatusReads(store.view)
+    reads = store.reader
 
     async def both() -> tuple[Any, Any, Any, Any]:
         return (
-            await reads.status(ids[0]),
-            await reads.status("no-such-queue"),
-            await reads.list_for_owner("tutor-same", limit=2, offset=1),
-            await reads.list_for_owner("tutor-same", status="processing"),
+            await reads.astatus(ids[0]),
+            await reads.astatus("no-such-queue"),
+            await reads.alist_for_owner("tutor-same", limit=2, offset=1),
+            await reads.alist_for_owner("tutor-same", status="processing"),
         )
 
     one, missing, page, processing = anyio.run(both)
