@@ -34,7 +34,7 @@ $(WEB_STAMP): $(WEB)/package-lock.json
 	cd $(WEB) && npm ci --no-audit --no-fund
 
 test: install ## run the whole test suite (SQLite and Postgres); what CI runs
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25
 
 test-fast: install ## the suite without the slow tests
 	$(PY) -m pytest -q -p no:cacheprovider -m 'not slow'
