@@ -12,9 +12,12 @@ Two forms:
 Either way the answer is ``202 {"queue_id", "status", "attachment_id", "reused"}``.
 ``Idempotency-Key`` and re-uploads of the same file: see :mod:`api.uploads`.
 A key is bound to its request: the same key with another request (other file
-bytes, another ``attachment_id``) is 422 naming the key, as Stripe answers,
-never the first request's queue. A retry's file is read and hashed to tell
-(not stored).
+bytes, another ``attachment_id``, other options such as ``language`` or
+``skip_compress``) is 422 naming the key and what differs, as Stripe answers,
+never the first request's queue. Options compare as the queue gets them
+(``language=ES`` is ``es``; an absent ``skip_compress`` is ``false``; no
+``language`` is the tutor's default). A retry's file is read and hashed to
+tell (not stored).
 """
 
 from __future__ import annotations
@@ -123,15 +126,15 @@ def uploads_router(services: Services) -> APIRouter:
         """Start processing an uploaded attachment or a video sent as multipart."""
         owner = caller.owner_id
         claim = ""
+        extra = {**_language(services, caller, language), **({"skip_compress": True} if skip_compress else {})}
         if idempotency_key is not None:
             earlier, claim = await run_in_threadpool(ledger.claim, owner, idempotency_key)
             if earlier is not None:
-                await _same_request(services, caller, request, idempotency_key, earlier)
+                await _same_request(services, request, idempotency_key, earlier, extra)
                 return await _accepted(services, caller, earlier, reused=True)
         try:
             async with _renewing(ledger, owner, idempotency_key, claim):
                 derived = None if idempotency_key is None else queue_id_for(owner, idempotency_key)
-                extra = {**_language(services, caller, language), **({"skip_compress": True} if skip_compress else {})}
                 queue_id, reused = await _start(services, caller, request, derived, extra)
         except BaseException:
             if claim:
@@ -185,7 +188,7 @@ async def _start(
     if media_type == "application/json":
         attachment_id, key = await _existing_attachment(services, caller, request)
         if queue_id is not None and await run_in_threadpool(services.core.app.queue_exists, queue_id):
-            _check_same(await _fingerprint_of(services, str(queue_id)), ("attachment", attachment_id),
+            _check_same(await _fingerprint_of(services, str(queue_id)), _request(("attachment", attachment_id), extra),
                         request.headers["idempotency-key"], str(queue_id))
         options = {"source": key, "filename": attachment_id, **extra}
         return await _start_queue(services, caller, attachment_id, options, queue_id), False
@@ -194,7 +197,7 @@ async def _start(
         failpoint("upload.after_store")  # the video is stored, no queue started yet
         if queue_id is not None and await run_in_threadpool(services.core.app.queue_exists, queue_id):
             await run_in_threadpool(services.storage.delete, received.key)
-            _check_same(await _fingerprint_of(services, str(queue_id)), ("file", received.sha256),
+            _check_same(await _fingerprint_of(services, str(queue_id)), _request(("file", received.sha256), extra),
                         request.headers["idempotency-key"], str(queue_id))
             logger.info("owner %s retried upload %s: its queue exists already", caller.owner_id, queue_id)
             return str(queue_id), True
@@ -218,18 +221,31 @@ async def _start(
     )
 
 
-Fingerprint = tuple[str, str]
-"""What an upload request asked for: ``("file", sha256)`` or ``("attachment", attachment_id)``."""
+Source = tuple[str, str]
+"""What an upload request processes: ``("file", sha256)`` or ``("attachment", attachment_id)``."""
+
+REQUEST_OPTIONS = ("language", "skip_compress")
+"""The queue options an upload request chooses (its query parameters): part of what a key answers for."""
+
+Fingerprint = tuple[Source, tuple[tuple[str, Any], ...]]
+"""What an upload request asked for: its source and the options it chose, as the queue records them."""
+
+
+def _request(source: Source, options: dict[str, Any]) -> Fingerprint:
+    """``source`` with the :data:`REQUEST_OPTIONS` of ``options`` (an absent, false or empty one left out)."""
+    chosen = tuple((name, options[name]) for name in REQUEST_OPTIONS if options.get(name) not in (None, False, ""))
+    return source, chosen
 
 
 async def _fingerprint_of(services: Services, queue_id: str) -> Fingerprint:
     """What the request that started ``queue_id`` asked for."""
     queue = await run_in_threadpool(services.core.app.get_queue, queue_id)
-    sha256 = (queue.options or {}).get("sha256")
-    return ("file", sha256) if sha256 else ("attachment", queue.attachment_id)
+    options = queue.options or {}
+    sha256 = options.get("sha256")
+    return _request(("file", sha256) if sha256 else ("attachment", queue.attachment_id), options)
 
 
-async def _fingerprint(services: Services, request: Request) -> Fingerprint:
+async def _source(services: Services, request: Request) -> Source:
     """What this request asks for, reading its body (a file is hashed, not stored)."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "application/json":
@@ -252,15 +268,33 @@ async def _fingerprint(services: Services, request: Request) -> Fingerprint:
     )
 
 
-def _check_same(earlier: Fingerprint, this: Fingerprint, key: str, queue_id: str) -> None:
-    """422 naming ``key`` when it was used for another request than this one."""
-    if earlier == this:
-        return
+def _source_differs(earlier: Source, this: Source) -> str:
     kinds = {"file": "a file", "attachment": "an attachment_id"}
-    differs = (
+    return (
         f"a different {'file' if this[0] == 'file' else 'attachment_id'}" if this[0] == earlier[0]
         else f"{kinds[this[0]]} where the first sent {kinds[earlier[0]]}"
     )
+
+
+def _options_differ(earlier: dict[str, Any], this: dict[str, Any]) -> list[str]:
+    def shown(name: str, value: Any) -> str:
+        if name == "language":
+            return f"language {value!r}" if value else "language auto (detected)"
+        return f"{name}={'true' if value else 'false'}"
+
+    return [
+        f"{shown(name, this.get(name))} where the first asked for {shown(name, earlier.get(name))}"
+        for name in REQUEST_OPTIONS if earlier.get(name) != this.get(name)
+    ]
+
+
+def _check_same(earlier: Fingerprint, this: Fingerprint, key: str, queue_id: str) -> None:
+    """422 naming ``key`` and what differs when it was used for another request than this one."""
+    if earlier == this:
+        return
+    differences = [] if earlier[0] == this[0] else [_source_differs(earlier[0], this[0])]
+    differences += _options_differ(dict(earlier[1]), dict(this[1]))
+    differs = "; ".join(differences)
     raise Unprocessable(
         f"Idempotency-Key {shorten(key)!r} was already used with a different request: this one sends "
         f"{differs}. The key answers only for the request that started queue {queue_id}; "
@@ -268,9 +302,12 @@ def _check_same(earlier: Fingerprint, this: Fingerprint, key: str, queue_id: str
     )
 
 
-async def _same_request(services: Services, caller: Caller, request: Request, key: str, queue_id: str) -> None:
-    """The retry with ``key`` asks for what the request that started ``queue_id`` did, or 422."""
-    _check_same(await _fingerprint_of(services, queue_id), await _fingerprint(services, request), key, queue_id)
+async def _same_request(
+    services: Services, request: Request, key: str, queue_id: str, options: dict[str, Any]
+) -> None:
+    """The retry with ``key`` (choosing ``options``) asks for what the request that started ``queue_id`` did, or 422."""
+    _check_same(await _fingerprint_of(services, queue_id), _request(await _source(services, request), options),
+                key, queue_id)
 
 
 def _options(received: ReceivedFile) -> dict[str, Any]:

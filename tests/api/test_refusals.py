@@ -1,5 +1,5 @@
 """Small refusals of the public API (issue 15 item 6): an Idempotency-Key reused with a different
-request is 422 naming the key, huge ids are not echoed back whole, and 405 lists every method
+request (file, attachment_id or options) is 422 naming the key, huge ids are not echoed back whole, and 405 lists every method
 the path takes."""
 
 from __future__ import annotations
@@ -85,6 +85,60 @@ def test_a_retry_after_a_death_with_other_bytes_is_422_not_the_dead_requests_que
     assert refused.status_code == 422 and "'upload-9'" in refused.json()["error"]
     accepted = tutor.upload(fake_video(seed=5), headers={"Idempotency-Key": "upload-9"})
     assert accepted.status_code == 202 and accepted.json()["reused"] is True
+
+
+def test_a_key_reused_with_other_options_is_422_naming_them(served: Served, clients: Clients) -> None:
+    """Regression: the key's ledger compared the file and ignored the query options, so a retry
+    asking for another language silently got the first request's queue (and its language)."""
+    pipeline = served(VIDPIPE_TUTOR_LANGUAGES={"tutor-a": "es"})
+    tutor = clients(pipeline, "tutor-a")
+    key = {"Idempotency-Key": "options-1"}
+    first = tutor.upload(fake_video(seed=7), headers=key, params={"language": "es"})
+    assert first.status_code == 202, first.text
+    qid = first.json()["queue_id"]
+    other_language = tutor.upload(fake_video(seed=7), headers=key, params={"language": "fr"})
+    assert other_language.status_code == 422, other_language.text
+    error = other_language.json()["error"]
+    assert "Idempotency-Key 'options-1'" in error and qid in error
+    assert "language 'fr' where the first asked for language 'es'" in error
+    detected = tutor.upload(fake_video(seed=7), headers=key, params={"language": "auto"})
+    assert detected.status_code == 422 and "language auto (detected)" in detected.json()["error"]
+    skipping = tutor.upload(fake_video(seed=7), headers=key, params={"language": "es", "skip_compress": "true"})
+    assert skipping.status_code == 422
+    assert "skip_compress=true where the first asked for skip_compress=false" in skipping.json()["error"]
+    both = tutor.upload(fake_video(seed=8), headers=key, params={"skip_compress": "1"})
+    assert both.status_code == 422 and "different file" in both.json()["error"]
+    assert "skip_compress=true" in both.json()["error"]
+    for same in ({"language": "ES"}, {"language": "es", "skip_compress": "false"}, {}):  # {}: the tutor's default
+        retried = tutor.upload(fake_video(seed=7), headers=key, params=same)
+        assert retried.status_code == 202, (same, retried.text)
+        assert retried.json()["queue_id"] == qid and retried.json()["reused"] is True
+    assert [q["queue_id"] for q in tutor.get(f"{PREFIX}/queue").json()["items"]] == [qid]
+    assert pipeline.events(qid)[0].options["language"] == "es"
+
+
+def test_a_retry_after_a_death_with_other_options_is_422_not_the_dead_requests_queue(
+    served: Served, clients: Clients
+) -> None:
+    """The key's queue exists (the first request died before recording it) and its claim is gone:
+    the retry's options are compared with that queue's, as its file is."""
+    pipeline = served()
+    tutor = clients(pipeline, "tutor-a")
+    ledger = UploadLedger(pipeline.store.view)
+    _, claim = ledger.claim("tutor-a", "upload-10")
+    ledger.release("tutor-a", "upload-10", claim)
+    attachment = tutor.upload(fake_video(seed=9)).json()["attachment_id"]
+    pipeline.store.app.start_processing(
+        "tutor-a", attachment, {"skip_compress": True}, queue_id=queue_id_for("tutor-a", "upload-10"),
+    )
+    key = {"Idempotency-Key": "upload-10"}
+    refused = tutor.request("POST", f"{PREFIX}/upload", json={"attachment_id": attachment}, headers=key)
+    assert refused.status_code == 422, refused.text
+    assert "skip_compress=false where the first asked for skip_compress=true" in refused.json()["error"]
+    accepted = tutor.request("POST", f"{PREFIX}/upload", json={"attachment_id": attachment}, headers=key,
+                             params={"skip_compress": "true"})
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["queue_id"] == str(queue_id_for("tutor-a", "upload-10"))
 
 
 @pytest.mark.parametrize(
