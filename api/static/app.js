@@ -57,6 +57,7 @@
       segments: [], // transcript segments {start, end, text}
       lines: [], // their <li> elements
       now: -1, // index of the line being spoken
+      followed: -1, // index of the line last brought into the panel's view (-1: bring the line being spoken)
       focus: 0, // index of the line that holds the tab stop
       refreshTimer: null,
       links: null,
@@ -1138,22 +1139,40 @@
     return t < Math.max(segments[found].end, next ? Math.min(next.start, segments[found].end + 1) : 0) ? found : -1;
   }
 
-  function followPlayback() {
+  // Mark the line being spoken and bring it into the panel's view. Run on every timeupdate and seeked (and when the
+  // lines or the find box change), it does not act only on a change of line: a line reached while the find box hid
+  // it, or while the tutor was scrolling the panel, is brought into view as soon as it can be; and a seek (playback
+  // moved, even within the line: an earlier seek to another line may have been overtaken before the page saw it)
+  // brings the line back when it is out of view.
+  function followPlayback(event) {
     const player = state.player;
     if (!player.lines.length) return;
     const index = lineAt(player.segments, $("video").currentTime);
-    if (index === player.now) return;
-    const before = player.lines[player.now];
-    if (before) {
-      before.classList.remove("is-now");
-      before.querySelector(".line-seek").removeAttribute("aria-current");
+    if (index !== player.now) {
+      const before = player.lines[player.now];
+      if (before) {
+        before.classList.remove("is-now");
+        before.querySelector(".line-seek").removeAttribute("aria-current");
+      }
+      player.now = index;
+      const now = player.lines[index];
+      if (now) {
+        now.classList.add("is-now");
+        now.querySelector(".line-seek").setAttribute("aria-current", "true");
+      }
     }
-    player.now = index;
     const line = player.lines[index];
     if (!line) return;
-    line.classList.add("is-now");
-    line.querySelector(".line-seek").setAttribute("aria-current", "true");
-    if (!line.hidden && Date.now() - player.userScrolledAt > FOLLOW_PAUSE_MS) scrollToLine(line);
+    if (event && event.type === "seeked" && !lineInView(line)) player.followed = -1;
+    if (player.followed === index || line.hidden || Date.now() - player.userScrolledAt <= FOLLOW_PAUSE_MS) return;
+    scrollToLine(line);
+    player.followed = index;
+  }
+
+  function lineInView(line) {
+    const box = $("lines").getBoundingClientRect();
+    const at = line.getBoundingClientRect();
+    return at.top >= box.top - 1 && at.bottom <= box.bottom + 1;
   }
 
   // Scroll the transcript box (never the page) so the line sits a third of the way down.
@@ -1230,6 +1249,7 @@
     else if (!shown) setMessage("find-message", "No line has “" + words.join(" ") + "”.");
     else setMessage("find-message", shown + " of " + plural(player.lines.length, "line") +
       " match “" + words.join(" ") + "”.");
+    followPlayback(); // the line being spoken, if the box hid it, is shown now
   }
 
   function wirePlayer() {
