@@ -4,11 +4,13 @@ Runs :mod:`bench.chaos.deaths`, which leaves files of upload requests that
 died midway in storage: partial ``.incoming-*`` files and complete uploads no
 queue uses. The full form runs the full deaths scenario (30 tutors' uploads
 while the API is SIGKILLed mid-upload, after storing, mid-step, around
-publishes, in projections, and by the killer). The reduced form (``make
-test``) runs only what makes the garbage: 2 lectures, the API killed once by
-``upload.mid_upload`` (a partial file) and once by ``upload.after_store`` (a
-complete upload whose queue was never started), no killer; the uploads are
-retried with their keys and both queues run to the end with real steps.
+publishes, in projections, and by the killer). The reduced form runs the
+reduced deaths scenario (5 lectures, each failpoint once — among them
+``upload.mid_upload``, a partial file, and ``upload.after_store``, a complete
+upload whose queue was never started — and 2+ killer kills); the uploads are
+retried with their keys and every queue runs to the end with real steps.
+:func:`run_with_deaths` returns both rows, so ``make test`` runs the deaths
+once for its deaths test and its sweep test.
 
 Then, with the stack stopped (no request is in flight, so no grace period is
 needed: ``grace_seconds=0``), the storage sweeper
@@ -46,18 +48,21 @@ from projections.queue_status import QueueStatusProjection
 from projections.views import open_view
 
 NAME = "storage sweep: the sweeper after the process-deaths run (partial files, uploads no queue uses)"
-REDUCED_LECTURES = 2
-REDUCED_FAILPOINTS = frozenset({"upload.mid_upload", "upload.after_store"})
-"""The reduced deaths run: only the deaths that leave files behind (each once), no killer."""
 
 
 def run(url: str, workdir: Path, *, reduced: bool) -> dict[str, Any]:
+    return run_with_deaths(url, workdir, reduced=reduced)[1]
+
+
+def run_with_deaths(url: str, workdir: Path, *, reduced: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The deaths scenario (its reduced or full form), then the sweep: (the deaths row, the sweep row)."""
     started = time.time()
-    if reduced:
-        died = deaths.run(url, workdir, reduced=True, count=REDUCED_LECTURES, failpoints=REDUCED_FAILPOINTS,
-                          killer_kills=0)
-    else:
-        died = deaths.run(url, workdir, reduced=False)
+    died = deaths.run(url, workdir, reduced=reduced)
+    return died, sweep_after(url, workdir, died, started)
+
+
+def sweep_after(url: str, workdir: Path, died: dict[str, Any], started: float) -> dict[str, Any]:
+    """The sweeper once over what the deaths run ``died`` (started at ``started``) left in ``workdir``."""
     left = died["details"]["storage_left_by_dead_requests"]
     storage = LocalStorage(workdir / "storage")
     env = DatabaseUrl.parse(url).event_store_env()

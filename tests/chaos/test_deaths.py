@@ -1,16 +1,23 @@
-"""The reduced *process deaths* scenario: the API SIGKILLed by every failpoint once and by a killer thread."""
+"""The reduced *process deaths* scenario: the API SIGKILLed by every failpoint once and by a killer thread.
+
+The run is shared with tests/chaos/test_storage_sweep.py (``deaths_then_sweep``, tests/chaos/conftest.py): the
+sweep reads storage only after this row was taken."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from bench.chaos.__main__ import run_scenario, violations
+from bench.chaos.__main__ import violations
 from handlers.failpoints import NAMES
 
 
 @pytest.mark.postgres
-def test_process_deaths_lose_nothing_and_run_nothing_twice(postgres_available: None) -> None:
-    row = run_scenario("deaths", reduced=True)
+def test_process_deaths_lose_nothing_and_run_nothing_twice(
+    deaths_then_sweep: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    row, _ = deaths_then_sweep
     assert violations(row) == []
     assert row["queues"] == row["completed"] == 5
     assert row["artifacts_checked"] == 5 * 6
