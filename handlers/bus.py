@@ -5,7 +5,9 @@ QStash-compatible server (``local/qstash``). Same SDK, same HTTP API.
 A publish may carry flow control (:mod:`handlers.flow_control`): the SDK's
 ``flow_control`` argument, sent as ``Upstash-Flow-Control-Key`` and
 ``Upstash-Flow-Control-Value: parallelism=N``, which Upstash and the local
-server both honour.
+server both honour. It may also carry a failure callback (the SDK's
+``failure_callback``, sent as ``Upstash-Failure-Callback``): the URL QStash
+POSTs to, signed like a delivery, when it dead-letters the message.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ class MessageBus(Protocol):
         deduplication_id: str,
         delay_seconds: float,
         flow_control: FlowLimit | None = None,
+        failure_callback: str | None = None,
     ) -> str:
-        """Publish ``body`` to ``url`` (delivered within ``flow_control``'s limits); return the message id."""
+        """Publish ``body`` to ``url`` (delivered within ``flow_control``'s limits); return the message id.
+
+        ``failure_callback``: where QStash reports the message once it gives up delivering it."""
 
     def cancel(self, message_id: str) -> bool:
         """Cancel a pending message; False when it is no longer pending."""
@@ -63,6 +68,7 @@ class QStashBus:
         deduplication_id: str,
         delay_seconds: float,
         flow_control: FlowLimit | None = None,
+        failure_callback: str | None = None,
     ) -> str:
         response = self.client.message.publish_json(
             url=url,
@@ -73,6 +79,7 @@ class QStashBus:
             retry_delay=self.retry_delay,
             timeout=f"{self.timeout_seconds}s" if self.timeout_seconds else None,
             label="vidpipe",
+            failure_callback=failure_callback,
             flow_control=None if flow_control is None else FlowControl(
                 key=flow_control.key, parallelism=flow_control.parallelism
             ),

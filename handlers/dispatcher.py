@@ -14,6 +14,12 @@ The event log is the outbox. On
   ``delay_seconds`` (QStash carries the delay; no handler sleeps);
 - ``Cancelled``: every message of the queue still pending is cancelled.
 
+Every step message names the step-failure webhook as its failure callback
+(:func:`step_failure_url`): when QStash gives up delivering it (its retries
+are spent: the API was down, or the handler kept answering 5xx), QStash
+dead-letters it and POSTs there, and :mod:`handlers.webhooks` fails the step
+for good, so the tutor hears of it and can retry the queue.
+
 Every message of a step kind carries that kind's flow-control key and
 parallelism (:mod:`handlers.flow_control`), a retry too, so QStash delivers
 at most that many of the kind at once across every replica.
@@ -61,6 +67,14 @@ def _event_key(domain_event: Any) -> tuple[str, int]:
 
 def step_url(base_url: str, step: str) -> str:
     return f"{base_url.rstrip('/')}/api/video-processing/steps/{step}"
+
+
+STEP_FAILURES_PATH = "/api/video-processing/step-failures"
+
+
+def step_failure_url(base_url: str) -> str:
+    """Where QStash reports a step message it dead-lettered (its ``Upstash-Failure-Callback``)."""
+    return f"{base_url.rstrip('/')}{STEP_FAILURES_PATH}"
 
 
 class Dispatcher:
@@ -133,6 +147,7 @@ class Dispatcher:
             deduplication_id=publication.deduplication_id,
             delay_seconds=publication.delay_seconds,
             flow_control=None if self.flow_control is None else self.flow_control.for_step(m.step),
+            failure_callback=step_failure_url(self.base_url),
         )
         self._published[key] = (message_id, publication.delay_seconds)
         failpoint("dispatcher.after_publish")  # published, not yet recorded in video_processing_messages

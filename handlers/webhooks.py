@@ -25,6 +25,18 @@ none of QStash's retries (a 503 would), but it does run inside the delivery:
 it holds the step kind's flow-control slot and counts toward QStash's delivery
 timeout. Across replicas, QStash's flow control (:mod:`handlers.flow_control`)
 bounds each step kind before delivery; this limiter bounds one process.
+
+``POST /api/video-processing/step-failures`` is where QStash reports a step
+message it dead-lettered (every step message names it as its
+``Upstash-Failure-Callback``): signed and size-limited like a delivery, with
+the same refusals. If the message's attempt is still the step's current one
+(running, or the next one the step awaits), the step and the queue fail for
+good with a reason the tutor reads (``the compress step could not be
+delivered: the service answered 503 to 4 attempts``) and QStash's ``dlqId``
+in the ``StepFailed`` event; the tutor is notified and may retry the queue.
+A duplicate report, or one about an attempt that ended or that a retry of the
+queue superseded, changes nothing and is answered 200 (so QStash stops); a
+body that is not QStash's report about a step message is 400.
 """
 
 from __future__ import annotations
@@ -40,9 +52,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
-from handlers.dispatcher import step_url
+from domain import DomainError, QueueNotFound, VideoProcessing
+from handlers.dead_letters import BadFailureReport, DeadLetter, parse_failure_report
+from handlers.dispatcher import STEP_FAILURES_PATH, step_failure_url, step_url
 from handlers.signatures import SignatureRejected, StepSignatures
-from handlers.step_runner import NON_RETRYABLE, BadMessage, StepMessage, StepRunner
+from handlers.step_runner import NON_RETRYABLE, BadMessage, Outcome, StepMessage, StepRunner
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +93,18 @@ async def read_capped(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+class StepFailureResponse(BaseModel):
+    """What the step-failure webhook tells QStash about a dead-lettered step message."""
+
+    failed: str | None = None
+    """The step that failed for good (the queue failed with it)."""
+    attempt: int | None = None
+    reason: str | None = None
+    ignored: str | None = None
+    """Why nothing changed: the attempt ended or was superseded, the queue ended or is unknown."""
+    error: str | None = None
+
+
 def _too_large(limit: int) -> JSONResponse:
     return JSONResponse(
         {"error": f"a step message is at most {limit} bytes (VIDPIPE_MAX_STEP_BODY_BYTES); QStash sends at most 1 MB"},
@@ -87,9 +113,63 @@ def _too_large(limit: int) -> JSONResponse:
     )
 
 
-def _rejected(step: str, error: SignatureRejected, *, before_body: bool) -> JSONResponse:
-    logger.warning("rejected a %s delivery: %s", step, error)
+def _rejected(what: str, error: SignatureRejected, *, before_body: bool) -> JSONResponse:
+    logger.warning("rejected a %s delivery: %s", what, error)
     return JSONResponse({"error": str(error)}, status_code=401, headers=CLOSE if before_body else None)
+
+
+def _database_unreachable(what: str, error: Exception) -> JSONResponse:
+    logger.warning("database unreachable while handling %s: %s", what, error)
+    return JSONResponse(
+        {"error": "the database is unreachable; QStash will deliver again"},
+        status_code=503,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
+async def signed_body(
+    request: Request, signatures: StepSignatures, url: str, max_body_bytes: int, what: str
+) -> bytes | JSONResponse:
+    """The body of a delivery QStash signed for ``url``, or the refusal to answer instead."""
+    signature = request.headers.get("upstash-signature")
+    try:
+        signatures.check_header(signature, url)
+    except SignatureRejected as error:
+        return _rejected(what, error, before_body=True)
+    assert signature is not None
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_body_bytes:
+        return _too_large(max_body_bytes)
+    try:
+        raw = await read_capped(request, max_body_bytes)
+    except BodyTooLarge:
+        return _too_large(max_body_bytes)
+    except ClientDisconnect:
+        logger.info("a %s delivery was abandoned by its sender mid-body", what)
+        return JSONResponse({"error": "the sender went away mid-body"}, status_code=400)
+    try:
+        signatures.verify(signature, raw, url)
+    except SignatureRejected as error:
+        return _rejected(what, error, before_body=False)
+    return raw
+
+
+def record_dead_letter(app: VideoProcessing, letter: DeadLetter) -> Outcome:
+    """Fail the step of a dead-lettered message if its attempt is current; else say why not."""
+    m = letter.message
+    try:
+        failed = app.fail_undelivered(m.queue_id, m.step, m.attempt, letter.reason, letter.dlq_id)
+    except QueueNotFound as error:
+        return Outcome(200, {"ignored": str(error)})
+    except DomainError as error:  # the queue ended (a duplicate report, a cancel), or has no such step
+        return Outcome(200, {"ignored": str(error)})
+    if not failed:
+        return Outcome(200, {"ignored": f"attempt {m.attempt} of {m.step} is no longer current"})
+    logger.warning(
+        "queue %s: %s attempt %d dead-lettered by QStash (%s): %s",
+        m.queue_id, m.step, m.attempt, letter.dlq_id, letter.reason,
+    )
+    return Outcome(200, {"failed": m.step, "attempt": m.attempt, "reason": letter.reason})
 
 
 def steps_router(
@@ -115,27 +195,9 @@ def steps_router(
         },
     )
     async def step_webhook(step: StepName, request: Request) -> JSONResponse:
-        signature = request.headers.get("upstash-signature")
-        url = step_url(public_base_url, step)
-        try:
-            signatures.check_header(signature, url)
-        except SignatureRejected as error:
-            return _rejected(step, error, before_body=True)
-        assert signature is not None
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > max_body_bytes:
-            return _too_large(max_body_bytes)
-        try:
-            raw = await read_capped(request, max_body_bytes)
-        except BodyTooLarge:
-            return _too_large(max_body_bytes)
-        except ClientDisconnect:
-            logger.info("a %s delivery was abandoned by its sender mid-body", step)
-            return JSONResponse({"error": "the sender went away mid-body"}, status_code=400)
-        try:
-            signatures.verify(signature, raw, url)
-        except SignatureRejected as error:
-            return _rejected(step, error, before_body=False)
+        raw = await signed_body(request, signatures, step_url(public_base_url, step), max_body_bytes, step)
+        if isinstance(raw, JSONResponse):
+            return raw
         try:
             message = StepMessage.parse(raw)
             if message.step != step:
@@ -146,12 +208,35 @@ def steps_router(
         try:
             outcome = await anyio.to_thread.run_sync(runner.handle, message, message_id, limiter=slots)
         except PersistenceError as error:
-            logger.warning("database unreachable while handling %s: %s", step, error)
-            return JSONResponse(
-                {"error": "the database is unreachable; QStash will deliver again"},
-                status_code=503,
-                headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
-            )
+            return _database_unreachable(step, error)
+        return JSONResponse(outcome.body, status_code=outcome.status, headers=outcome.headers)
+
+    @router.post(
+        STEP_FAILURES_PATH,
+        response_model=StepFailureResponse,
+        response_model_exclude_none=True,
+        responses={
+            400: {"model": StepFailureResponse, "description": "not QStash's failure report about a step message"},
+            401: {"model": StepFailureResponse, "description": "missing or invalid Upstash-Signature (the error names the check)"},
+            413: {"model": StepFailureResponse, "description": "the body is over VIDPIPE_MAX_STEP_BODY_BYTES"},
+            503: {"model": StepFailureResponse, "description": "database unreachable; retry later"},
+        },
+    )
+    async def step_failure_webhook(request: Request) -> JSONResponse:
+        """QStash's failure callback: a step message was dead-lettered; fail its step if still current."""
+        what = "step-failure"
+        raw = await signed_body(request, signatures, step_failure_url(public_base_url), max_body_bytes, what)
+        if isinstance(raw, JSONResponse):
+            return raw
+        try:
+            letter = parse_failure_report(raw)
+        except BadFailureReport as error:
+            logger.warning("refused a failure report: %s", error)
+            return JSONResponse({"error": str(error)}, status_code=400)
+        try:
+            outcome = await anyio.to_thread.run_sync(record_dead_letter, runner.app, letter)
+        except PersistenceError as error:
+            return _database_unreachable(what, error)
         return JSONResponse(outcome.body, status_code=outcome.status, headers=outcome.headers)
 
     return router

@@ -72,7 +72,13 @@ class Pipeline:
 def pipeline_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Pipeline]]:
     pipelines: list[Pipeline] = []
 
-    def make(providers: Mapping[str, StepProvider] | None = None, **overrides: Any) -> Pipeline:
+    def make(
+        providers: Mapping[str, StepProvider] | None = None,
+        *,
+        wrap: Callable[[Any], Any] | None = None,
+        **overrides: Any,
+    ) -> Pipeline:
+        """``wrap``: an ASGI app put in front of vidpipe's (a gateway that fails some paths)."""
         qstash = local_qstash(tmp_path / f"qstash-{len(pipelines)}.sqlite3", backoff_scale=0.01)
         sock = reserve_port()
         values: dict[str, Any] = {
@@ -91,7 +97,8 @@ def pipeline_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[...
             step: providers.get(step) or SimulatedProvider()
             for step in ("compress", "audio-convert", "transcribe", "embed")
         }
-        api = ServedApp(create_app(settings, providers=all_providers), sock)
+        app = create_app(settings, providers=all_providers)
+        api = ServedApp(app if wrap is None else wrap(app), sock)
         pipeline = Pipeline(settings, open_store(database_url), api, qstash, all_providers)
         pipelines.append(pipeline)
         return pipeline
