@@ -15,7 +15,6 @@ rolls back with ``IntegrityError`` and it moves on from the new position.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +23,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError, Tracking
 
 from projections.views import Projection, ReadModelView, SqlSession
+from projections.worker import PeriodicWorker
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +48,10 @@ class EventFollower:
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
         self.key = f"{app.name}:{projection.name}"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.errors = 0
+        self._worker = PeriodicWorker(
+            self.key, self._follow, interval=poll_interval, max_backoff=max_backoff, log=logger,
+            failure="%s: failed to apply events; retrying in %.1fs",
+        )
 
     @property
     def position(self) -> int:
@@ -118,34 +119,23 @@ class EventFollower:
             self.projection.apply(self.app.mapper.to_domain_event(notification), session)
 
     # ------------------------------------------------------------ background
-    def run(self) -> None:
-        """Follow the log until :meth:`stop`; errors are logged and retried."""
-        backoff = self.poll_interval
-        while not self._stop.is_set():
-            try:
-                applied = self.catch_up()
-            except Exception:
-                self.errors += 1
-                logger.exception("%s: failed to apply events; retrying in %.1fs", self.key, backoff)
-                self._stop.wait(backoff)
-                backoff = min(self.max_backoff, backoff * 2)
-                continue
-            backoff = self.poll_interval
-            if applied == 0:
-                self._stop.wait(self.poll_interval)
+    @property
+    def errors(self) -> int:
+        """How many batches failed in the background (each tried again)."""
+        return self._worker.errors
+
+    def _follow(self) -> bool:
+        """One round in the background: whether a batch was applied (then the next comes at once)."""
+        return self.catch_up() > 0
 
     def start(self) -> EventFollower:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name=self.key, daemon=True)
-        self._thread.start()
+        """Follow the log in a thread until :meth:`stop`; errors are logged and retried with back-off."""
+        self._worker.start()
         return self
 
     def stop(self) -> None:
         """Stop following (waiting for the batch in hand) and release the projection's resources."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._worker.stop()
         close = getattr(self.projection, "close", None)
         if close is not None:
             close()

@@ -30,6 +30,10 @@ projections commit their tracking position in the same transaction as their
 rows (the second writer of a batch rolls back), and the dispatcher's publish
 carries a QStash deduplication id per (queue, step, attempt) and skips a
 message already recorded.
+
+A one-off job that writes a projection (``make rebuild-projections``) takes
+the same keys first with :func:`exclusive`: it refuses, or waits, while a
+follower leads them, and no follower can take them until it is done.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import threading
 import time
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,6 +57,7 @@ import psycopg
 
 from projections.database import DatabaseUrl
 from projections.follower import EventFollower
+from projections.worker import PeriodicWorker
 
 logger = logging.getLogger(__name__)
 
@@ -392,8 +397,10 @@ class Elector:
         self._announced: set[str] = set()
         self._cooling: dict[str, float] = {}  # key -> when a runner that lost it may try again
         self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = PeriodicWorker(
+            "leadership", self.tick, interval=poll_interval, log=logger,
+            failure="%s: election round failed; trying again in %.1f s",
+        )
         self._users = 0
 
     def leads(self, key: str) -> bool:
@@ -461,30 +468,20 @@ class Elector:
                 logger.info("%s: standing by; led by %s", key, holders.get(key) or "nobody yet")
                 self._announced.add(key)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.tick()
-            except Exception:  # noqa: BLE001 - the elector must outlive any one failure
-                logger.exception("leadership: election round failed")
-            self._stop.wait(self.poll_interval)
-
     def start(self) -> None:
         with self._lock:
             self._users += 1
-            if self._thread is None:
-                self._stop.clear()
-                self._thread = threading.Thread(target=self._run, name="leadership", daemon=True)
-                self._thread.start()
+            if not self._worker.running:
+                self._worker.start()
 
     def stop(self) -> None:
         with self._lock:
             self._users -= 1
-            if self._users > 0 or self._thread is None:
+            if self._users > 0 or not self._worker.running:
                 return
-            self._stop.set()
-            thread, self._thread = self._thread, None
-        thread.join()
+            thread = self._worker.halt()
+        if thread is not None:
+            thread.join()  # outside the lock: the round in hand takes it
         self.leadership.close()
 
 
@@ -521,8 +518,10 @@ class LedFollower:
             follower.app, follower.view, _Fenced(follower.projection, lambda: elector.confirm(self.key)),
             batch_size=follower.batch_size, poll_interval=follower.poll_interval, max_backoff=follower.max_backoff,
         )
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = PeriodicWorker(
+            self.key, self._follow, interval=follower.poll_interval, max_backoff=follower.max_backoff,
+            log=logger, failure="%s: failed to apply events; retrying in %.1fs",
+        )
 
     @property
     def position(self) -> int:
@@ -534,45 +533,30 @@ class LedFollower:
 
     @property
     def errors(self) -> int:
-        return self._runner.errors
+        return self._worker.errors
 
     def wait_for(self, notification_id: int, timeout: float = 10.0) -> None:
         self.follower.wait_for(notification_id, timeout)
 
-    def _run(self) -> None:
-        leading = self.elector.leading(self.key)
-        backoff = self.follower.poll_interval
-        while not self._stop.is_set():
-            if not leading.wait(0.1):
-                continue
-            try:
-                applied = self._runner.catch_up()
-            except LeadershipLost:
-                continue
-            except Exception:
-                self._runner.errors += 1
-                logger.exception("%s: failed to apply events; retrying in %.1fs", self.key, backoff)
-                self._stop.wait(backoff)
-                backoff = min(self.follower.max_backoff, backoff * 2)
-                continue
-            backoff = self.follower.poll_interval
-            if applied == 0:
-                self._stop.wait(self.follower.poll_interval)
+    def _follow(self) -> bool:
+        """One round: while standing by, a short wait for leadership; while leading, one batch."""
+        if not self.elector.leading(self.key).wait(0.1):
+            return True  # the wait was the pause: look again
+        try:
+            return self._runner.catch_up() > 0
+        except LeadershipLost:
+            return True
 
     def start(self) -> LedFollower:
-        self._stop.clear()
         self.elector.register(self.key)
         self.elector.start()
-        self._thread = threading.Thread(target=self._run, name=f"led {self.key}", daemon=True)
-        self._thread.start()
+        self._worker.start()
         return self
 
     def stop(self) -> None:
         """Finish the batch in hand, give the lock up, release the projection's resources."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        if self._worker.running:
+            self._worker.stop()
             self.elector.unregister(self.key)
             self.elector.stop()
         self.follower.stop()
@@ -580,3 +564,53 @@ class LedFollower:
 
 def led(followers: Sequence[EventFollower], elector: Elector) -> list[LedFollower]:
     return [LedFollower(follower, elector) for follower in followers]
+
+
+# --------------------------------------------------------------------- one-off jobs
+class FollowersRunning(Exception):
+    """Keys a one-off job needs are led by running followers (``holders``: key → who, or ``None``)."""
+
+    def __init__(self, holders: dict[str, str | None]) -> None:
+        self.holders = holders
+        super().__init__(", ".join(f"{key} (led by {who or 'a process that just let go'})"
+                                   for key, who in holders.items()))
+
+
+@contextlib.contextmanager
+def exclusive(
+    leadership: Leadership,
+    keys: Sequence[str],
+    *,
+    wait: bool,
+    poll_interval: float = 0.5,
+    waiting: Callable[[dict[str, str | None]], None] | None = None,
+) -> Iterator[Callable[[], None]]:
+    """Lead every one of ``keys`` for a one-off job such as a rebuild, so no follower of them runs meanwhile.
+
+    A key led by a running follower is :class:`FollowersRunning` at once, or,
+    with ``wait``, tried again every ``poll_interval`` until its followers stop
+    or hand over (``waiting`` is told who leads, again whenever that changes);
+    the keys already taken are kept meanwhile, so a standby cannot take them.
+    Yields a fence: it raises :class:`LeadershipLost` once any key is lost
+    (call it before each batch, as followers confirm theirs). Every key is
+    released on the way out, as is ``leadership``.
+    """
+    try:
+        told: dict[str, str | None] | None = None
+        while missing := [key for key in keys if key not in leadership.tick(keys)]:
+            holders = leadership.holders(missing)
+            if not wait:
+                raise FollowersRunning(holders)
+            if holders != told and waiting is not None:
+                waiting(holders)
+            told = holders
+            time.sleep(poll_interval)
+
+        def fence() -> None:
+            for key in keys:
+                if not leadership.confirm(key):
+                    raise LeadershipLost(key)
+
+        yield fence
+    finally:
+        leadership.close()

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from domain import VideoProcessing
 from domain.queue import ProcessingQueue
 from handlers.storage import Storage
 from projections.views import ReadModelView
+from projections.worker import PeriodicWorker
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +166,11 @@ class StorageSweeper:
         self.interval_seconds = interval_seconds
         self.key = "storage-sweeper"
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.sweeps = 0
-        self.errors = 0
+        self._worker = PeriodicWorker(
+            self.key, self.sweep, interval=interval_seconds, wait_first=True, log=logger, level=logging.WARNING,
+            failure="%s: sweep failed; trying again in %.0f s",
+        )
 
     # ------------------------------------------------------------ one pass
     def report(self) -> StorageReport:
@@ -237,26 +238,18 @@ class StorageSweeper:
         return found
 
     # ------------------------------------------------------------ background
-    def run(self) -> None:
-        """Sweep every ``interval_seconds`` until :meth:`stop`; errors are logged and retried next time."""
-        while not self._stop.wait(self.interval_seconds):
-            try:
-                self.sweep()
-            except Exception:  # noqa: BLE001 - the database may be down; next interval
-                self.errors += 1
-                logger.warning("storage sweep failed; trying again in %.0f s", self.interval_seconds, exc_info=True)
+    @property
+    def errors(self) -> int:
+        """How many background sweeps failed (each tried again an interval later)."""
+        return self._worker.errors
 
     def start(self) -> StorageSweeper:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name=self.key, daemon=True)
-        self._thread.start()
+        """Sweep every ``interval_seconds`` in a thread until :meth:`stop`; errors are logged and retried."""
+        self._worker.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._worker.stop(timeout=10)
 
 
 def classify(stored: StoredFile, references: References, now: float, grace_seconds: float) -> Kind:
