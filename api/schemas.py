@@ -67,6 +67,11 @@ class QueueStatus(BaseModel):
     steps: list[StepStatus]
     filename: str | None = None
     """The uploaded video's original file name (None for an attachment id without one)."""
+    media: Literal["video", "audio"] = Field(
+        default="video",
+        description="what was uploaded: a video, or an audio recording (no compress step; "
+        "the player plays the original sound)",
+    )
 
 
 class QueueAccepted(BaseModel):
@@ -178,6 +183,12 @@ class MediaLinks(BaseModel):
     """Signed links a <video> element can use (it cannot send a bearer token)."""
 
     queue_id: str
-    video_url: str = Field(description="the compressed video; answers HTTP Range requests")
+    video_url: str = Field(
+        description="the compressed video (the original upload in a queue without compress: an audio "
+        "recording or an already small video), served with its own Content-Type; answers HTTP Range requests"
+    )
     captions_url: str | None = Field(default=None, description="the VTT transcript, for a <track>")
     expires_at: datetime
+    media: Literal["video", "audio"] = Field(
+        default="video", description="what video_url plays: a video, or an audio recording (sound only)"
+    )

@@ -1,4 +1,4 @@
-"""Accepting uploads: streaming a video into storage, and the upload ledger.
+"""Accepting uploads: streaming a video or an audio recording into storage, and the upload ledger.
 
 A multipart ``file`` is checked by name and declared type before a byte is
 stored, by its leading bytes before the first chunk is written, and by size
@@ -40,7 +40,7 @@ import anyio.from_thread
 import anyio.to_thread
 
 from api.errors import Conflict, PayloadTooLarge, UnsupportedMediaType, shorten
-from api.media import SNIFF_BYTES, container_of, extension_of
+from api.media import SNIFF_BYTES, declared_media, extension_of, sniff_problem
 from api.multipart import PART_END, Event, PartStart
 from handlers.failpoints import failpoint
 from handlers.storage import Storage, StoredObject, upload_key
@@ -215,19 +215,16 @@ class FileStream:
         self.size += len(chunk)
         if self.size > self.limit:
             raise PayloadTooLarge(
-                f"the video is larger than the limit of {self.limit} bytes "
+                f"the file is larger than the limit of {self.limit} bytes "
                 "(VIDPIPE_MAX_UPLOAD_BYTES); compress it or split it"
             )
         self.digest.update(chunk)
 
     def _sniff(self, head: bytes) -> None:
-        if not head:
-            raise UnsupportedMediaType(f"{self.part.filename!r} is empty; upload a video")
-        if container_of(head) is None:
-            raise UnsupportedMediaType(
-                f"{self.part.filename!r} does not look like a video (MP4, MOV, WebM, MKV, AVI or MPEG); "
-                "its first bytes match none of them"
-            )
+        media = declared_media(self.part.filename, self.part.content_type)
+        problem = sniff_problem(self.part.filename, media, head)
+        if problem:
+            raise UnsupportedMediaType(problem)
 
 
 async def store_file(

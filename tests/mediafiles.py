@@ -146,6 +146,34 @@ def jfk_video(directory: Path, size: str = "640x360") -> Path | None:
     return _cached(directory / name, build)
 
 
+JFK_AUDIO_CODECS = {".mp3": ("libmp3lame", "mp3"), ".m4a": ("aac", "mp4"), ".ogg": ("libopus", "ogg"),
+                    ".wav": ("pcm_s16le", "wav")}
+
+
+def jfk_audio(directory: Path, extension: str) -> Path | None:
+    """``jfk.flac`` itself (``.flac``) or re-encoded as an audio recording (``.mp3``, ``.m4a``,
+    ``.ogg``, ``.wav``); ``None`` when the file is absent."""
+    if not JFK_FLAC.is_file():
+        return None
+    if extension == ".flac":
+        return JFK_FLAC
+    codec, container = JFK_AUDIO_CODECS[extension]
+    name = _name("jfk-audio", extension, JFK_FLAC.stat().st_size) + extension
+    return _cached(
+        directory / name,
+        lambda target: ffmpeg("-i", str(JFK_FLAC), "-vn", "-c:a", codec, "-f", container, str(target)),
+    )
+
+
+def subtitles_only(directory: Path) -> Path:
+    """A Matroska audio file (``.mka``) with neither sound nor picture: one subtitle stream."""
+    srt = directory / "two-seconds.srt"
+    if not srt.exists():
+        srt.write_text("1\n00:00:00,000 --> 00:00:02,000\nhello\n")
+    return _cached(directory / "subtitles-only.mka", lambda target: ffmpeg("-i", str(srt), "-c:s", "copy",
+                                                                           "-f", "matroska", str(target)))
+
+
 # ------------------------------------------------------------------ bad media
 @dataclass(frozen=True)
 class BadMedia:

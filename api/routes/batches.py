@@ -1,14 +1,16 @@
-"""Batches: several videos in one request, and their status together.
+"""Batches: several videos or audio recordings in one request, and their status together.
 
 ``POST /api/batches`` takes ``multipart/form-data`` with one or more ``file``
 parts (at most :data:`MAX_BATCH_FILES`), streamed one after another into
 storage exactly as ``POST /api/video-processing/upload`` streams one: each
 file is checked by name, declared type, leading bytes and size
-(``VIDPIPE_MAX_UPLOAD_BYTES`` per file). Every accepted file starts its own
-queue whose ``Created`` options carry the batch id.
+(``VIDPIPE_MAX_UPLOAD_BYTES`` per file), and an audio recording by what
+ffprobe finds in it. Every accepted file starts its own queue whose ``Created``
+options carry the batch id (an audio recording's also ``media: "audio"``: no
+compress step), so a batch may mix videos and audio recordings.
 
-**A broken file does not sink the batch.** A file that is not a video, is
-empty or is over the size limit is refused on its own — nothing of it is
+**A broken file does not sink the batch.** A file that is neither a video nor
+an audio recording, is empty, unreadable or over the size limit is refused on its own — nothing of it is
 stored — and the others are processed: the answer is ``202`` listing every
 file in order with its ``queue_id`` or its ``error``. Only when no file at all
 could be accepted is the answer a ``4xx`` (``415``/``413`` when every file was
@@ -47,11 +49,11 @@ from pydantic import BaseModel, Field
 
 from api.auth import Caller, CurrentTutor
 from api.errors import ApiError, NotFound, PayloadTooLarge, UnsupportedMediaType, Unprocessable, shorten
-from api.media import declared_type_problem
+from api.media import declared_media, declared_type_problem
 from api.multipart import PART_END, Event, PartStart, boundary_of, multipart_events
 from api.queues import is_terminal
 from api.routes.queues import AUTH_RESPONSES
-from api.routes.uploads import MULTIPART_OVERHEAD, _options, _start_queue
+from api.routes.uploads import MULTIPART_OVERHEAD, _media_of, _media_option, _options, _start_queue
 from api.schemas import ErrorResponse, QueueStatus
 from api.services import Services
 from api.uploads import FileStream, new_attachment_id, store_file
@@ -74,7 +76,7 @@ REQUEST_BODY: dict[str, Any] = {
                 "required": ["file"],
                 "properties": {
                     "file": {"type": "array", "items": {"type": "string", "format": "binary"},
-                             "maxItems": MAX_BATCH_FILES, "description": "the videos, one part each"},
+                             "maxItems": MAX_BATCH_FILES, "description": "the videos or audio recordings, one part each"},
                 },
             }
         },
@@ -193,11 +195,12 @@ def batches_router(services: Services) -> APIRouter:
             **AUTH_RESPONSES,
             400: {"model": ErrorResponse, "description": "malformed multipart body"},
             413: {"model": ErrorResponse, "description": "every file over the size limit (or the body over all limits)"},
-            415: {"model": ErrorResponse, "description": "not multipart, or no file of the batch is a video"},
+            415: {"model": ErrorResponse, "description": "not multipart, or no file of the batch is a video "
+                  "or an audio recording"},
         },
     )
     async def upload_batch(request: Request, caller: CurrentTutor) -> JSONResponse:
-        """Start one queue per video sent; a broken file is refused alone, the others go on."""
+        """Start one queue per video or audio recording sent; a broken file is refused alone, the others go on."""
         batch_id = str(uuid.uuid4())
         files: list[BatchFile] = []
         try:
@@ -336,9 +339,11 @@ async def _one_file(
         raise Unprocessable(str(error)) from None
     limit = services.settings.max_upload_bytes
     received = await store_file(services.storage, key, attachment_id, FileStream(parts, part, limit))
+    declared = declared_media(part.filename, part.content_type)
+    media = await _media_of(services, received.key, received.filename, declared, keep=False)
     queue_id = uuid.uuid4()
     await run_in_threadpool(services.uploads.record, caller.owner_id, str(queue_id), received)
-    options = {**_options(received), "batch_id": batch_id, "batch_position": position}
+    options = {**_options(received), **_media_option(media), "batch_id": batch_id, "batch_position": position}
     return await _start_queue(services, caller, received.attachment_id, options, queue_id)
 
 

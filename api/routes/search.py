@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from api.auth import CurrentTutor
 from api.errors import ApiError, NotFound
+from api.media import playable_type
 from api.media_links import InvalidMediaLink, MediaSigner
 from api.routes.queues import PREFIX, QUEUE_RESPONSES, QueueId
 from api.schemas import ErrorResponse, MediaLinks, SearchAnswer
@@ -74,10 +75,12 @@ def search_router(services: Services, search: LectureSearch, signer: MediaSigner
         open exactly these artifacts of this queue until ``expires_at``.
         """
         row = services.queues.status(caller, queue_id)
+        media = row.get("media") or "video"
         outputs = {s["step"]: s.get("outputs") or {} for s in row["steps"]}
         video = outputs.get("compress", {}).get("video")
         if not video and "compress" not in outputs:
-            # a queue without the compress step (skip_compress: an already small video) plays its original upload
+            # a queue without the compress step (skip_compress: an already small video; an audio recording)
+            # plays its original upload
             video = (services.queues.app.get_queue(queue_id).options or {}).get("source")
         if not video:
             raise NotFound(f"the compressed video of queue {queue_id} does not exist yet (queue {row['status']})")
@@ -92,6 +95,7 @@ def search_router(services: Services, search: LectureSearch, signer: MediaSigner
             video_url=f"/media/{token}",
             captions_url=captions_url,
             expires_at=datetime.fromtimestamp(expires, UTC),
+            media=media,
         )
 
     @router.get(
@@ -111,6 +115,8 @@ def search_router(services: Services, search: LectureSearch, signer: MediaSigner
         except InvalidMediaLink as error:
             raise LinkRefused(str(error)) from None
         media_type = MEDIA_TYPES.get(grant.kind)
+        if grant.kind == "video":  # the compressed MP4, or an original played as uploaded (video or audio)
+            media_type = playable_type(grant.key)
         if media_type is None:
             raise LinkRefused("this media link names nothing playable")
         local_path = getattr(services.storage, "path", None)

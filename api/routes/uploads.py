@@ -1,13 +1,21 @@
-"""``POST /api/video-processing/upload``: start processing a video.
+"""``POST /api/video-processing/upload``: start processing a video or an audio recording.
 
 Two forms:
 
 - JSON ``{"attachment_id": "..."}``: an attachment already in storage under the
   caller's uploads (``<owner>/uploads/<attachment_id>``, where multipart
   uploads put theirs); 404 if there is no such object;
-- ``multipart/form-data`` with a ``file`` part: the video, streamed to storage
-  in chunks (413 beyond ``VIDPIPE_MAX_UPLOAD_BYTES``, 415 for anything that
-  is not a video by name, declared type and leading bytes).
+- ``multipart/form-data`` with a ``file`` part: the video or audio recording,
+  streamed to storage in chunks (413 beyond ``VIDPIPE_MAX_UPLOAD_BYTES``, 415
+  for anything that is neither by name, declared type and leading bytes).
+
+An audio recording (an audio extension such as ``.mp3``/``.m4a``/``.wav``/
+``.flac``/``.ogg``/``.opus``, or an ``audio/*`` type) is also probed with
+ffprobe once stored: sound without picture starts a queue with the option
+``media: "audio"`` (no compress step: audio-convert → transcribe → embed; the
+original is what the player plays); a file that turns out to have a picture
+is processed as a video; one that cannot be read or has no sound is 422 and
+nothing of it is kept.
 
 Either way the answer is ``202 {"queue_id", "status", "attachment_id", "reused"}``.
 ``Idempotency-Key`` and re-uploads of the same file: see :mod:`api.uploads`.
@@ -36,7 +44,7 @@ from fastapi.responses import JSONResponse
 
 from api.auth import Caller, CurrentTutor
 from api.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType, Unprocessable, shorten
-from api.media import declared_type_problem
+from api.media import Media, declared_media, declared_type_problem, probed_media
 from api.multipart import PartStart, boundary_of, multipart_events
 from api.routes.queues import AUTH_RESPONSES, PREFIX
 from api.schemas import ErrorResponse, QueueAccepted
@@ -51,6 +59,7 @@ from api.uploads import (
     store_file,
 )
 from domain import InvalidGraph
+from handlers.errors import MediaError
 from handlers.failpoints import failpoint
 from handlers.storage import upload_key
 
@@ -97,10 +106,11 @@ def uploads_router(services: Services) -> APIRouter:
             400: {"model": ErrorResponse, "description": "malformed body"},
             404: {"model": ErrorResponse, "description": "no such attachment in the caller's storage"},
             409: {"model": ErrorResponse, "description": "a request with this Idempotency-Key is running"},
-            422: {"model": ErrorResponse, "description": "malformed JSON fields, or an Idempotency-Key "
-                  "already used with a different request"},
+            422: {"model": ErrorResponse, "description": "malformed JSON fields, an Idempotency-Key "
+                  "already used with a different request, or an audio file that cannot be read or has no sound"},
             413: {"model": ErrorResponse, "description": "the video is over the size limit"},
-            415: {"model": ErrorResponse, "description": "not a video, or neither JSON nor multipart"},
+            415: {"model": ErrorResponse, "description": "neither a video nor an audio recording, "
+                  "or neither JSON nor multipart"},
         },
     )
     async def upload(
@@ -115,7 +125,8 @@ def uploads_router(services: Services) -> APIRouter:
         skip_compress: Annotated[
             bool,
             Query(description="leave the compress step out (an already small video): the queue extracts "
-                  "audio, transcribes and embeds; the original stays the video to watch"),
+                  "audio, transcribes and embeds; the original stays the video to watch. An audio "
+                  "recording never has the compress step"),
         ] = False,
         idempotency_key: Annotated[
             str | None,
@@ -123,7 +134,7 @@ def uploads_router(services: Services) -> APIRouter:
                    description="the same key from the same user answers with the same queue"),
         ] = None,
     ) -> JSONResponse:
-        """Start processing an uploaded attachment or a video sent as multipart."""
+        """Start processing an uploaded attachment, or a video or audio recording sent as multipart."""
         owner = caller.owner_id
         claim = ""
         extra = {**_language(services, caller, language), **({"skip_compress": True} if skip_compress else {})}
@@ -190,10 +201,11 @@ async def _start(
         if queue_id is not None and await run_in_threadpool(services.core.app.queue_exists, queue_id):
             _check_same(await _fingerprint_of(services, str(queue_id)), _request(("attachment", attachment_id), extra),
                         request.headers["idempotency-key"], str(queue_id))
-        options = {"source": key, "filename": attachment_id, **extra}
+        media = await _media_of(services, key, attachment_id, declared_media(attachment_id, None), keep=True)
+        options = {"source": key, "filename": attachment_id, **_media_option(media), **extra}
         return await _start_queue(services, caller, attachment_id, options, queue_id), False
     if media_type == "multipart/form-data":
-        received = await _receive_file(services, caller, request)
+        received, media = await _receive_file(services, caller, request)
         failpoint("upload.after_store")  # the video is stored, no queue started yet
         if queue_id is not None and await run_in_threadpool(services.core.app.queue_exists, queue_id):
             await run_in_threadpool(services.storage.delete, received.key)
@@ -208,13 +220,16 @@ async def _start(
             if not await run_in_threadpool(services.core.app.queue_exists, UUID(earlier_id)):
                 # the request that recorded it died before starting its queue: start it now
                 logger.info("owner %s: starting queue %s a dead request recorded", caller.owner_id, earlier_id)
-                await _start_queue(services, caller, earlier_file.attachment_id, _options(earlier_file), UUID(earlier_id))
+                # the same bytes as this upload: the same media
+                await _start_queue(services, caller, earlier_file.attachment_id,
+                                   {**_options(earlier_file), **_media_option(media)}, UUID(earlier_id))
             logger.info("owner %s uploaded %s again: reusing queue %s", caller.owner_id, received.filename, earlier_id)
             return earlier_id, True
         new_id = queue_id or uuid4()
         # recorded first: a retry after a death between the two finds this upload and starts its queue
         await run_in_threadpool(services.uploads.record, caller.owner_id, str(new_id), received)
-        started = await _start_queue(services, caller, received.attachment_id, {**_options(received), **extra}, new_id)
+        options = {**_options(received), **_media_option(media), **extra}
+        started = await _start_queue(services, caller, received.attachment_id, options, new_id)
         return started, False
     raise UnsupportedMediaType(
         f"send application/json with an attachment_id or multipart/form-data with a file, not {media_type or 'no Content-Type'!r}"
@@ -315,6 +330,31 @@ def _options(received: ReceivedFile) -> dict[str, Any]:
     return {"source": received.key, "filename": received.filename, "size_bytes": received.size, "sha256": received.sha256}
 
 
+def _media_option(media: Media) -> dict[str, Any]:
+    """The queue option of an audio recording (``media: "audio"``: no compress step); none for a video."""
+    return {"media": "audio"} if media == "audio" else {}
+
+
+async def _media_of(services: Services, key: str, filename: str | None, declared: Media, *, keep: bool) -> Media:
+    """What the stored file at ``key`` is: a declared video as it is (its steps check it); a declared
+    audio recording by what ffprobe finds. A refused file is deleted unless ``keep`` (an attachment the
+    caller stored before this request), and the refusal is 422 with the reason."""
+    if declared == "video":
+        return "video"
+    try:
+        return await run_in_threadpool(probed_media, services.storage, key, filename)
+    except MediaError as error:
+        refusal = Unprocessable(f"{error} ({'the attachment is left as it was' if keep else 'nothing was kept'})")
+    except BaseException:
+        if not keep:
+            await run_in_threadpool(services.storage.delete, key)
+        raise
+    if not keep:
+        await run_in_threadpool(services.storage.delete, key)
+    logger.info("refused %s: %s", key, refusal.message)
+    raise refusal
+
+
 async def _json_body(request: Request) -> Any:
     body = bytearray()
     async for chunk in request.stream():
@@ -353,7 +393,8 @@ def _check_length(request: Request, limit: int) -> None:
         )
 
 
-async def _receive_file(services: Services, caller: Caller, request: Request) -> ReceivedFile:
+async def _receive_file(services: Services, caller: Caller, request: Request) -> tuple[ReceivedFile, Media]:
+    """The ``file`` part, stored, and what it is (an audio recording is probed; see :func:`_media_of`)."""
     limit = services.settings.max_upload_bytes
     _check_length(request, limit)
     events = multipart_events(request, boundary_of(request.headers["content-type"]))
@@ -370,7 +411,8 @@ async def _receive_file(services: Services, caller: Caller, request: Request) ->
             received = await store_file(services.storage, key, attachment_id, FileStream(events, event, limit))
             async for _ in events:  # the rest of the body (small fields after the file)
                 pass
-            return received
+            declared = declared_media(event.filename, event.content_type)
+            return received, await _media_of(services, received.key, received.filename, declared, keep=False)
     raise Unprocessable("the multipart body has no part named 'file'")
 
 

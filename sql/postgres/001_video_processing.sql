@@ -85,5 +85,7 @@ SELECT
         SELECT json_agg(r.step ORDER BY r.position)
         FROM video_processing_steps AS r
         WHERE r.queue_id = q.id AND r.status = 'running'
-    ), '[]'::json) AS running_steps
+    ), '[]'::json) AS running_steps,
+    -- what was uploaded: 'audio' for an audio recording (no compress step), else 'video'
+    COALESCE(q.options->>'media', 'video') AS media
 FROM video_processing_queue AS q;

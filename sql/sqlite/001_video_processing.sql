@@ -85,5 +85,6 @@ SELECT
         SELECT json_group_array(r.step)
         FROM (SELECT step FROM video_processing_steps
               WHERE queue_id = q.id AND status = 'running' ORDER BY position) AS r
-    ) AS running_steps
+    ) AS running_steps,
+    COALESCE(json_extract(q.options, '$.media'), 'video') AS media
 FROM video_processing_queue AS q;

@@ -15,7 +15,7 @@ export interface paths {
         put?: never;
         /**
          * Upload
-         * @description Start processing an uploaded attachment or a video sent as multipart.
+         * @description Start processing an uploaded attachment, or a video or audio recording sent as multipart.
          */
         post: operations["upload_api_video_processing_upload_post"];
         delete?: never;
@@ -167,7 +167,7 @@ export interface paths {
         put?: never;
         /**
          * Upload Batch
-         * @description Start one queue per video sent; a broken file is refused alone, the others go on.
+         * @description Start one queue per video or audio recording sent; a broken file is refused alone, the others go on.
          */
         post: operations["upload_batch_api_batches_post"];
         delete?: never;
@@ -314,6 +314,26 @@ export interface paths {
         put?: never;
         /** Step Webhook */
         post: operations["step_webhook_api_video_processing_steps__step__post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/video-processing/step-failures": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Step Failure Webhook
+         * @description QStash's failure callback: a step message was dead-lettered; fail its step if still current.
+         */
+        post: operations["step_failure_webhook_api_video_processing_step_failures_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -557,7 +577,7 @@ export interface components {
             queue_id: string;
             /**
              * Video Url
-             * @description the compressed video; answers HTTP Range requests
+             * @description the compressed video (the original upload in a queue without compress: an audio recording or an already small video), served with its own Content-Type; answers HTTP Range requests
              */
             video_url: string;
             /**
@@ -570,6 +590,13 @@ export interface components {
              * Format: date-time
              */
             expires_at: string;
+            /**
+             * Media
+             * @description what video_url plays: a video, or an audio recording (sound only)
+             * @default video
+             * @enum {string}
+             */
+            media: "video" | "audio";
         };
         /** Notification */
         Notification: {
@@ -694,6 +721,13 @@ export interface components {
             steps: components["schemas"]["StepStatus"][];
             /** Filename */
             filename?: string | null;
+            /**
+             * Media
+             * @description what was uploaded: a video, or an audio recording (no compress step; the player plays the original sound)
+             * @default video
+             * @enum {string}
+             */
+            media: "video" | "audio";
         };
         /** Readiness */
         Readiness: {
@@ -813,6 +847,22 @@ export interface components {
             retriever: "keyword" | "semantic" | "both";
         };
         /**
+         * StepFailureResponse
+         * @description What the step-failure webhook tells QStash about a dead-lettered step message.
+         */
+        StepFailureResponse: {
+            /** Failed */
+            failed?: string | null;
+            /** Attempt */
+            attempt?: number | null;
+            /** Reason */
+            reason?: string | null;
+            /** Ignored */
+            ignored?: string | null;
+            /** Error */
+            error?: string | null;
+        };
+        /**
          * StepResponse
          * @description What the handler tells QStash (and an operator reading QStash's logs).
          */
@@ -921,7 +971,7 @@ export interface operations {
             query?: {
                 /** @description the lecture's language (ISO 639-1, e.g. es), or auto to have it detected; default: the tutor's (VIDPIPE_TUTOR_LANGUAGES), else detected */
                 language?: string | null;
-                /** @description leave the compress step out (an already small video): the queue extracts audio, transcribes and embeds; the original stays the video to watch */
+                /** @description leave the compress step out (an already small video): the queue extracts audio, transcribes and embeds; the original stays the video to watch. An audio recording never has the compress step */
                 skip_compress?: boolean;
             };
             header?: {
@@ -1006,7 +1056,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description not a video, or neither JSON nor multipart */
+            /** @description neither a video nor an audio recording, or neither JSON nor multipart */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -1015,7 +1065,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description malformed JSON fields, or an Idempotency-Key already used with a different request */
+            /** @description malformed JSON fields, an Idempotency-Key already used with a different request, or an audio file that cannot be read or has no sound */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1621,7 +1671,7 @@ export interface operations {
         requestBody: {
             content: {
                 "multipart/form-data": {
-                    /** @description the videos, one part each */
+                    /** @description the videos or audio recordings, one part each */
                     file: string[];
                 };
             };
@@ -1672,7 +1722,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description not multipart, or no file of the batch is a video */
+            /** @description not multipart, or no file of the batch is a video or an audio recording */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2155,6 +2205,62 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["StepResponse"];
+                };
+            };
+        };
+    };
+    step_failure_webhook_api_video_processing_step_failures_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StepFailureResponse"];
+                };
+            };
+            /** @description not QStash's failure report about a step message */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StepFailureResponse"];
+                };
+            };
+            /** @description missing or invalid Upstash-Signature (the error names the check) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StepFailureResponse"];
+                };
+            };
+            /** @description the body is over VIDPIPE_MAX_STEP_BODY_BYTES */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StepFailureResponse"];
+                };
+            };
+            /** @description database unreachable; retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StepFailureResponse"];
                 };
             };
         };
