@@ -123,6 +123,18 @@ def test_skip_compress_leaves_compress_out(store: Store) -> None:
     assert app.get_queue(qid).status == "completed"
 
 
+@pytest.mark.parametrize("options", [{"media": "audio"}, {"media": "audio", "skip_compress": True}])
+def test_an_audio_recording_has_no_compress_step(store: Store, options: dict[str, Any]) -> None:
+    app = store.app
+    qid = app.start_processing("tutor-1", "talk.mp3", options)
+    created = list(app.queue_events(qid))[0]
+    assert created.options["media"] == "audio"
+    assert created.steps == ["audio-convert", "transcribe", "embed"]
+    assert created.graph == {"audio-convert": [], "transcribe": ["audio-convert"], "embed": ["transcribe"]}
+    video = app.get_queue(app.start_processing("tutor-1", "talk.mp4", {"media": "video"}))
+    assert video.step_names[0] == "compress"
+
+
 def test_a_custom_graph_is_recorded_and_kept(memory_app: VideoProcessing) -> None:
     graph = {"compress": [], "audio-convert": ["compress"], "transcribe": ["audio-convert"]}
     qid = memory_app.start_processing("tutor-1", "a", graph=graph)
@@ -147,6 +159,7 @@ def test_a_custom_graph_is_recorded_and_kept(memory_app: VideoProcessing) -> Non
         ({"steps": ("transcribe", "embed")}, "'transcribe' needs 'audio-convert'"),
         ({"steps": ("compress",), "graph": {"compress": [], "audio-convert": []}}, "exactly these steps"),
         ({"options": {"skip_compress": "yes"}}, "skip_compress must be true or false"),
+        ({"options": {"media": "podcast"}}, "media must be one of video, audio"),
     ],
 )
 def test_graphs_outside_the_safe_bounds_are_refused(
