@@ -14,7 +14,7 @@ import logging
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -26,11 +26,15 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.errors import DATABASE_RETRY_AFTER_SECONDS, database_unavailable, install_error_handlers
-from bench.chaos.private_postgres import PrivatePostgres
 from projections.database import DatabaseUrl
-from tests.api.conftest import Client, fake_video
-from tests.handlers.conftest import Pipeline
-from tests.support import wait_until
+from tests.api.conftest import fake_video
+from tests.api.outage_support import (  # noqa: F401 - the fixtures: this module's pipelines run on a private cluster
+    Outage,
+    assert_database_unavailable,
+    database_url,
+    outage,
+    private_postgres,
+)
 
 
 def wrapped(cause: BaseException, wrapper: type[Exception] = OperationalError) -> Exception:
@@ -102,34 +106,12 @@ def test_postgres_pools_look_for_a_lost_server_every_second(caplog: pytest.LogCa
     assert len(attempts) >= 5, [r.getMessage() for r in attempts]
 
 
-@pytest.fixture
-def private_postgres(postgres_available: None) -> Iterator[PrivatePostgres]:
-    with PrivatePostgres() as server:
-        yield server
-
-
-@pytest.fixture
-def database_url(private_postgres: PrivatePostgres) -> str:
-    """The served pipeline's database: the private cluster this test may stop."""
-    return private_postgres.url
-
-
 @pytest.mark.postgres
-def test_public_api_answers_503_during_a_postgres_outage_and_recovers_without_a_restart(
-    private_postgres: PrivatePostgres,
-    served: Callable[..., Pipeline],
-    clients: Callable[..., Client],
-) -> None:
-    pipeline = served()
-    tutor = clients(pipeline, "tutor-outage")
-    before = tutor.upload(fake_video(seed=1))
-    assert before.status_code == 202, before.text
-    queue_id = before.json()["queue_id"]
-    tutor.wait_for(queue_id, ("completed",))
-
-    private_postgres.stop("immediate")
+def test_public_api_answers_503_during_a_postgres_outage_and_recovers_without_a_restart(outage: Outage) -> None:
+    tutor = outage.tutor
+    outage.begin()
     requests: list[Callable[[], httpx.Response]] = [
-        lambda: tutor.get(f"/api/video-processing/status/{queue_id}"),
+        lambda: tutor.get(f"/api/video-processing/status/{outage.done}"),
         lambda: tutor.get("/api/video-processing/queue"),
         lambda: tutor.upload(fake_video(seed=2)),
         lambda: tutor.http.get("/readyz"),
@@ -137,16 +119,10 @@ def test_public_api_answers_503_during_a_postgres_outage_and_recovers_without_a_
     with ThreadPoolExecutor(len(requests)) as pool:  # each waits for the pool's connection timeout
         status, listing, upload, ready = pool.map(lambda request: request(), requests)
     for answer in (status, listing, upload):
-        assert answer.status_code == 503, answer.text
-        assert int(answer.headers["Retry-After"]) > 0
-        assert answer.json()["error"].startswith("the database is unavailable")
+        assert_database_unavailable(answer)
     assert ready.status_code == 503 and ready.json()["failed"] == ["database"]
 
-    private_postgres.start()
-    wait_until(lambda: tutor.get(f"/api/video-processing/status/{queue_id}").status_code == 200,
-               30, "the status endpoint to answer 200 again")
+    outage.end()
     assert tutor.http.get("/readyz").status_code == 200
-    after = tutor.upload(fake_video(seed=3))
-    assert after.status_code == 202, after.text
     # the dispatcher, the step webhooks and the status projection all work again in the same process
-    assert tutor.wait_for(after.json()["queue_id"], ("completed",), timeout=60)["progress_percentage"] == 100
+    assert outage.process(seed=3)["progress_percentage"] == 100

@@ -13,27 +13,21 @@ outage* holds the bound: every answer within 6 s).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
 
 from bench.chaos.private_postgres import PrivatePostgres
 from projections import outage_gate
-from tests.api.conftest import Client, fake_video
-from tests.handlers.conftest import Pipeline
-from tests.support import wait_until
-
-
-@pytest.fixture
-def private_postgres(postgres_available: None) -> Iterator[PrivatePostgres]:
-    with PrivatePostgres() as server:
-        yield server
-
-
-@pytest.fixture
-def database_url(private_postgres: PrivatePostgres) -> str:
-    return private_postgres.url
+from tests.api.conftest import fake_video
+from tests.api.outage_support import (  # noqa: F401 - the fixtures: this module's pipelines run on a private cluster
+    Outage,
+    assert_database_unavailable,
+    database_url,
+    outage,
+    private_postgres,
+)
 
 
 def gate_of(server: PrivatePostgres) -> outage_gate.OutageGate:
@@ -42,21 +36,12 @@ def gate_of(server: PrivatePostgres) -> outage_gate.OutageGate:
 
 
 @pytest.mark.postgres
-def test_event_store_requests_answer_503_at_once_while_the_database_is_known_down(
-    private_postgres: PrivatePostgres,
-    served: Callable[..., Pipeline],
-    clients: Callable[..., Client],
-) -> None:
-    pipeline = served()
-    tutor = clients(pipeline, "tutor-long-outage")
-    first = tutor.upload(fake_video(seed=1))
-    assert first.status_code == 202, first.text
-    done = first.json()["queue_id"]
-    tutor.wait_for(done, ("completed",))
+def test_event_store_requests_answer_503_at_once_while_the_database_is_known_down(outage: Outage) -> None:
+    tutor, done = outage.tutor, outage.done
     running = tutor.upload(fake_video(seed=2)).json()["queue_id"]
 
-    private_postgres.stop("immediate")
-    gate = gate_of(private_postgres)
+    outage.begin()
+    gate = gate_of(outage.server)
     requests: dict[str, Callable[[], httpx.Response]] = {
         "audit trail": lambda: tutor.get(f"/api/video-processing/status/{done}/events"),
         "cancel": lambda: tutor.delete(f"/api/video-processing/status/{running}"),
@@ -77,18 +62,12 @@ def test_event_store_requests_answer_503_at_once_while_the_database_is_known_dow
             answer = request()
             print(f"round {round_} {name}: {answer.status_code} after {time.monotonic() - started:.2f} s, "
                   f"{gate.refused - refused_before} tries refused by the gate")
-            assert answer.status_code == 503, (name, answer.text)
-            assert int(answer.headers["Retry-After"]) > 0
-            assert answer.json()["error"].startswith("the database is unavailable")
+            assert_database_unavailable(answer, name)
             assert gate.refused > refused_before  # refused at once, not after waiting for a connection
     assert gate.down
 
-    private_postgres.start()
-    wait_until(lambda: tutor.get(f"/api/video-processing/status/{done}").status_code == 200,
-               30, "the status endpoint to answer 200 again")
+    outage.end()
     assert not gate.down
     events = tutor.get(f"/api/video-processing/status/{done}/events")
     assert events.status_code == 200 and events.json()
-    after = tutor.upload(fake_video(seed=4))
-    assert after.status_code == 202, after.text
-    assert tutor.wait_for(after.json()["queue_id"], ("completed",), timeout=60)["status"] == "completed"
+    assert outage.process(seed=4)["status"] == "completed"
