@@ -108,24 +108,34 @@ def held_server(piece_two_held: threading.Event, piece_two_reached: threading.Ev
     return answer
 
 
+PIECE_ONE = [Segment(0.0, 3.0, "piece 1 one"), Segment(3.0, 6.0, "piece 1 two"), Segment(6.0, 10.0, "piece 1 three")]
+
+
+@pytest.mark.parametrize(("every_seconds", "so_far"), [
+    # a minute has not passed, so piece 2's first segment is not written yet: the throttle holds it until
+    # the piece ends (piece 1's segments were written at its end)
+    pytest.param(60.0, PIECE_ONE, id="throttled"),
+    # unthrottled, piece 2's first segment is written at once, in the whole audio's time
+    pytest.param(0.0, [*PIECE_ONE, Segment(10.0, 13.0, "piece 2 one")], id="at-once"),
+])
 def test_the_step_keeps_the_transcript_so_far_then_replaces_it(
-    storage: LocalStorage, placeholder_audio: Path, tmp_path: Path
+    every_seconds: float, so_far: list[Segment], storage: LocalStorage, placeholder_audio: Path, tmp_path: Path
 ) -> None:
     release, reached = threading.Event(), threading.Event()
     outcome: dict[str, Any] = {}
     with fake_server(held_server(release, reached)) as server, WhisperClient(server.url) as client:
         step = WhisperTranscriber(client, storage, fixed_splitter([0.0, 10.0, 20.0]), tmp_path / "cache",
-                                  partial_every_seconds=60.0)
+                                  partial_every_seconds=every_seconds)
         runner = threading.Thread(target=lambda: outcome.update(
             result=step.run(job(storage, placeholder_audio), Progress().context)))
         runner.start()
         try:
-            assert reached.wait(30)
-            # piece 1's three segments (written at its end), then piece 2's first (a minute has not passed,
-            # so it is not written yet: the throttle holds it until the piece ends)
-            so_far = wait_until(lambda: read_partial(storage, OWNER, QUEUE), 10, "the partial transcript")
-            assert [(s.start, s.end, s.text) for s in so_far.segments] == [
-                (0.0, 3.0, "piece 1 one"), (3.0, 6.0, "piece 1 two"), (6.0, 10.0, "piece 1 three")]
+            assert reached.wait(30)  # piece 2 streamed its first segment and is held
+            partial = wait_until(
+                lambda: (t := read_partial(storage, OWNER, QUEUE)) and len(t.segments) >= len(so_far) and t,
+                10, f"{len(so_far)} segments in the partial transcript")
+            assert list(partial.segments) == so_far
+            assert partial.language == "en"
         finally:
             release.set()
             runner.join(30)
@@ -134,29 +144,6 @@ def test_the_step_keeps_the_transcript_so_far_then_replaces_it(
     final = parse_json(storage.path(result.outputs["transcript_json"]).read_bytes())
     assert [s.text for s in final.segments][3:] == ["piece 2 one", "piece 2 two", "piece 2 three"]
     assert final.segments[3].start == 10.0
-
-
-def test_the_first_segments_are_written_at_once_with_their_offset(
-    storage: LocalStorage, placeholder_audio: Path, tmp_path: Path
-) -> None:
-    release, reached = threading.Event(), threading.Event()
-    outcome: dict[str, Any] = {}
-    with fake_server(held_server(release, reached)) as server, WhisperClient(server.url) as client:
-        step = WhisperTranscriber(client, storage, fixed_splitter([0.0, 10.0, 20.0]), tmp_path / "cache",
-                                  partial_every_seconds=0.0)
-        runner = threading.Thread(target=lambda: outcome.update(
-            result=step.run(job(storage, placeholder_audio), Progress().context)))
-        runner.start()
-        try:
-            assert reached.wait(30)
-            so_far = wait_until(lambda: (t := read_partial(storage, OWNER, QUEUE)) and len(t.segments) == 4 and t,
-                                10, "piece 2's first segment in the partial transcript")
-            assert so_far.segments[3] == Segment(10.0, 13.0, "piece 2 one")  # in the whole audio's time
-            assert so_far.language == "en"
-        finally:
-            release.set()
-            runner.join(30)
-    assert "result" in outcome and not storage.exists(partial_key(OWNER, QUEUE))
 
 
 @pytest.mark.parametrize("kind", ["transient", "permanent"])
