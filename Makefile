@@ -60,8 +60,8 @@ search: install ## print the top moments of a tutor's lectures: make search Q="<
 	@test -n "$(Q)" || { echo 'usage: make search Q="<question>" [TUTOR=<owner id>] [QUEUE=<queue id>]'; exit 2; }
 	@$(PY) -m api.cli search "$(Q)" --user $(or $(TUTOR),dev-tutor) $(if $(QUEUE),--queue $(QUEUE),)
 
-rebuild-projections: install ## drop the read model and replay the event log from event 0
-	$(PY) -m api.cli rebuild-projections
+rebuild-projections: install ## drop the read model and replay the event log from event 0 (refused while followers run; WAIT=1 waits)
+	$(PY) -m api.cli rebuild-projections$(if $(WAIT), --wait,)
 
 project: install ## run the projection runners in the foreground (run several: one leads, the others stand by)
 	$(PY) -m api.cli project

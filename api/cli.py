@@ -2,6 +2,7 @@
 
     replay QUEUE_ID            print a queue's event timeline (the audit trail)
     rebuild-projections        drop the read model and replay the log from event 0
+                               (refused while followers run; --wait waits for them to stop)
     project                    run the projection runners in the foreground
     dispatch                   run the dispatcher (publishes step messages) in the foreground
     search QUESTION --user ID  print the top moments of a tutor's lectures for a question
@@ -15,16 +16,17 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from api.settings import Settings
 from api.storage_report import build_sweeper
 from api.wiring import (
+    Core,
     build_core,
     build_dispatcher,
     build_leadership,
@@ -34,6 +36,8 @@ from api.wiring import (
 )
 from domain import VidpipeError
 from handlers.failpoints import armed as armed_failpoints
+from projections.follower import EventFollower
+from projections.leadership import FollowersRunning, LeadershipLost, exclusive, leadership_for
 
 logger = logging.getLogger("vidpipe.cli")
 
@@ -61,29 +65,61 @@ def replay(settings: Settings, queue_id: str, console: Console) -> int:
     return 0
 
 
-def rebuild_projections(settings: Settings, console: Console) -> int:
-    """Replay the log from event 0 into each projection (not the push notifier: it would push again)."""
+def rebuild_projections(settings: Settings, console: Console, *, wait: bool = False) -> int:
+    """Replay the log from event 0 into each projection (not the push notifier: it would push again).
+
+    The rebuild leads the projections' keys as their followers do (``make
+    project``, the API's), so it never writes a projection while one of them
+    runs: it refuses when one leads, or with ``wait`` waits for it to stop.
+    """
     core = build_core(settings)
     index = build_search_index(settings, core)
     notifications = build_notification_followers(settings, core)[0]
+    followers = (core.queue_status, notifications, index.follower)
+
+    def waiting(holders: dict[str, str | None]) -> None:
+        console.print("waiting for the running followers to stop or hand over... "
+                      + ", ".join(f"{key} led by {who or 'nobody now'}" for key, who in holders.items()))
+
     try:
-        for follower in (core.queue_status, notifications, index.follower):
-            with Progress(
-                TextColumn(f"rebuilding {follower.projection.name:<14}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-            ) as bar:
-                task = bar.add_task("rebuild", total=core.app.recorder.max_notification_id() or 0)
-                replayed = follower.rebuild(
-                    progress=lambda done, total: bar.update(task, completed=done, total=total)
-                )
-            console.print(f"rebuilt {follower.projection.name} from {replayed} events")
+        with exclusive(leadership_for(settings.database), [f.key for f in followers], wait=wait,
+                       poll_interval=settings.leadership_poll_seconds, waiting=waiting) as fence:
+            _rebuild(followers, core, console, fence)
+    except FollowersRunning as running:
+        raise VidpipeError(
+            f"followers of the projections are running: {running}. Nothing was changed. Stop them "
+            "(make project, the API's followers) or run again with --wait (make rebuild-projections WAIT=1) "
+            "to rebuild once they have stopped"
+        ) from None
+    except LeadershipLost as lost:
+        raise VidpipeError(
+            f"lost the lead of {lost} during the rebuild (is the database reachable?): that projection's "
+            "rebuild was rolled back and its followers may go on; run the rebuild again"
+        ) from None
     finally:
         index.close()
         core.close()
     return 0
+
+
+def _rebuild(followers: Sequence[EventFollower], core: Core, console: Console, fence: Callable[[], None]) -> None:
+    """Rebuild each projection in turn; ``fence`` (the keys are still ours) is checked before each batch."""
+    for follower in followers:
+        with Progress(
+            TextColumn(f"rebuilding {follower.projection.name:<14}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            task = bar.add_task("rebuild", total=core.app.recorder.max_notification_id() or 0)
+
+            def progress(done: int, total: int, task: TaskID = task, bar: Progress = bar) -> None:
+                fence()  # raises inside the rebuild's transaction: a lost key rolls it back
+                bar.update(task, completed=done, total=total)
+
+            replayed = follower.rebuild(progress=progress)
+        console.print(f"rebuilt {follower.projection.name} from {replayed} events")
 
 
 def search(settings: Settings, console: Console, question: str, owner_id: str, limit: int,
@@ -155,7 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     replay_parser = commands.add_parser("replay", help="print a queue's event timeline")
     replay_parser.add_argument("queue_id")
-    commands.add_parser("rebuild-projections", help="replay the log into a fresh read model")
+    rebuild_parser = commands.add_parser("rebuild-projections", help="replay the log into a fresh read model")
+    rebuild_parser.add_argument("--wait", action="store_true",
+                                help="wait for running followers of the projections to stop instead of refusing")
     commands.add_parser("project", help="run the projection runners")
     commands.add_parser("dispatch", help="run the dispatcher that publishes step messages")
     search_parser = commands.add_parser("search", help="print the top moments of a tutor's lectures")
@@ -173,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             return replay(settings, args.queue_id, console)
         if args.command == "rebuild-projections":
-            return rebuild_projections(settings, console)
+            return rebuild_projections(settings, console, wait=args.wait)
         if args.command == "search":
             return search(settings, console, args.question, args.user, args.limit, args.queue)
         return follow(settings, console, dispatcher=args.command == "dispatch")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+from projections.database import DatabaseUrl
+from projections.leadership import Elector, LedFollower, leadership_for
 from tests.conftest import ROOT, open_store
+from tests.support import wait_until
 
 
 def vidpipe(database_url: str, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
@@ -130,3 +134,53 @@ def test_search_prints_the_moments_of_one_tutors_lectures_and_rebuild_restores_t
     again = vidpipe(env_url, "search", "chlorophyll", "--user", "tutor-a", **nowhere)
     assert "tutor-a-biology.mp4" in again.stdout
     closed.close()
+
+
+def test_rebuild_refuses_while_a_follower_leads_and_with_wait_rebuilds_once_it_stops(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Regression: the rebuild took no leadership lock, so it could write a projection while a
+    live follower of it (``make project``, the API's) wrote the same rows."""
+    store = open_store(database_url)
+    running = LedFollower(store.follower, Elector(leadership_for(DatabaseUrl.parse(database_url)),
+                                                  poll_interval=0.05)).start()
+    waiting: subprocess.Popen[str] | None = None
+    try:
+        qid = store.app.start_processing("tutor-1", "lecture-3")
+        store.app.start_step(qid, "compress", 1)
+        wait_until(lambda: (row := store.reader.status(str(qid))) and row["status"] == "processing", 20,
+                   "the led follower to apply the events")
+        good = store.reader.table_rows()
+        with store.view.session() as session:
+            session.execute("DELETE FROM video_processing_steps")
+        broken = store.reader.table_rows()
+
+        refused = vidpipe(database_url, "rebuild-projections")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "followers of the projections are running" in refused.stdout
+        assert running.key in refused.stdout and "Nothing was changed" in refused.stdout
+        assert "--wait" in refused.stdout and "Traceback" not in refused.stdout + refused.stderr
+        assert store.reader.table_rows() == broken
+
+        log = tmp_path / "rebuild.log"
+        with log.open("w") as out:
+            waiting = subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "rebuild-projections", "--wait"], cwd=ROOT,
+                env={**os.environ, "DATABASE_URL": database_url, "COLUMNS": "200"},
+                stdout=out, stderr=subprocess.STDOUT, text=True,
+            )
+        wait_until(lambda: "waiting for the running followers to stop or hand over" in log.read_text(), 60,
+                   "the rebuild to say it waits")
+        assert running.key in log.read_text() and running.leading
+        assert waiting.poll() is None and store.reader.table_rows() == broken  # it waits, writing nothing
+
+        running.stop()  # the follower steps down: the rebuild takes the lock and runs
+        assert waiting.wait(timeout=120) == 0, log.read_text()
+        assert "rebuilt queue_status from 2 events" in log.read_text()
+        assert store.reader.table_rows() == good
+    finally:
+        if waiting is not None and waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+        running.stop()
+        store.close()

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -28,10 +29,13 @@ from projections.follower import EventFollower
 from projections.leadership import (
     Elector,
     FileLeadership,
+    FollowersRunning,
     Leadership,
+    LeadershipLost,
     LedFollower,
     LocalLeadership,
     PostgresLeadership,
+    exclusive,
     leadership_for,
 )
 from projections.queue_status import QueueStatusProjection, QueueStatusReader
@@ -92,6 +96,44 @@ def test_one_holder_per_key_until_it_lets_go(contenders: tuple[Leadership, Leade
     # Postgres frees a closed session's advisory locks when its backend has exited, a moment after the close
     wait_until(lambda: b.tick(["queue_status"]) == {"dispatcher", "notifications", "queue_status"},
                5, "the closed holder's lock to be free")
+
+
+def test_a_one_off_job_refuses_or_waits_while_a_follower_leads_and_notices_a_lost_key(
+    contenders: tuple[Leadership, Leadership],
+) -> None:
+    """What ``make rebuild-projections`` takes: every key of the projections it writes."""
+    follower, job = contenders
+    keys = ["notifications", "queue_status"]
+    assert follower.tick(["queue_status"]) == {"queue_status"}
+    with pytest.raises(FollowersRunning) as refused, exclusive(job, keys, wait=False):
+        raise AssertionError("ran while a follower leads")
+    assert list(refused.value.holders) == ["queue_status"] and refused.value.holders["queue_status"]
+    assert "queue_status (led by " in str(refused.value)
+    wait_until(lambda: "notifications" in follower.tick(["notifications"]), 5, "the refused job to let go")
+    follower.release("notifications")
+
+    told: list[dict[str, str | None]] = []
+    done = threading.Event()
+
+    def job_runs() -> None:
+        with exclusive(job, keys, wait=True, poll_interval=0.02, waiting=told.append) as fence:
+            assert follower.tick(keys) == set()  # a standby cannot take what the job holds
+            fence()
+            done.set()  # (a failed assertion here leaves it unset)
+
+    worker = threading.Thread(target=job_runs)
+    worker.start()
+    wait_until(lambda: bool(told), 10, "the job to say it waits")
+    assert list(told[0]) == ["queue_status"] and not done.is_set()
+    follower.release("queue_status")  # the follower stops: the job runs
+    worker.join(30)
+    assert done.is_set() and len(told) == 1
+
+    with pytest.raises(LeadershipLost), exclusive(job, keys, wait=False) as fence:
+        fence()
+        job.release("queue_status")  # as a lost connection or a replaced lock file does
+        fence()
+    wait_until(lambda: follower.tick(keys) == set(keys), 5, "the job's keys to be free")
 
 
 HOLDER = """
