@@ -15,44 +15,32 @@ LONG = 3600.0
 """An interval no test waits out: a round that comes anyway did not wait for it."""
 
 
-def test_a_failing_round_is_counted_logged_and_tried_again(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(("max_backoff", "pauses"), [
+    pytest.param(None, ["0.01", "0.01"], id="no-back-off-by-default"),
+    pytest.param(0.03, ["0.01", "0.02", "0.03", "0.03"], id="doubling-up-to-the-ceiling"),
+])
+def test_a_failing_round_is_counted_logged_and_tried_again(
+    max_backoff: float | None, pauses: list[str], caplog: pytest.LogCaptureFixture,
+) -> None:
     calls: list[int] = []
 
     def work() -> None:
         calls.append(len(calls))
-        if len(calls) <= 2:
+        if len(calls) <= len(pauses):
             raise RuntimeError("database went away")
 
-    worker = PeriodicWorker("flaky", work, interval=0.01, log=logger, failure="%s: failed; again in %.2f s")
+    worker = PeriodicWorker("flaky", work, interval=0.01, max_backoff=max_backoff, log=logger,
+                            failure="%s: failed; again in %.2f s")
     with caplog.at_level(logging.ERROR, logger.name):
         worker.start()
         try:
-            wait_until(lambda: len(calls) >= 4, what="rounds after the failures")
+            wait_until(lambda: len(calls) > len(pauses) + 1, what="rounds after the failures")
         finally:
             worker.stop()
-    assert worker.errors == 2
-    failures = [r for r in caplog.records if "failed; again in" in r.getMessage()]
-    assert [r.getMessage() for r in failures] == ["flaky: failed; again in 0.01 s"] * 2  # no back-off by default
+    assert worker.errors == len(pauses)
+    failures = [r for r in caplog.records if r.name == logger.name]
+    assert [r.getMessage() for r in failures] == [f"flaky: failed; again in {pause} s" for pause in pauses]
     assert all(r.exc_info is not None for r in failures)
-
-
-def test_the_pause_after_failures_stops_doubling_at_the_ceiling(caplog: pytest.LogCaptureFixture) -> None:
-    calls: list[int] = []
-
-    def work() -> None:
-        calls.append(1)
-        if len(calls) <= 4:
-            raise RuntimeError("still down")
-
-    worker = PeriodicWorker("down", work, interval=0.01, max_backoff=0.03, log=logger, failure="%s %.2f")
-    with caplog.at_level(logging.ERROR, logger.name):
-        worker.start()
-        try:
-            wait_until(lambda: len(calls) >= 5, what="the round after the failures")
-        finally:
-            worker.stop()
-    assert [r.getMessage() for r in caplog.records if r.name == logger.name] == [
-        "down 0.01", "down 0.02", "down 0.03", "down 0.03"]
 
 
 def test_a_round_with_more_waiting_is_followed_at_once() -> None:
