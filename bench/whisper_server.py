@@ -23,7 +23,8 @@ under ``bench/.cache/search_eval/``):
    alone), its time against its fair share (the sum of the four times alone,
    what an even split of the server would give), the order they were served
    in, 503 refusals (retried after ``Retry-After``), and none starved (each
-   finished, none later than :data:`STARVED_FACTOR` × its fair share).
+   finished, none later than :data:`STARVED_FACTOR` × its fair share). The
+   server is the CPU-parity server of the default decoding, kept running.
 
 Models are warm before anything is timed. ``WHISPER_CPU_THREADS`` (default 2
 here, the machine's cores) and ``WHISPER_BEAM_SIZE`` apply to both sides.
@@ -89,7 +90,7 @@ def clips(lecture: str) -> list[Clip]:
 
 
 # ------------------------------------------------------------------ in this process
-def decode_in_process(clip_list: list[Clip], console: Console) -> dict[str, Any]:
+def decode_in_process(clip_list: list[Clip], console: Console, repeats: int = REPEATS) -> dict[str, Any]:
     from local.models.settings import TranscriptionSettings
     from local.models.transcription import FALLBACK_TEMPERATURES
     from local.models.whisper import Whisper, decode, load_whisper
@@ -109,7 +110,7 @@ def decode_in_process(clip_list: list[Clip], console: Console) -> dict[str, Any]
 
             run()  # warm
             runs = []
-            for _ in range(REPEATS):
+            for _ in range(repeats):
                 cpu, began = time.process_time(), time.monotonic()
                 segments, info = run()
                 runs.append((time.process_time() - cpu, time.monotonic() - began))
@@ -166,29 +167,48 @@ class Server:
         self._log.close()
 
 
-def cpu_parity(clip: Clip, in_process: dict[str, Any], workdir: Path, console: Console) -> dict[str, Any]:
+def cpu_parity(
+    clip: Clip, in_process: dict[str, Any], workdir: Path, console: Console, repeats: int = REPEATS,
+    keep: str | None = None,
+) -> tuple[dict[str, Any], Server | None]:
+    """Both modes' servers against in process; the server of mode ``keep`` is left running and returned (the
+    caller stops it), the others are stopped."""
     results: dict[str, Any] = {}
-    for mode, batched in MODES.items():
-        server = Server({"WHISPER_BATCHED": str(batched).lower()}, workdir / f"server-{mode}.log")
-        try:
-            server.transcribe(clip.path)  # warm
-            runs = []
-            for _ in range(REPEATS):
-                cpu, began = server.cpu_seconds(), time.monotonic()
-                body = server.transcribe(clip.path).json()
-                runs.append((server.cpu_seconds() - cpu, time.monotonic() - began))
-            cpu, wall = min(runs)
-        finally:
-            server.stop()
-        direct = in_process[clip.name][mode]
-        results[mode] = {
-            "server_cpu_seconds": round(cpu, 2), "in_process_cpu_seconds": direct["cpu_seconds"],
-            "cpu_ratio": round(cpu / direct["cpu_seconds"], 2), "server_wall_seconds": round(wall, 2),
-            "in_process_wall_seconds": direct["wall_seconds"],
-            "server_wer": round(word_error_rate(clip.text, body["text"]), 4), "in_process_wer": direct["wer"],
-        }
-        console.log(f"server: {clip.name} {mode}: {results[mode]}")
-    return results
+    kept: Server | None = None
+    try:
+        for mode, batched in MODES.items():
+            server = Server({"WHISPER_BATCHED": str(batched).lower()}, workdir / f"server-{mode}.log")
+            try:
+                server.transcribe(clip.path)  # warm
+                runs = []
+                for _ in range(repeats):
+                    cpu, began = server.cpu_seconds(), time.monotonic()
+                    body = server.transcribe(clip.path).json()
+                    runs.append((server.cpu_seconds() - cpu, time.monotonic() - began))
+                cpu, wall = min(runs)
+            except BaseException:
+                server.stop()
+                raise
+            if mode == keep:
+                kept = server
+            else:
+                server.stop()
+            results[mode] = _parity_row(clip, in_process[clip.name][mode], cpu, wall, body)
+            console.log(f"server: {clip.name} {mode}: {results[mode]}")
+    except BaseException:
+        if kept is not None:
+            kept.stop()
+        raise
+    return results, kept
+
+
+def _parity_row(clip: Clip, direct: dict[str, Any], cpu: float, wall: float, body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "server_cpu_seconds": round(cpu, 2), "in_process_cpu_seconds": direct["cpu_seconds"],
+        "cpu_ratio": round(cpu / direct["cpu_seconds"], 2), "server_wall_seconds": round(wall, 2),
+        "in_process_wall_seconds": direct["wall_seconds"],
+        "server_wer": round(word_error_rate(clip.text, body["text"]), 4), "in_process_wer": direct["wer"],
+    }
 
 
 QUEUE_LECTURES = ("photosynthesis", "french-revolution", "sorting-algorithms", "plate-tectonics")
@@ -216,15 +236,18 @@ def queue_clips(lectures: Sequence[Any], seconds: float, directory: Path) -> lis
             for built in lectures]
 
 
-def queue(clip_list: list[Clip], workdir: Path, console: Console, stagger: float = 0.1) -> dict[str, Any]:
-    """The clips sent one after another, then all at once (``stagger`` apart, so their arrival order is known).
+def queue(
+    clip_list: list[Clip], workdir: Path, console: Console, stagger: float = 0.1, server: Server | None = None
+) -> dict[str, Any]:
+    """The clips sent one after another, then all at once (``stagger`` apart, so their arrival order is known),
+    to ``server`` (stopped afterwards) or to a server of the default settings started for them.
 
     A 503 (the server's queue is full) is retried after its ``Retry-After``, as the pipeline's client does; the
     request's time runs from its first try. A request's **fair share** is the time the server would take if it
     split its time evenly among them: the sum of every clip's time alone (the total of the one-after-another
     run). It is **starved** if it did not finish, or finished later than :data:`STARVED_FACTOR` × that.
     """
-    server = Server({}, workdir / "server-queue.log")
+    server = server or Server({}, workdir / "server-queue.log")
     try:
         server.transcribe(clip_list[0].path)  # warm
 
@@ -327,13 +350,19 @@ def _percent(value: float | None) -> str:
 
 
 def measure(
-    clip_list: list[Clip], parity: Clip, queued: list[Clip], workdir: Path, console: Console
+    clip_list: list[Clip], parity: Clip, queued: list[Clip], workdir: Path, console: Console,
+    repeats: int = REPEATS,
 ) -> dict[str, Any]:
     """All three measurements: decoding in process on ``clip_list``, CPU parity on ``parity``, the queue of
-    ``queued`` (sent at once)."""
-    in_process = decode_in_process(clip_list, console)
-    parity_result = cpu_parity(parity, in_process, workdir, console)
-    queued_result = queue(queued, workdir, console)
+    ``queued`` (sent at once). ``repeats``: timed runs of each decoding (the least is reported). The queue goes to
+    the CPU-parity server of the default decoding (``WHISPER_BATCHED`` as the environment has it), kept running
+    for it: the same server a queue server started afresh would be, one model load fewer."""
+    from local.models.settings import TranscriptionSettings
+
+    default_mode = next(mode for mode, batched in MODES.items() if batched == TranscriptionSettings().batched)
+    in_process = decode_in_process(clip_list, console, repeats)
+    parity_result, server = cpu_parity(parity, in_process, workdir, console, repeats, keep=default_mode)
+    queued_result = queue(queued, workdir, console, server=server)
     return {
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
