@@ -93,11 +93,10 @@ class NotificationsProjection:
             return
         if isinstance(domain_event, Q.Created):
             session.execute(
-                "INSERT INTO notification_queues (queue_id, owner_id, filename, first_step) "
-                "VALUES (:id, :owner, :filename, :first) ON CONFLICT (queue_id) DO NOTHING",
+                "INSERT INTO notification_queues (queue_id, owner_id, filename) "
+                "VALUES (:id, :owner, :filename) ON CONFLICT (queue_id) DO NOTHING",
                 {"id": queue_id, "owner": domain_event.owner_id,
-                 "filename": (domain_event.options or {}).get("filename"),
-                 "first": domain_event.steps[0] if domain_event.steps else None},
+                 "filename": (domain_event.options or {}).get("filename")},
             )
             return
         queue = session.fetchone(

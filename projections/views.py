@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,6 +39,9 @@ from projections import outage_gate
 from projections.read_pool import ReadPool
 
 Row = dict[str, Any]
+DROP_COLUMN = re.compile(r"ALTER TABLE (\w+) DROP COLUMN IF EXISTS (\w+)", re.IGNORECASE)
+"""A migration that removes a column (``sql/<dialect>/``): run only while the column is there, on either
+dialect (SQLite has no ``IF EXISTS`` here, and Postgres would lock the table at every start)."""
 _pyformat = functools.lru_cache(maxsize=1024)(to_pyformat)
 """:func:`to_pyformat`, remembered: reads repeat a few constant statements; no regex on each one."""
 
@@ -66,6 +70,14 @@ class SqlSession:
 
     def json_param(self, value: Any) -> str:
         return json.dumps(value, sort_keys=True, default=str)
+
+    def has_column(self, table: str, column: str) -> bool:
+        if self.dialect == "postgres":
+            query = ("SELECT 1 AS found FROM information_schema.columns WHERE table_schema = current_schema() "
+                     "AND table_name = :table AND column_name = :column")
+        else:
+            query = "SELECT 1 AS found FROM pragma_table_info(:table) WHERE name = :column"
+        return self.fetchone(query, {"table": table, "column": column}) is not None
 
 
 class Projection(Protocol):
@@ -137,7 +149,12 @@ class ReadModelView(TrackingRecorder):
     def _create_read_model(self) -> None:
         with self.session() as session:
             for statement in ddl_statements(self.dialect):
-                session.cursor.execute(statement)
+                dropped = DROP_COLUMN.fullmatch(statement)
+                if dropped is None:
+                    session.cursor.execute(statement)
+                elif session.has_column(*dropped.groups()):  # (SQLite's BEGIN IMMEDIATE: one writer at a time)
+                    session.cursor.execute(statement if self.dialect == "postgres"  # it may have gone meanwhile
+                                           else "ALTER TABLE {} DROP COLUMN {}".format(*dropped.groups()))
 
     def close(self) -> None:
         self.datastore.close()  # type: ignore[attr-defined]

@@ -1,7 +1,7 @@
 -- In-app notifications (projections/notifications.py): one row per notifiable event of a
 -- queue (started, completed, failed, cancelled; progress when enabled), newest read first.
--- notification_queues remembers each queue's owner, file name and first step (only Created
--- carries them).
+-- notification_queues remembers each queue's owner and file name (only Created carries them;
+-- its first_step column, no longer read, is dropped by 008).
 -- notification_deliveries (handlers/notifiers/) records every push attempt and its outcome.
 
 CREATE TABLE IF NOT EXISTS notification_queues (
