@@ -60,6 +60,8 @@ def test_the_transcript_grows_while_the_step_runs_then_is_the_final_one(
         assert vtt.status_code == 200 and vtt.headers["x-transcript-complete"] == "false"
         assert vtt.headers["content-type"].startswith("text/vtt")
         assert "00:00:10.000 --> 00:00:14.000\nAt night the plant burns some sugar." in vtt.text
+        for fmt in ("json", "srt", "vtt", "txt"):  # the language heard with the first piece, in every format
+            assert so_far(tutor, qid, fmt).headers.get("content-language") == "en", fmt
 
         whole = tutor.get(f"{PREFIX}/status/{qid}/transcript", params={"format": "json"})
         assert whole.status_code == 404 and "does not exist yet" in whole.json()["error"]  # as before
@@ -77,6 +79,9 @@ def test_the_transcript_grows_while_the_step_runs_then_is_the_final_one(
     plain = tutor.get(f"{PREFIX}/status/{qid}/transcript", params={"format": "txt"})
     assert plain.status_code == 200 and plain.text == "".join(t + "\n" for t in TEXTS)
     assert so_far(tutor, qid, "txt").text == plain.text
+    for fmt in ("json", "srt", "vtt", "txt"):  # SRT and TXT have no field for it: the header says it
+        assert tutor.get(f"{PREFIX}/status/{qid}/transcript", params={"format": fmt}).headers["content-language"] == "en"
+        assert so_far(tutor, qid, fmt).headers["content-language"] == "en"
     assert not LocalStorage(storage_dir).exists(partial_key("tutor-a", qid))  # replaced by the final one
 
 
