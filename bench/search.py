@@ -13,7 +13,9 @@ sentence (``corpus.is_hit``). Reported: Recall@1, Recall@5, MRR, p50/p95
 latency (the question's embedding over HTTP included), for each retriever alone,
 the service's hybrid (relative score fusion) and hybrid by reciprocal rank
 fusion. First, chunk sizes and overlaps are compared on SQLite hybrid search;
-the best is what the service uses (``VIDPIPE_CHUNK_MAX_CHARS``).
+the best is what the service uses (``VIDPIPE_CHUNK_MAX_CHARS``). With one
+chunking (``--chunking``, ``--reduced``) there is nothing to compare: its row is
+SQLite's hybrid row. Each lecture is embedded once per chunking.
 
 **Scale**: a synthetic corpus (one tutor; lectures of 200 chunks of Zipf-
 distributed words; 384-dimensional vectors drawn around 1,000 centroids) grown
@@ -254,26 +256,41 @@ def quality(console: Console, *, reduced: bool, chunking: tuple[int, int] | None
         stack.callback(client.close)
         embedder = QueryEmbedder({"bge": client}, deadline=30.0)
 
+        embedded: dict[tuple[str, int, int], list[EmbeddedChunk]] = {}
+
+        def chunks(slug: str, max_chars: int, overlap: int) -> list[EmbeddedChunk]:
+            """A lecture's chunks, embedded once per chunking (the same vectors for every store)."""
+            if (slug, max_chars, overlap) not in embedded:
+                embedded[slug, max_chars, overlap] = embed_chunks(client, transcripts[slug], max_chars, overlap)
+            return embedded[slug, max_chars, overlap]
+
         def run(kind: str, max_chars: int, overlap: int, modes: Sequence[str]) -> list[dict[str, Any]]:
             with index(kind, stack) as idx:
-                queues = {
-                    slug: idx.add_lecture(f"{slug}.mp4", embed_chunks(client, transcripts[slug], max_chars, overlap))
-                    for slug in sorted(slugs)
-                }
+                queues = {slug: idx.add_lecture(f"{slug}.mp4", chunks(slug, max_chars, overlap))
+                          for slug in sorted(slugs)}
                 searches = {"service": LectureSearch(idx.reader, embedder),
                             "rrf": LectureSearch(idx.reader, embedder, fusion="rrf")}
                 searches["service"].search(OWNER, "warm up", mode="hybrid")
                 return [evaluate(searches, questions, expected, queues, mode) for mode in modes]
 
-        for max_chars, overlap in ([chunking or (160, 0)] if reduced or chunking else CHUNKINGS):
-            row = run("sqlite", max_chars, overlap, ["hybrid"])[0]
+        def chunking_row(max_chars: int, overlap: int, row: dict[str, Any]) -> None:
             out["chunking"].append({"max_chars": max_chars, "overlap_segments": overlap, **row})
             console.print(f"  chunks ≤{max_chars} chars, overlap {overlap}: R@1 {row['recall_at_1']:.3f} "
                           f"R@5 {row['recall_at_5']:.3f} MRR {row['mrr']:.3f}")
-        best = max(out["chunking"], key=lambda r: (r["recall_at_1"], r["mrr"]))
-        out["best_chunking"] = {"max_chars": best["max_chars"], "overlap_segments": best["overlap_segments"]}
+
+        candidates = [chunking or (160, 0)] if reduced or chunking else CHUNKINGS
+        # one chunking and SQLite among the stores: nothing to compare, its row is SQLite's hybrid row below
+        single = len(candidates) == 1 and "sqlite" in stores
+        if not single:
+            for max_chars, overlap in candidates:
+                chunking_row(max_chars, overlap, run("sqlite", max_chars, overlap, ["hybrid"])[0])
+        top = None if single else max(out["chunking"], key=lambda r: (r["recall_at_1"], r["mrr"]))
+        best = candidates[0] if top is None else (top["max_chars"], top["overlap_segments"])
+        out["best_chunking"] = {"max_chars": best[0], "overlap_segments": best[1]}
         for kind in stores:
-            out["stores"][kind] = run(kind, best["max_chars"], best["overlap_segments"], RETRIEVALS)
+            out["stores"][kind] = run(kind, best[0], best[1], RETRIEVALS)
+        if single:
+            chunking_row(best[0], best[1], next(r for r in out["stores"]["sqlite"] if r["mode"] == "hybrid"))
         embedder.close()
     return out
 

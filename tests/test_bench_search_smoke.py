@@ -48,3 +48,8 @@ def test_quality_run_scores_each_retriever_on_the_evaluation_set(tmp_path: Path)
             assert row["latency_p95_ms"] >= row["latency_p50_ms"] > 0
         # Not a quality bound (that is the benchmark's), a sanity one: search finds most answers.
         assert rows["hybrid"]["recall_at_5"] >= 0.5
+    # one chunking: its row is SQLite's hybrid row, not a run of its own
+    assert quality["best_chunking"] == {"max_chars": 160, "overlap_segments": 0}
+    [chunking] = quality["chunking"]
+    sqlite_hybrid = next(r for r in quality["stores"]["sqlite"] if r["mode"] == "hybrid")
+    assert chunking == {"max_chars": 160, "overlap_segments": 0, **sqlite_hybrid}
