@@ -572,10 +572,14 @@
     $("transcript-button").disabled = !(transcribe && transcribe.status === "completed");
     followTranscript(row, transcribe);
     const compress = (row.steps || []).find((s) => s.step === "compress");
-    $("watch-button").disabled = !(compress && compress.status === "completed") || row.status === "cancelled";
+    // without a compress step (an audio recording, an already small video) the original upload plays
+    $("watch-button").disabled = (compress ? compress.status !== "completed" : false) || row.status === "cancelled";
     if (row.filename && !state.currentName) {
       state.currentName = row.filename;
       $("current-file").textContent = row.filename;
+    }
+    if (row.media === "audio" && state.currentName) {
+      $("current-file").textContent = state.currentName + " · audio recording";
     }
     if (terminal) {
       const summary = {
@@ -1026,6 +1030,10 @@
         return;
       }
       if (state.player.opening !== opening) return;
+      const audio = links.media === "audio";
+      section.classList.toggle("audio", audio);  // sound only: a caption strip instead of a 16:9 screen
+      video.dataset.media = links.media || "video";
+      $("player-file").textContent = audio ? name + " · audio recording" : name;
       setCaptions(links.captions_url);
       video.src = links.video_url;
       showCaptions();
