@@ -1,6 +1,9 @@
 """A whole pipeline on loopback: the local QStash server, the vidpipe app (step
 webhooks, dispatcher and projection runner), and the real ``qstash`` SDK and
-``qstash.Receiver`` between them. Parametrised over SQLite and Postgres."""
+``qstash.Receiver`` between them. Parametrised over SQLite and Postgres.
+
+Also what most handler tests share: a local ``storage`` in the test's folder and
+``placeholder_audio``, a file a fake Whisper server never decodes."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from api.app import create_app
 from api.settings import Settings
 from handlers.providers.simulated import SimulatedProvider
 from handlers.steps import StepProvider
+from handlers.storage.local import LocalStorage
 from local.qstash.settings import DEV_TOKEN
 from tests.conftest import Store, open_store
 from tests.local.qstash_support import ThreadedServer, local_qstash
@@ -66,6 +70,18 @@ class Pipeline:
         self.api.stop()
         self.qstash.stop()
         self.store.close()
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "storage")
+
+
+@pytest.fixture
+def placeholder_audio(tmp_path: Path) -> Path:
+    path = tmp_path / "audio.ogg"
+    path.write_bytes(b"OggS not really audio")
+    return path
 
 
 @pytest.fixture

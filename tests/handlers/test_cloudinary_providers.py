@@ -50,11 +50,6 @@ def server(tmp_path: Path) -> Iterator[ThreadedCloudinary]:
         yield running
 
 
-@pytest.fixture
-def storage(tmp_path: Path) -> LocalStorage:
-    return LocalStorage(tmp_path / "storage")
-
-
 def config_for(server: ThreadedCloudinary, **overrides: Any) -> CloudinaryConfig:
     fields: dict[str, Any] = {
         "cloud_name": CLOUD,

@@ -61,11 +61,6 @@ def never_wakes_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def storage(tmp_path: Path) -> LocalStorage:
-    return LocalStorage(tmp_path / "storage")
-
-
-@pytest.fixture
 def store(tmp_path: Path) -> Iterator[EmbeddingStore]:
     embeddings = EmbeddingStore.open(DatabaseUrl.parse(f"sqlite:///{tmp_path}/vidpipe.db").event_store_env())
     yield embeddings

@@ -25,18 +25,6 @@ from tests.support import wait_until
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def storage(tmp_path: Path) -> LocalStorage:
-    return LocalStorage(tmp_path / "storage")
-
-
-@pytest.fixture
-def placeholder_audio(tmp_path: Path) -> Path:
-    path = tmp_path / "audio.ogg"
-    path.write_bytes(b"OggS not really audio")
-    return path
-
-
 def transcript(count: int) -> Transcript:
     return Transcript(tuple(Segment(float(i), i + 1.0, f"segment {i}") for i in range(count)), "en")
 

@@ -134,18 +134,6 @@ class Progress:
         self.details.append(detail)
 
 
-@pytest.fixture
-def storage(tmp_path: Path) -> LocalStorage:
-    return LocalStorage(tmp_path / "storage")
-
-
-@pytest.fixture
-def placeholder_audio(tmp_path: Path) -> Path:
-    path = tmp_path / "audio.ogg"
-    path.write_bytes(b"OggS not really audio")
-    return path
-
-
 def write_wav(path: Path, frames: bytes, rate: int) -> None:
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)

@@ -30,18 +30,6 @@ def spanish(seen: Seen) -> JSONResponse:
     })
 
 
-@pytest.fixture
-def storage(tmp_path: Path) -> LocalStorage:
-    return LocalStorage(tmp_path / "storage")
-
-
-@pytest.fixture
-def placeholder_audio(tmp_path: Path) -> Path:
-    path = tmp_path / "audio.ogg"
-    path.write_bytes(b"OggS not really audio")
-    return path
-
-
 def test_detected_on_the_first_piece_then_named_for_the_rest(
     storage: LocalStorage, placeholder_audio: Path, tmp_path: Path
 ) -> None:

@@ -33,11 +33,6 @@ def put(storage: LocalStorage, key: str, size: int = 100, *, old: bool = True) -
 
 
 @pytest.fixture
-def storage(tmp_path: Path) -> LocalStorage:
-    return LocalStorage(tmp_path / "storage")
-
-
-@pytest.fixture
 def layout(store: Store, storage: LocalStorage) -> dict[str, list[str]]:
     """Files of every kind; returns the keys that must stay and those that must go."""
     app = store.app
