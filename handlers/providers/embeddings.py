@@ -105,14 +105,8 @@ class EmbeddingClient(RemoteClient):
         self.model = model
         self.batch_size = batch_size
         self.prefixes: dict[TextKind, str] = {"query": query_prefix, "passage": passage_prefix}
-        self.server = RemoteServer(name or f"{label.upper()} embedding server", self.base_url, url_env, token_env)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            transport=transport,
-        )
+        self._connect(RemoteServer(name or f"{label.upper()} embedding server", self.base_url, url_env, token_env),
+                      api_key=api_key, timeout=timeout, connect_timeout=connect_timeout, transport=transport)
         self._tei_model: str | None = None
 
     def embed(self, texts: Sequence[str], *, kind: TextKind = "passage") -> Embeddings:

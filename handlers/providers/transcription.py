@@ -84,14 +84,8 @@ class WhisperClient(RemoteClient):
         self.base_url = api_base(base_url)
         self.model = model
         self.language = language
-        self.server = RemoteServer(name, self.base_url, URL_ENV, TOKEN_ENV)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            transport=transport,
-        )
+        self._connect(RemoteServer(name, self.base_url, URL_ENV, TOKEN_ENV), api_key=api_key, timeout=timeout,
+                      connect_timeout=connect_timeout, transport=transport)
         self._reported_model: str | None = None
         self.streams: bool | None = True
         """True: ask for ``stream=true``; None: the last such request was refused (trying without);
