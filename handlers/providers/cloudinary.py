@@ -407,8 +407,8 @@ def _capped(width: Any, height: Any, max_height: int) -> tuple[int | None, int |
     return round(width * max_height / height / 2) * 2, max_height
 
 
-class CloudinaryCompressor:
-    """Step ``compress`` on Cloudinary: 720p-capped H.264/AAC MP4 of the original."""
+class _CloudinaryStep:
+    """A step done on Cloudinary: the storage it reads and writes, and the client of the account."""
 
     name = "cloudinary"
 
@@ -416,6 +416,10 @@ class CloudinaryCompressor:
         self.storage = storage
         self.config = config
         self.client = CloudinaryClient(config, storage)
+
+
+class CloudinaryCompressor(_CloudinaryStep):
+    """Step ``compress`` on Cloudinary: 720p-capped H.264/AAC MP4 of the original."""
 
     def run(self, job: StepJob, context: StepContext) -> StepResult:
         progress = _Progress(context)
@@ -453,7 +457,7 @@ class CloudinaryCompressor:
         )
 
 
-class CloudinaryAudioConverter:
+class CloudinaryAudioConverter(_CloudinaryStep):
     """Step ``audio-convert`` on Cloudinary: the Vorbis/16 kHz ogg audio derivative of the lecture.
 
     Uses the asset the compress step uploaded (``inputs["compress"]["cloudinary_public_id"]``)
@@ -461,13 +465,6 @@ class CloudinaryAudioConverter:
     has none) uploads the original itself with only the audio derivation, under its own public id
     (``…/<queue>-audio``).
     """
-
-    name = "cloudinary"
-
-    def __init__(self, storage: Storage, config: CloudinaryConfig) -> None:
-        self.storage = storage
-        self.config = config
-        self.client = CloudinaryClient(config, storage)
 
     def run(self, job: StepJob, context: StepContext) -> StepResult:
         progress = _Progress(context)
