@@ -107,6 +107,14 @@ def memory_app() -> Iterator[VideoProcessing]:
 
 
 @pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's folder of generated media (:mod:`tests.mediafiles`): each file is made once per run."""
+    from tests.mediafiles import media_directory
+
+    return media_directory(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def model_servers() -> Iterator[dict[str, str]]:
     """The reference Whisper and embedding servers, loaded once for the whole run."""
     import httpx

@@ -2,11 +2,8 @@
 
 Every function writes into the directory it is given and names the file after
 its parameters; a file already there is reused, so pointing several tests at
-one session-wide directory makes each file once per session::
-
-    @pytest.fixture(scope="session")
-    def media_dir(tmp_path_factory):
-        return media_directory(tmp_path_factory)
+one session-wide directory makes each file once per session: the ``media_dir``
+fixture of ``tests/conftest.py`` is that directory.
 
 Files are written to a temporary name and renamed into place, so parallel
 test processes never see half a file.

@@ -18,11 +18,6 @@ from tests import mediafiles
 OWNER, QUEUE = "tutor-1", "queue-1"
 
 
-@pytest.fixture(scope="session")
-def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return mediafiles.media_directory(tmp_path_factory)
-
-
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path / "work"

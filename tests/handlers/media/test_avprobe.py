@@ -22,11 +22,6 @@ FORMAT_FIELDS = ("format_name", "duration", "size", "nb_streams")
 REAL_FFPROBE = shutil.which("ffprobe")
 
 
-@pytest.fixture(scope="module")
-def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return mediafiles.media_directory(tmp_path_factory)
-
-
 def corpus(directory: Path) -> list[Path]:
     """Good lectures, speech, Opus audio and every file of the bad-media corpus."""
     speech = mediafiles.speech_audio(directory, ["Hello there.", "Goodbye."])

@@ -27,11 +27,6 @@ from handlers.steps import StepContext
 from tests import mediafiles
 
 
-@pytest.fixture(scope="session")
-def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return mediafiles.media_directory(tmp_path_factory)
-
-
 class Recorder(StepContext):
     """A step context that records the progress it is given and the processes it watches."""
 

@@ -18,11 +18,6 @@ from handlers.media.probe import (
 from tests import mediafiles
 
 
-@pytest.fixture(scope="session")
-def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return mediafiles.media_directory(tmp_path_factory)
-
-
 def lecture_info(**changes: object) -> MediaInfo:
     facts: dict[str, object] = dict(
         duration=600.0, size_bytes=50_000_000, has_video=True, has_audio=True, width=1280, height=720,
