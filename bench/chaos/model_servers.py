@@ -1,7 +1,8 @@
 """Scenario *sleeping model servers*: the real steps against model servers that sleep, die or dawdle.
 
 Four cases, each on a stack of its own (real ffmpeg, the reference Whisper
-server with ``tiny.en``, the reference embedding server with MiniLM) and a
+server with ``tiny.en``, the reference embedding server with MiniLM; the E5
+server only in case (c), the one about falling back to it) and a
 Postgres schema of its own, each with ``queues`` short lecture clips uploaded
 over HTTP by as many tutors:
 
@@ -68,6 +69,9 @@ SLOW_SECONDS = 15.0
 QUIET_SERVER = {"MODEL_SERVER_ESTIMATED_TIME": "1"}
 """A sleeping server that announces 1 s, so the retry delays are the policy's own (1, 2, 4 s)."""
 NOTIFICATIONS_PATH = "/api/notifications"
+NO_E5 = {"E5_HG_EMBEDDING_SERVER_API_URL": ""}
+"""No E5 server (and no fallback) for the cases where BGE answers or is never reached: one model server fewer to
+start beside the others; only case (c) is about the fallback."""
 
 
 @dataclass
@@ -223,7 +227,7 @@ def whisper_wakes_late(url: str, workdir: Path, clips: list[Path]) -> CaseRun:
 
     return run_case(
         url, workdir, clips, case="a", ready=ready, judge=judge, watch="whisper",
-        env={"VIDEO_STEP_MAX_RETRIES": "3"},
+        env={"VIDEO_STEP_MAX_RETRIES": "3", **NO_E5},
         service_env={"whisper": {**QUIET_SERVER, "MODEL_SERVER_SLEEP_SECONDS": str(WAKE_SECONDS)}},
     )
 
@@ -262,7 +266,7 @@ def whisper_never_wakes(url: str, workdir: Path, clips: list[Path]) -> CaseRun:
 
     return run_case(
         url, workdir, clips, case="b", ready=ready, judge=judge, timeout=180,
-        env={"VIDEO_STEP_MAX_RETRIES": str(max_retries)},
+        env={"VIDEO_STEP_MAX_RETRIES": str(max_retries), **NO_E5},
         service_env={"whisper": {**QUIET_SERVER, "MODEL_SERVER_NEVER_WAKE": "1"}},
     )
 
@@ -360,7 +364,7 @@ def slow_past_timeout(url: str, workdir: Path, clips: list[Path]) -> CaseRun:
 
     return run_case(
         url, workdir, clips, case="d", ready=ready, judge=judge,
-        env={"VIDPIPE_MODEL_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS)},
+        env={"VIDPIPE_MODEL_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS), **NO_E5},
         # English-only server: the case is about the client's timeout, calibrated for tiny.en on a 3 s clip;
         # language detection by the multilingual model would add 1.5-3 s to every first piece on a loaded machine
         service_env={"whisper": {"MODEL_SERVER_SLOW_REQUESTS": str(slow),
