@@ -195,8 +195,10 @@ def wav_seconds(path: Path) -> float:
         return audio.getnframes() / audio.getframerate()
 
 
-def make_lecture(minutes: float, directory: Path = CACHE, log: Callable[[str], None] = lambda _: None) -> Lecture:
-    """The lecture video of ``minutes`` minutes (made once, then reused from ``directory``)."""
+def make_lecture(
+    minutes: float, directory: Path = CACHE, log: Callable[[str], None] = lambda _: None, size: str = VIDEO_SIZE
+) -> Lecture:
+    """The lecture video of ``minutes`` minutes, ``size`` pixels (made once, then reused from ``directory``)."""
     seconds = round(minutes * 60, 3)
     if seconds < 5:
         raise ValueError("the lecture must last at least 5 seconds")
@@ -224,12 +226,12 @@ def make_lecture(minutes: float, directory: Path = CACHE, log: Callable[[str], N
     sentences = script(count)
     text = " ".join(sentences)
 
-    video = directory / f"lecture-{_digest((seconds, VIDEO_SIZE, VIDEO_FPS, text))}.mp4"
+    video = directory / f"lecture-{_digest((seconds, size, VIDEO_FPS, text))}.mp4"
     if not video.exists():
-        log(f"lecture: encoding {seconds:g} s of {VIDEO_SIZE} video with {spoken:.0f} s of speech ({count} sentences)")
+        log(f"lecture: encoding {seconds:g} s of {size} video with {spoken:.0f} s of speech ({count} sentences)")
         _atomic(video, lambda temp: _run([
             tools.ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-f", "lavfi", "-i", f"testsrc2=size={VIDEO_SIZE}:rate={VIDEO_FPS}", "-i", str(audio),
+            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={VIDEO_FPS}", "-i", str(audio),
             "-map", "0:v", "-map", "1:a", "-af", "apad", "-t", f"{seconds:g}",
             # loose and quick, like a camera's file: large, index at the end
             "-c:v", "libx264", "-preset", "ultrafast", "-crf", "20", "-pix_fmt", "yuv420p",
@@ -747,13 +749,14 @@ def _children_cpu_seconds() -> float:
 
 # ------------------------------------------------------------------ the measurement
 def measure(
-    minutes: float = 10.0, *, keep: bool = False, console: Console | None = None, cache: Path = CACHE
+    minutes: float = 10.0, *, keep: bool = False, console: Console | None = None, cache: Path = CACHE,
+    size: str = VIDEO_SIZE,
 ) -> dict[str, Any]:
     """Make (or reuse, from ``cache``) the lecture, run it through the pipeline, then directly; every figure."""
     from handlers.transcripts import parse_json
 
     log = Progress(console)
-    lecture = make_lecture(minutes, cache, log=log)
+    lecture = make_lecture(minutes, cache, log=log, size=size)
     warm_audio = warmup_audio(cache)
     log(f"lecture: {lecture.video.name}, {lecture.seconds:g} s, {lecture.words} words "
         f"({lecture.speech_seconds:.0f} s of speech), {lecture.video.stat().st_size / 1e6:.0f} MB")
@@ -815,7 +818,7 @@ def measure(
         "minutes": minutes,
         "lecture": {
             "seconds": lecture.seconds, "speech_seconds": round(lecture.speech_seconds, 3),
-            "sentences": lecture.sentences, "words": lecture.words, "size": VIDEO_SIZE, "fps": VIDEO_FPS,
+            "sentences": lecture.sentences, "words": lecture.words, "size": size, "fps": VIDEO_FPS,
             "bytes": lecture.video.stat().st_size,
         },
         "time_to_transcript": _target(pipeline["time_to_transcript"], before_transcript, TIME_TO_TRANSCRIPT_TARGET)
