@@ -214,15 +214,23 @@ async def _start(
             logger.info("owner %s retried upload %s: its queue exists already", caller.owner_id, queue_id)
             return str(queue_id), True
         earlier = await run_in_threadpool(services.uploads.same_content, caller.owner_id, received.sha256)
+        if earlier is not None and await run_in_threadpool(services.core.app.queue_exists, UUID(earlier[0])):
+            asked = _request(("file", received.sha256), extra)
+            if (await _fingerprint_of(services, earlier[0]))[1] != asked[1]:
+                # the same bytes with other options (another language, compression left out): the tutor
+                # asks for another result of this recording, so it gets a queue of its own
+                logger.info("owner %s uploaded %s again with other options %s: a new queue",
+                            caller.owner_id, received.filename, dict(asked[1]))
+                earlier = None
         if earlier is not None:
             earlier_id, earlier_file = earlier
             await run_in_threadpool(services.storage.delete, received.key)
             if not await run_in_threadpool(services.core.app.queue_exists, UUID(earlier_id)):
-                # the request that recorded it died before starting its queue: start it now
+                # the request that recorded it died before starting its queue: start it now, with what
+                # this request asks for (the same bytes as this upload: the same media)
                 logger.info("owner %s: starting queue %s a dead request recorded", caller.owner_id, earlier_id)
-                # the same bytes as this upload: the same media
                 await _start_queue(services, caller, earlier_file.attachment_id,
-                                   {**_options(earlier_file), **_media_option(media)}, UUID(earlier_id))
+                                   {**_options(earlier_file), **_media_option(media), **extra}, UUID(earlier_id))
             logger.info("owner %s uploaded %s again: reusing queue %s", caller.owner_id, received.filename, earlier_id)
             return earlier_id, True
         new_id = queue_id or uuid4()

@@ -42,6 +42,23 @@ def test_the_language_option_and_the_tutors_default_reach_the_queue(served: Serv
     assert again.status_code == 202 and language_of(pipeline, again.json()["queue_id"]) == "de"
 
 
+def test_the_same_recording_with_another_language_gets_its_own_queue(served: Served, clients: Clients) -> None:
+    """An upload of the same bytes reuses the tutor's earlier queue only when it asks for the same
+    options; another language (or compression left out) is another result, so another queue."""
+    pipeline = served()
+    tutor = clients(pipeline, "tutor-a")
+    video = fake_video(2001)
+    first = tutor.upload(video, params={"language": "en"}).json()
+    same = tutor.upload(video, params={"language": "EN"}).json()
+    assert same["queue_id"] == first["queue_id"] and same["reused"] is True
+    spanish = tutor.upload(video, params={"language": "es"}).json()
+    assert spanish["queue_id"] != first["queue_id"] and spanish["reused"] is False
+    assert language_of(pipeline, spanish["queue_id"]) == "es" and language_of(pipeline, first["queue_id"]) == "en"
+    assert tutor.upload(video, params={"language": "es"}).json()["queue_id"] == spanish["queue_id"]
+    small = tutor.upload(video, params={"language": "es", "skip_compress": "true"}).json()
+    assert small["queue_id"] not in (first["queue_id"], spanish["queue_id"]) and small["reused"] is False
+
+
 def test_a_malformed_language_is_refused_before_anything_is_stored(served: Served, clients: Clients) -> None:
     pipeline = served()
     tutor = clients(pipeline, "tutor-a")
