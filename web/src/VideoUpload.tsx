@@ -1,5 +1,5 @@
 /**
- * `VideoUpload`: the seed's upload dialog in a component: choose a video, upload
+ * `VideoUpload`: the seed's upload dialog in a component: choose a video (or an audio recording), upload
  * it with a progress bar, then follow it with `VideoProcessingProgress`. A
  * labelled file input, a real submit button (keyboard: Tab, Enter), the upload's
  * own `<progress>` with a name, the API's refusal (413, 415, …) in
@@ -18,7 +18,7 @@ export interface VideoUploadProps {
   onFinished?: (status: QueueStatus) => void;
   /** Follow the queue here after the upload (default true). */
   showProgress?: boolean;
-  /** `accept` of the file input (default `video/*`). */
+  /** `accept` of the file input (default `video/*,audio/*`: the API takes audio recordings too). */
   accept?: string;
   /** Polling period (ms) where streams are unavailable. */
   refetchInterval?: number | false;
@@ -30,7 +30,7 @@ export function VideoUpload({
   onQueued,
   onFinished,
   showProgress = true,
-  accept = "video/*",
+  accept = "video/*,audio/*",
   refetchInterval = 2000,
   title = "Upload a lecture video",
   className,

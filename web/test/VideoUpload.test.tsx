@@ -56,4 +56,24 @@ describe("VideoUpload", () => {
     expect((await screen.findByRole("alert")).textContent).toBe("Upload refused: notes.txt is not a video: no video stream found");
     await waitFor(() => expect(screen.queryByRole("region")).toBeNull());
   });
+  it("takes an audio recording as well as a video", async () => {
+    const api = new FakeApi()
+      .on("POST", "/api/video-processing/upload", () =>
+        json(202, { queue_id: QUEUE, status: "pending", attachment_id: "att-4", reused: false }),
+      )
+      .on("GET", `/api/video-processing/status/${QUEUE}/stream`, () => json(429, { error: "too many live streams" }))
+      .on("GET", `/api/video-processing/status/${QUEUE}`, () =>
+        json(200, status(1, "processing", 10, { filename: "talk.mp3" })),
+      );
+    const queued: string[] = [];
+    mount(api, (accepted) => queued.push(accepted.queue_id));
+    const user = userEvent.setup(); // applies the input's accept, as a browser's file picker does
+    const button = screen.getByRole("button", { name: "Upload" }) as HTMLButtonElement;
+    await user.upload(screen.getByLabelText("Video file"), new File([new Uint8Array(8)], "talk.mp3", { type: "audio/mpeg" }));
+    expect(button.disabled).toBe(false);
+    await user.click(button);
+    expect(await screen.findByRole("region", { name: "Processing talk.mp3" })).toBeTruthy();
+    expect(queued).toEqual([QUEUE]);
+    expect(((api.callsTo("POST", "/api/video-processing/upload")[0]?.body as FormData).get("file") as File).name).toBe("talk.mp3");
+  });
 });
