@@ -69,6 +69,9 @@ SLOW_SECONDS = 15.0
 QUIET_SERVER = {"MODEL_SERVER_ESTIMATED_TIME": "1"}
 """A sleeping server that announces 1 s, so the retry delays are the policy's own (1, 2, 4 s)."""
 NOTIFICATIONS_PATH = "/api/notifications"
+ENGLISH_ONLY = {"WHISPER_MULTILINGUAL": "false"}
+"""Every case's Whisper server holds tiny.en alone: the clips are English, and no case is about languages (no
+multilingual model to load, no detection per piece; case (d)'s timeout is calibrated for tiny.en)."""
 NO_E5 = {"E5_HG_EMBEDDING_SERVER_API_URL": ""}
 """No E5 server (and no fallback) for the cases where BGE answers or is never reached: one model server fewer to
 start beside the others; only case (c) is about the fallback."""
@@ -228,7 +231,7 @@ def whisper_wakes_late(url: str, workdir: Path, clips: list[Path]) -> CaseRun:
     return run_case(
         url, workdir, clips, case="a", ready=ready, judge=judge, watch="whisper",
         env={"VIDEO_STEP_MAX_RETRIES": "3", **NO_E5},
-        service_env={"whisper": {**QUIET_SERVER, "MODEL_SERVER_SLEEP_SECONDS": str(WAKE_SECONDS)}},
+        service_env={"whisper": {**QUIET_SERVER, **ENGLISH_ONLY, "MODEL_SERVER_SLEEP_SECONDS": str(WAKE_SECONDS)}},
     )
 
 
@@ -267,7 +270,7 @@ def whisper_never_wakes(url: str, workdir: Path, clips: list[Path]) -> CaseRun:
     return run_case(
         url, workdir, clips, case="b", ready=ready, judge=judge, timeout=180,
         env={"VIDEO_STEP_MAX_RETRIES": str(max_retries), **NO_E5},
-        service_env={"whisper": {**QUIET_SERVER, "MODEL_SERVER_NEVER_WAKE": "1"}},
+        service_env={"whisper": {**QUIET_SERVER, **ENGLISH_ONLY, "MODEL_SERVER_NEVER_WAKE": "1"}},
     )
 
 
@@ -327,7 +330,7 @@ def bge_down_all_run(url: str, workdir: Path, clips: list[Path]) -> CaseRun:
 
     return run_case(
         url, workdir, clips, case="c", ready=ready, judge=judge, env={},
-        service_env={"embeddings": {**QUIET_SERVER, "MODEL_SERVER_NEVER_WAKE": "1"}},
+        service_env={"embeddings": {**QUIET_SERVER, "MODEL_SERVER_NEVER_WAKE": "1"}, "whisper": ENGLISH_ONLY},
     )
 
 
@@ -369,7 +372,7 @@ def slow_past_timeout(url: str, workdir: Path, clips: list[Path]) -> CaseRun:
         # language detection by the multilingual model would add 1.5-3 s to every first piece on a loaded machine
         service_env={"whisper": {"MODEL_SERVER_SLOW_REQUESTS": str(slow),
                                  "MODEL_SERVER_SLOW_SECONDS": str(SLOW_SECONDS),
-                                 "WHISPER_MULTILINGUAL": "false"}},
+                                 **ENGLISH_ONLY}},
     )
 
 
