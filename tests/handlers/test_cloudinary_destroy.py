@@ -15,7 +15,6 @@ from tests.handlers.test_cloudinary_providers import (  # noqa: F401 - fixtures
     config_for,
     job_for,
     server,
-    storage,
     video,
 )
 
