@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run demo test test-fast bench chaos replay search rebuild-projections project dispatch qstash api token doctor storage-report onesignal clean
+.PHONY: help install run demo test test-fast bench bench-whisper-batched chaos replay search rebuild-projections project dispatch qstash api token doctor storage-report onesignal clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
@@ -48,6 +48,9 @@ bench: install ## benchmarks; results printed and written to bench/results/
 	$(PY) -m bench.whisper_server
 	$(PY) -m bench.languages
 	$(PY) -m bench.search
+
+bench-whisper-batched: install ## batched vs sequential Whisper WER grid (~15 min uncached); bench/results/whisper_batched.json
+	$(PY) -m bench.whisper_batched
 
 chaos: install ## fault injection on Postgres: make chaos [ONLY=<scenario>] [REDUCED=1]; table + bench/results/chaos.json
 	$(PY) -m bench.chaos $(if $(ONLY),--only $(ONLY),) $(if $(REDUCED),--reduced,)
