@@ -53,8 +53,13 @@ def status_from_aggregate(queue: ProcessingQueue) -> dict[str, Any]:
         "created_at": _iso(queue.created_on), "started_at": None, "finished_at": None,
         "updated_at": _iso(queue.modified_on), "steps": steps,
         "filename": (queue.options or {}).get("filename"),
-        "media": (queue.options or {}).get("media", "video"),
+        "media": (queue.options or {}).get("media") or _compress_media(queue) or "video",
     }
+
+
+def _compress_media(queue: ProcessingQueue) -> str | None:
+    """``"audio"`` when the compress step found sound without picture (the original plays as uploaded)."""
+    return next((s.outputs.get("media") for s in queue.steps if s.name == "compress" and s.outputs), None)
 
 
 class QueueAccess:

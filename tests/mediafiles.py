@@ -162,6 +162,31 @@ def jfk_audio(directory: Path, extension: str) -> Path | None:
     )
 
 
+JFK_SOUND_ONLY_CODECS = {".mp4": ("aac", "mp4"), ".webm": ("libopus", "webm")}
+
+
+def jfk_sound_only_video(directory: Path, extension: str) -> Path | None:
+    """``jfk.flac`` in a video container with no video stream (``.mp4``: AAC, like a phone's voice
+    memo; ``.webm``: Opus, like a browser's recorder); ``None`` when the file is absent."""
+    if not JFK_FLAC.is_file():
+        return None
+    codec, container = JFK_SOUND_ONLY_CODECS[extension]
+    name = _name("jfk-sound-only", extension, JFK_FLAC.stat().st_size) + extension
+    return _cached(
+        directory / name,
+        lambda target: ffmpeg("-i", str(JFK_FLAC), "-vn", "-c:a", codec, "-f", container, str(target)),
+    )
+
+
+def subtitles_only_mp4(directory: Path) -> Path:
+    """An MP4 "video" with neither picture nor sound: one text (mov_text) subtitle stream."""
+    srt = directory / "two-seconds.srt"
+    if not srt.exists():
+        srt.write_text("1\n00:00:00,000 --> 00:00:02,000\nhello\n")
+    return _cached(directory / "subtitles-only.mp4", lambda target: ffmpeg("-i", str(srt), "-c:s", "mov_text",
+                                                                           "-f", "mp4", str(target)))
+
+
 def subtitles_only(directory: Path) -> Path:
     """A Matroska audio file (``.mka``) with neither sound nor picture: one subtitle stream."""
     srt = directory / "two-seconds.srt"

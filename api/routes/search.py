@@ -24,6 +24,7 @@ from api.routes.queues import PREFIX, QUEUE_RESPONSES, QueueId
 from api.schemas import ErrorResponse, MediaLinks, SearchAnswer
 from api.search import LectureSearch, SearchMode, result_json
 from api.services import Services
+from handlers.providers.recordings import PLAYBACK_ORIGINAL
 from handlers.storage import ArtifactNotFound
 
 MEDIA_TYPES = {"video": "video/mp4", "captions": "text/vtt; charset=utf-8"}
@@ -77,11 +78,13 @@ def search_router(services: Services, search: LectureSearch, signer: MediaSigner
         row = services.queues.status(caller, queue_id)
         media = row.get("media") or "video"
         outputs = {s["step"]: s.get("outputs") or {} for s in row["steps"]}
-        video = outputs.get("compress", {}).get("video")
-        if not video and "compress" not in outputs:
-            # a queue without the compress step (skip_compress: an already small video; an audio recording)
-            # plays its original upload
+        compressed = outputs.get("compress", {})
+        video = compressed.get("video")
+        if not video and ("compress" not in outputs or compressed.get("playback") == PLAYBACK_ORIGINAL):
+            # a queue without the compress step (skip_compress: an already small video; an audio recording),
+            # or whose compress step found sound without picture, plays its original upload
             video = (services.queues.app.get_queue(queue_id).options or {}).get("source")
+            media = compressed.get("media") or media
         if not video:
             raise NotFound(f"the compressed video of queue {queue_id} does not exist yet (queue {row['status']})")
         token, expires = signer.sign((queue_id, caller.owner_id, "video", str(video)))

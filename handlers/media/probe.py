@@ -111,6 +111,9 @@ def probe(path: Path, *, ffprobe: str | None = None, timeout: float = PROBE_TIME
     return _media_info(data, size)
 
 
+NEITHER_PICTURE_NOR_SOUND = "This file is not a video we can read (it has neither picture nor sound)."
+
+
 def validate_upload(info: MediaInfo, limits: MediaLimits) -> None:
     """Raise :class:`MediaError` with the reason if the steps cannot process this file."""
     check_size(info.size_bytes, limits)
@@ -122,7 +125,7 @@ def validate_upload(info: MediaInfo, limits: MediaLimits) -> None:
                 "This file has sound but no picture (it looks like an audio recording). "
                 "Please upload the lecture video."
             )
-        raise MediaError("This file is not a video we can read (it has neither picture nor sound).")
+        raise MediaError(NEITHER_PICTURE_NOR_SOUND)
     if not info.has_audio:
         raise MediaError("The video has no sound track, so it cannot be transcribed.")
     if info.duration is None:

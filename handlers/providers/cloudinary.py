@@ -16,6 +16,9 @@ eager transformations at once:
   Cloudinary has no channel-count parameter: a stereo lecture stays stereo,
   which every Whisper server downmixes itself.
 
+Before the upload the original is probed locally: a "video" with sound but no
+picture is not uploaded by compress at all (see :class:`CloudinaryCompressor`).
+
 Eager transformations run asynchronously by default (``eager_async``), as
 Cloudinary requires for videos too large to transform on the fly; the
 derived file's delivery URL answers 423 (or 400 "too large to process
@@ -62,6 +65,8 @@ import cloudinary.utils
 import httpx
 
 from handlers.errors import MediaError, PermanentError, ProviderError, TransientError
+from handlers.media.probe import NEITHER_PICTURE_NOR_SOUND, MediaInfo, probe
+from handlers.providers.recordings import played_as_recorded, sound_without_picture
 from handlers.steps import StepContext, StepJob, StepResult
 from handlers.storage import ArtifactNotFound, Storage, StorageError, StoredObject, artifact_key
 
@@ -418,8 +423,31 @@ class _CloudinaryStep:
         self.client = CloudinaryClient(config, storage)
 
 
+def _recording_without_picture(source: Path) -> MediaInfo | None:
+    """What ffprobe finds in ``source`` when it is sound without picture; None otherwise, and when
+    ffprobe cannot tell (an unreadable file is then Cloudinary's to judge, with its own words).
+    A readable file with neither picture nor sound (only subtitles, say) fails here, with that reason."""
+    try:
+        info = probe(source)
+    except MediaError:
+        return None
+    except PermanentError as missing:  # ffprobe is not installed: Cloudinary decides, as before
+        logger.warning("could not look for a picture in %s before the upload: %s", source.name, missing)
+        return None
+    if not info.has_video and not info.has_audio and info.image_kind is None:
+        raise MediaError(NEITHER_PICTURE_NOR_SOUND)
+    return info if sound_without_picture(info) else None
+
+
 class CloudinaryCompressor(_CloudinaryStep):
-    """Step ``compress`` on Cloudinary: 720p-capped H.264/AAC MP4 of the original."""
+    """Step ``compress`` on Cloudinary: 720p-capped H.264/AAC MP4 of the original.
+
+    The original is probed here first (the step has the file): one with sound but no picture (a
+    voice memo saved as ``.mp4``) is not sent to Cloudinary to be made a video; the step completes
+    with outputs that say the original plays as uploaded
+    (:func:`~handlers.providers.recordings.played_as_recorded`), and ``audio-convert`` uploads it
+    for its sound as it does for an audio recording.
+    """
 
     def run(self, job: StepJob, context: StepContext) -> StepResult:
         progress = _Progress(context)
@@ -429,6 +457,10 @@ class CloudinaryCompressor(_CloudinaryStep):
             context.report(1, "reading the original")
             source = _download_source(self.storage, job, Path(folder))
             source_size = source.stat().st_size
+            recording = _recording_without_picture(source)
+            if recording is not None:
+                logger.info("queue %s: the upload has sound but no picture; it plays as uploaded", job.queue_id)
+                return StepResult(outputs=played_as_recorded(recording), provider=self.name)
             uploaded = self.client.upload(
                 source, _public_id(self.config, job), eager, context, progress.slice(5, 60, "uploading to Cloudinary")
             )

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from handlers.errors import MediaError, PermanentError, TransientError
 from handlers.media.ffmpeg import compress, extract_audio
 from handlers.media.probe import MediaInfo, MediaLimits, check_size, probe, validate_upload
+from handlers.providers.recordings import played_as_recorded, sound_without_picture
 from handlers.steps import StepContext, StepJob, StepResult
 from handlers.storage import ArtifactNotFound, Storage, StorageError, StoredObject, artifact_key
 
@@ -43,7 +44,11 @@ class FfmpegCompressor:
 
     The upload is checked before any work: its size before it is downloaded,
     then what ffprobe finds (see :func:`validate_upload`); an unusable file
-    fails at once with a :class:`MediaError` and nothing is written.
+    fails at once with a :class:`MediaError` and nothing is written. A file
+    with sound but no picture (a voice memo saved as ``.mp4``) is an audio
+    recording: it passes the audio step's checks, nothing is encoded or
+    stored, and the step completes with outputs that say the original plays
+    as uploaded (:func:`~handlers.providers.recordings.played_as_recorded`).
     """
 
     storage: Storage
@@ -66,6 +71,10 @@ class FfmpegCompressor:
             source = _download(self.storage, source_key, work / ("source" + _suffix(source_key)))
             context.check()
             info = probe(source, ffprobe=self.ffprobe)
+            if sound_without_picture(info):
+                _validate_sound_source(info, self.limits)
+                logger.info("queue %s: the upload has sound but no picture; it plays as uploaded", job.queue_id)
+                return StepResult(outputs=played_as_recorded(info), provider=self.name)
             validate_upload(info, self.limits)
             context.report(2, "compressing")
             target = work / "compressed.mp4"

@@ -86,6 +86,10 @@ SELECT
         FROM video_processing_steps AS r
         WHERE r.queue_id = q.id AND r.status = 'running'
     ), '[]'::json) AS running_steps,
-    -- what was uploaded: 'audio' for an audio recording (no compress step), else 'video'
-    COALESCE(q.options->>'media', 'video') AS media
+    -- what was uploaded: 'audio' for an audio recording (no compress step, or a "video" whose
+    -- compress step found sound without picture: outputs media 'audio'), else 'video'
+    COALESCE(q.options->>'media', (
+        SELECT c.outputs->>'media' FROM video_processing_steps AS c
+        WHERE c.queue_id = q.id AND c.step = 'compress'
+    ), 'video') AS media
 FROM video_processing_queue AS q;

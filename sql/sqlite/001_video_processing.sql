@@ -86,5 +86,9 @@ SELECT
         FROM (SELECT step FROM video_processing_steps
               WHERE queue_id = q.id AND status = 'running' ORDER BY position) AS r
     ) AS running_steps,
-    COALESCE(json_extract(q.options, '$.media'), 'video') AS media
+    -- what was uploaded: 'audio' also for a "video" whose compress step found sound without picture
+    COALESCE(json_extract(q.options, '$.media'), (
+        SELECT json_extract(c.outputs, '$.media') FROM video_processing_steps AS c
+        WHERE c.queue_id = q.id AND c.step = 'compress'
+    ), 'video') AS media
 FROM video_processing_queue AS q;

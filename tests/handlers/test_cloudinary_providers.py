@@ -35,6 +35,7 @@ from handlers.steps import StepContext, StepJob
 from handlers.storage import artifact_key, upload_key
 from handlers.storage.local import LocalStorage
 from local.cloudinary.threaded import ThreadedCloudinary
+from tests import mediafiles
 
 OWNER, QUEUE = "tutor-1", "queue-1"
 
@@ -140,6 +141,47 @@ def test_audio_convert_beside_compress_uploads_its_own_asset(
     compressed = CloudinaryCompressor(storage, config_for(server)).run(job_for(storage, video), Progress().context).outputs
     assert audio["cloudinary_public_id"] != compressed["cloudinary_public_id"]
     assert storage.exists(audio["audio"]) and storage.exists(compressed["video"])
+
+
+@pytest.mark.parametrize("extension", [".mp4", ".webm"])
+def test_sound_without_picture_is_not_sent_to_be_a_video_and_its_sound_is_converted(
+    server: ThreadedCloudinary, storage: LocalStorage, tmp_path: Path, extension: str
+) -> None:
+    """compress probes the original first: a "video" with only sound completes without an upload or
+    a compressed file, saying the original plays as uploaded; audio-convert uploads it for its sound."""
+    recording = mediafiles.jfk_sound_only_video(tmp_path, extension)
+    if recording is None:
+        pytest.skip(f"{mediafiles.JFK_FLAC} is absent")
+    config = config_for(server)
+    job = job_for(storage, recording)
+    result = CloudinaryCompressor(storage, config).run(job, Progress().context)
+
+    outputs = result.outputs
+    assert result.provider == "cloudinary"
+    assert (outputs["media"], outputs["playback"]) == ("audio", "original")
+    assert "video" not in outputs and "cloudinary_public_id" not in outputs
+    assert outputs["duration_seconds"] == pytest.approx(11.0, abs=0.5)
+    assert outputs["source_size_bytes"] == recording.stat().st_size
+    assert server.app.state.store.get(f"vidpipe/{OWNER}/{QUEUE}") is None, "nothing was uploaded"
+    assert not storage.exists(artifact_key(OWNER, QUEUE, "compressed"))
+
+    audio_job = StepJob(QUEUE, OWNER, "attachment-1", "audio-convert", 1, job.options, {"compress": outputs})
+    audio = CloudinaryAudioConverter(storage, config).run(audio_job, Progress().context).outputs
+    assert audio["cloudinary_public_id"] == f"vidpipe/{OWNER}/{QUEUE}-audio"
+    probed = streams(storage.download(audio["audio"], tmp_path / "audio.ogg"))
+    assert "video" not in probed and probed["audio"]["sample_rate"] == "16000"
+    assert audio["duration_seconds"] == pytest.approx(11.0, abs=0.5)
+
+
+def test_a_video_with_neither_picture_nor_sound_is_still_a_media_error(
+    server: ThreadedCloudinary, storage: LocalStorage, tmp_path: Path
+) -> None:
+    with pytest.raises(MediaError, match="neither picture nor sound"):
+        CloudinaryCompressor(storage, config_for(server)).run(
+            job_for(storage, mediafiles.subtitles_only_mp4(tmp_path)), Progress().context
+        )
+    assert not storage.exists(artifact_key(OWNER, QUEUE, "compressed"))
+    assert server.app.state.store.get(f"vidpipe/{OWNER}/{QUEUE}") is None, "refused before the upload"
 
 
 @pytest.mark.parametrize(

@@ -104,8 +104,8 @@ def test_running_an_attempt_again_replaces_its_artifact(media_dir: Path, storage
 
 
 BAD_FOR = {
-    "compress": ["empty", "truncated", "truncated-faststart", "png-renamed", "audio-only", "no-audio", "half-second",
-                 "oversized"],
+    # a recording without picture is played as uploaded (see test_compress_leaves_sound_without_picture_as_uploaded)
+    "compress": ["empty", "truncated", "truncated-faststart", "png-renamed", "no-audio", "half-second", "oversized"],
     # a recording without picture is good audio (see test_audio_convert_takes_an_audio_only_upload)
     "audio-convert": ["empty", "truncated", "png-renamed", "no-audio", "half-second", "oversized"],
 }
@@ -174,6 +174,59 @@ def test_audio_convert_takes_an_audio_only_upload(media_dir: Path, storage: Loca
     source_key = upload(storage, recording.path)
     converted = FfmpegAudioConverter(storage).run(job("audio-convert", source=source_key), recording_context()[0])
     assert probe(storage.path(converted.outputs["audio"])).audio_codec == "opus"
+
+
+@pytest.mark.parametrize("extension", [".mp4", ".webm"])
+def test_compress_leaves_sound_without_picture_as_uploaded(
+    media_dir: Path, storage: LocalStorage, workdir: Path, extension: str
+) -> None:
+    """A "video" with only sound (a voice memo saved as .mp4, a recorder's .webm) completes compress
+    without a compressed file; its outputs say the original plays as uploaded, and audio-convert,
+    given them, takes the sound from the original."""
+    recording = mediafiles.jfk_sound_only_video(media_dir, extension)
+    if recording is None:
+        pytest.skip(f"{mediafiles.JFK_FLAC} is absent")
+    source_key = upload(storage, recording)
+    context, _ = recording_context()
+    result = FfmpegCompressor(storage, workdir=workdir).run(job("compress", source=source_key), context)
+
+    outputs = result.outputs
+    assert (outputs["media"], outputs["playback"]) == ("audio", "original")
+    assert "video" not in outputs
+    assert outputs["duration_seconds"] == pytest.approx(11.0, abs=0.5)
+    assert outputs["source_size_bytes"] == recording.stat().st_size
+    assert outputs["audio_codec"] == {".mp4": "aac", ".webm": "opus"}[extension]
+    assert result.provider == "ffmpeg"
+    assert stored_files(storage) == [source_key]  # nothing encoded, nothing stored
+    assert list(workdir.iterdir()) == []
+
+    converted = FfmpegAudioConverter(storage).run(
+        job("audio-convert", source=source_key, inputs={"compress": outputs}), recording_context()[0]
+    )
+    assert converted.outputs["duration_seconds"] == pytest.approx(11.0, abs=0.5)
+
+
+def test_a_video_with_neither_picture_nor_sound_still_fails_compress(
+    media_dir: Path, storage: LocalStorage, workdir: Path
+) -> None:
+    source_key = upload(storage, mediafiles.subtitles_only_mp4(media_dir))
+    for step in ("compress", "audio-convert"):
+        with pytest.raises(MediaError, match="neither picture nor sound"):
+            STEPS[step](storage, workdir=workdir).run(job(step, source=source_key), recording_context()[0])
+    assert stored_files(storage) == [source_key]
+
+
+def test_a_too_short_recording_without_picture_fails_compress_with_the_reason(
+    media_dir: Path, storage: LocalStorage
+) -> None:
+    """Sound without picture passes compress only on the audio step's own checks (here: the length)."""
+    (recording,) = [b for b in mediafiles.bad_media(media_dir) if b.name == "audio-only"]  # 2 s of tone
+    source_key = upload(storage, recording.path)
+    with pytest.raises(MediaError, match="only 2 seconds long"):
+        FfmpegCompressor(storage, limits=MediaLimits(min_duration_seconds=3)).run(
+            job("compress", source=source_key), recording_context()[0]
+        )
+    assert stored_files(storage) == [source_key]
 
 
 def test_cancelling_compression_stores_nothing_and_cleans_up(
