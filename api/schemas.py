@@ -69,8 +69,9 @@ class QueueStatus(BaseModel):
     """The uploaded video's original file name (None for an attachment id without one)."""
     media: Literal["video", "audio"] = Field(
         default="video",
-        description="what was uploaded: a video, or an audio recording (no compress step; "
-        "the player plays the original sound)",
+        description="what is played: a video, or an audio recording (uploaded as audio: no compress step; "
+        "or a video file found to hold only sound: compress completes without a compressed file); "
+        "the player plays the original sound",
     )
 
 

@@ -723,7 +723,7 @@ export interface components {
             filename?: string | null;
             /**
              * Media
-             * @description what was uploaded: a video, or an audio recording (no compress step; the player plays the original sound)
+             * @description what is played: a video, or an audio recording (uploaded as audio: no compress step; or a video file found to hold only sound: compress completes without a compressed file); the player plays the original sound
              * @default video
              * @enum {string}
              */
