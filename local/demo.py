@@ -283,8 +283,11 @@ def report(row: dict[str, Any], api_url: str, storage_dir: Path, database_url: s
     transcript = outputs_of(row, "transcribe")
     embed = outputs_of(row, "embed")
     out.print(f"\nqueue {queue_id}: {row['status']} — artifacts (storage keys under {storage_dir}/):")
-    out.print(f"  compressed video  {where(compressed.get('video'))}")
-    if compressed:
+    if compressed.get("playback") == "original":
+        out.print("  compressed video  none: the file holds only sound, so the original is played")
+    else:
+        out.print(f"  compressed video  {where(compressed.get('video'))}")
+    if compressed.get("video"):
         out.print(f"                    {_size(compressed.get('source_size_bytes'))} → "
                   f"{_size(compressed.get('size_bytes'))}, {compressed.get('width')}x{compressed.get('height')}")
     out.print(f"  audio             {where(audio.get('audio'))}")
