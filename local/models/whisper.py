@@ -293,18 +293,22 @@ class Whisper:
             "word_timestamps": word_timestamps,
         }
         if self.settings.batched:
-            # One segment per VAD speech chunk (up to 30 s): asking for timestamp tokens inside the chunks
-            # (without_timestamps=False) lost words (WER 19 % against 10 % on a spoken lecture) and gave
-            # overlapping segments.
-            return self._pipeline(name).transcribe(audio, batch_size=self.settings.batch_size, vad_filter=True,
-                                                   **options)
+            # Each batch prompted with the text before it, a chunk that skipped a sentence decoded again, and
+            # the chunks (up to 30 s) cut into captions at word boundaries (local.models.batched). Timestamp
+            # tokens inside the chunks lost words (WER 14.3 % against 9.7 % sequential on the bench lecture).
+            from local.models.batched import caption_segments
+
+            segments, info = self._pipeline(name).transcribe(
+                audio, batch_size=self.settings.batch_size, vad_filter=True, **(options | {"word_timestamps": True})
+            )
+            return caption_segments(segments), info
         return self.models[name].transcribe(audio, vad_filter=self.settings.vad_filter, **options)
 
     def _pipeline(self, name: str) -> BatchedInferencePipeline:
         if name not in self._batched:
-            from faster_whisper import BatchedInferencePipeline
+            from local.models.batched import context_pipeline
 
-            self._batched[name] = BatchedInferencePipeline(self.models[name])
+            self._batched[name] = context_pipeline(self.models[name], guard="prompt")
         return self._batched[name]
 
 

@@ -325,18 +325,30 @@ def test_streamed_plain_json_and_refused_formats(whisper: httpx.Client) -> None:
 
 
 @needs_shared_jfk
-def test_batched_decoding_answers_the_same_shape() -> None:
-    """The default is sequential decoding (sentence-sized segments); WHISPER_BATCHED=true answers alike."""
-    assert TranscriptionSettings(server=ModelServerSettings()).batched is False
-    settings = TranscriptionSettings(cpu_threads=2, batched=True, server=ModelServerSettings())
-    with served(transcription.create_app(settings)) as client:
-        wait_for_state(client, {"ready"})
-        batched = transcribe(client, JFK.read_bytes(), "jfk.flac", response_format="verbose_json").json()
-    assert set(batched) == {"task", "language", "language_probability", "model", "duration", "segments", "text",
-                            "usage"}
-    assert all(set(segment) == {"id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob",
-                                "compression_ratio", "no_speech_prob"} for segment in batched["segments"])
-    assert word_error_rate(JFK_TEXT, batched["text"]) < 0.15
+def test_batched_default_and_sequential_answer_the_same_shape() -> None:
+    """The default is batched decoding cut into captions of at most 7 s; WHISPER_BATCHED=false answers alike."""
+    assert TranscriptionSettings(server=ModelServerSettings()).batched is True
+    fields = {"id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob", "compression_ratio",
+              "no_speech_prob"}
+    for batched in (True, False):
+        settings = TranscriptionSettings(cpu_threads=2, batched=batched, server=ModelServerSettings())
+        with served(transcription.create_app(settings)) as client:
+            wait_for_state(client, {"ready"})
+            answer = transcribe(client, JFK.read_bytes(), "jfk.flac", response_format="verbose_json").json()
+            worded = transcribe(client, JFK.read_bytes(), "jfk.flac", response_format="verbose_json",
+                                **{"timestamp_granularities[]": "word"}).json()
+        assert set(answer) == {"task", "language", "language_probability", "model", "duration", "segments", "text",
+                               "usage"}
+        assert all(set(segment) == fields for segment in answer["segments"]), answer["segments"]
+        assert word_error_rate(JFK_TEXT, answer["text"]) < 0.15
+        ids = [s["id"] for s in answer["segments"]]
+        assert ids == list(range(ids[0], ids[0] + len(ids)))
+        assert all(s["start"] < s["end"] <= answer["duration"] + 0.5 for s in answer["segments"])
+        if batched:  # the 11 s speech is one VAD chunk, cut into captions at word boundaries
+            assert len(answer["segments"]) >= 2
+            assert all(s["end"] - s["start"] <= 7.0 for s in answer["segments"]), answer["segments"]
+        assert worded["text"] == answer["text"]
+        assert " ".join(w["word"].strip() for w in worded["words"]) == " ".join(answer["text"].split())
 
 
 @needs_shared_jfk
