@@ -77,8 +77,9 @@ def dead_url() -> Iterator[str]:
 
 @pytest.fixture
 def tutor(served: Callable[..., Any], clients: Callable[..., Client], database_url: str, tmp_path: Path,
-          e5_url: str, dead_url: str) -> tuple[Client, dict[str, str], dict[str, Any]]:
-    """A served pipeline with BGE down; one tutor uploads every scripted lecture and waits until searchable."""
+          e5_url: str, dead_url: str) -> Iterator[tuple[Client, dict[str, str], dict[str, Any]]]:
+    """A served pipeline with BGE down; one tutor uploads every scripted lecture and waits until searchable.
+    The embed step's own view of the store is closed afterwards (its pools held 3 Postgres connections a test)."""
     storage = LocalStorage(tmp_path / "storage")
     view = open_view(DatabaseUrl.parse(database_url).event_store_env())
     embed = Embedder(
@@ -104,7 +105,10 @@ def tutor(served: Callable[..., Any], clients: Callable[..., Client], database_u
         first_words = SCRIPTS[filename][1][0][2]
         wait_until(lambda q=queue_id, w=first_words: search(client, w, queue_id=q, mode="keyword")["moments"],
                    60, f"{filename} to become searchable")
-    return client, queues, statuses
+    try:
+        yield client, queues, statuses
+    finally:
+        view.close()
 
 
 def search(client: Client, q: str, **params: Any) -> dict[str, Any]:

@@ -33,14 +33,17 @@ def embedding_url() -> Iterator[str]:
 
 @pytest.fixture
 def lectures(served: Callable[..., Any], clients: Callable[..., Client], database_url: str, tmp_path: Path,
-             embedding_url: str) -> Callable[..., tuple[Any, dict[str, Client]]]:
-    """Start the served pipeline with search providers; tutors A and B upload the given lectures."""
+             embedding_url: str) -> Iterator[Callable[..., tuple[Any, dict[str, Client]]]]:
+    """Start the served pipeline with search providers; tutors A and B upload the given lectures.
+    The embed steps' views of the store are closed afterwards (their pools held 3 Postgres connections each)."""
+    views: list[Any] = []
 
     def start(uploads: dict[str, list[str]], **overrides: Any) -> tuple[Any, dict[str, Client], dict[str, str]]:
         overrides.setdefault("BGE_HG_EMBEDDING_SERVER_API_URL", embedding_url)
         storage = tmp_path / "storage"
-        pipeline = served(search_providers(database_url, storage, embedding_url), VIDPIPE_STORAGE_DIR=str(storage),
-                          **overrides)
+        providers = search_providers(database_url, storage, embedding_url)
+        views.append(providers["embed"].store.view)
+        pipeline = served(providers, VIDPIPE_STORAGE_DIR=str(storage), **overrides)
         tutors = {name: clients(pipeline, f"tutor-{name}") for name in uploads}
         queues: dict[str, str] = {}
         for seed, (name, filenames) in enumerate(uploads.items()):
@@ -54,7 +57,11 @@ def lectures(served: Callable[..., Any], clients: Callable[..., Client], databas
             wait_searchable(tutor, queue_id, key.split(":", 1)[1])
         return pipeline, tutors, queues
 
-    return start  # type: ignore[return-value]
+    try:
+        yield start  # type: ignore[misc]
+    finally:
+        for view in views:
+            view.close()
 
 
 def wait_searchable(tutor: Client, queue_id: str, filename: str, timeout: float = 10) -> None:
