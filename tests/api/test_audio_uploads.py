@@ -10,7 +10,6 @@ simulated.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 
 from api.token import mint
 from tests.api.conftest import Client, fake_video
+from tests.api.recording_support import assert_transcribed_and_plays_the_original, needs_jfk
 from tests.handlers.conftest import Pipeline
 from tests.mediafiles import JFK_FLAC, ffmpeg, jfk_audio, media_directory, subtitles_only, video_without_audio
 from tests.support import wait_until
@@ -30,14 +30,8 @@ Clients = Callable[..., Client]
 UPLOAD = "/api/video-processing/upload"
 AUDIO_STEPS = ["audio-convert", "transcribe", "embed"]
 AUDIO_GRAPH = {"audio-convert": [], "transcribe": ["audio-convert"], "embed": ["transcribe"]}
-SENTENCE = "ask not what your country can do for you"
 CONTENT_TYPES = {".flac": "audio/flac", ".mp3": "audio/mpeg", ".m4a": "audio/mp4", ".ogg": "audio/ogg",
                  ".wav": "audio/wav"}
-needs_jfk = pytest.mark.skipif(not JFK_FLAC.exists(), reason="needs ../shared/media/jfk.flac (the shared recordings)")
-
-
-def _words(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
 
 
 def _uploads(storage_dir: Path | str, owner: str) -> list[str]:
@@ -83,20 +77,7 @@ def test_audio_recordings_are_transcribed_captioned_and_searchable_without_a_com
             timeline = http.get(f"/api/video-processing/status/{queue_id}/events").json()["events"]
             assert "compress" not in {entry["step"] for entry in timeline}
 
-            transcript = http.get(f"/api/video-processing/status/{queue_id}/transcript", params={"format": "txt"})
-            assert transcript.status_code == 200 and SENTENCE in _words(transcript.text), transcript.text
-
-            # the player's link plays the original recording, with its own type, and seeks
-            links = http.get(f"/api/video-processing/status/{queue_id}/media").json()
-            assert links["media"] == "audio" and links["captions_url"]
-            whole = http.get(links["video_url"])
-            assert whole.status_code == 200 and whole.content == content
-            assert whole.headers["content-type"] == CONTENT_TYPES[extension]
-            part = http.get(links["video_url"], headers={"Range": "bytes=100-1099"})
-            assert part.status_code == 206 and part.content == content[100:1100]
-            assert part.headers["content-range"] == f"bytes 100-1099/{len(content)}"
-            captions = http.get(links["captions_url"])
-            assert captions.text.startswith("WEBVTT") and "country" in captions.text.lower()
+            assert_transcribed_and_plays_the_original(http, queue_id, content, CONTENT_TYPES[extension])
 
         flac_queue = sent[".flac"][0]
         found = wait_until(

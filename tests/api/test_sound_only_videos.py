@@ -12,7 +12,6 @@ steps (ffmpeg, the reference Whisper and embedding servers) behind real HTTP.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,19 +21,13 @@ import pytest
 from api.queues import status_from_aggregate
 from api.token import mint
 from handlers.storage import artifact_key
+from tests.api.recording_support import STATUS, assert_transcribed_and_plays_the_original, needs_jfk
 from tests.conftest import Store
-from tests.mediafiles import JFK_FLAC, jfk_sound_only_video, media_directory, subtitles_only_mp4
+from tests.mediafiles import jfk_sound_only_video, media_directory, subtitles_only_mp4
 from tests.test_end_to_end import RealPipeline, real_pipeline  # noqa: F401 - the fixture is used here
 
 UPLOAD = "/api/video-processing/upload"
-STATUS = "/api/video-processing/status"
-SENTENCE = "ask not what your country can do for you"
 VIDEO_TYPES = {".mp4": "video/mp4", ".webm": "video/webm"}
-needs_jfk = pytest.mark.skipif(not JFK_FLAC.exists(), reason="needs ../shared/media/jfk.flac (the shared recordings)")
-
-
-def _words(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
 
 
 def _tutor(pipeline: RealPipeline) -> httpx.Client:
@@ -71,20 +64,7 @@ def test_a_video_with_only_sound_completes_and_plays_the_original(
             assert (compress["media"], compress["playback"]) == ("audio", "original") and "video" not in compress
             assert not pipeline.storage.exists(artifact_key("tutor-1", queue_id, "compressed"))
 
-            transcript = http.get(f"{STATUS}/{queue_id}/transcript", params={"format": "txt"})
-            assert transcript.status_code == 200 and SENTENCE in _words(transcript.text), transcript.text
-
-            # the player's link plays the original, as uploaded, with its own type, and seeks
-            links = http.get(f"{STATUS}/{queue_id}/media").json()
-            assert links["media"] == "audio" and links["captions_url"]
-            whole = http.get(links["video_url"])
-            assert whole.status_code == 200 and whole.content == content
-            assert whole.headers["content-type"] == VIDEO_TYPES[extension]
-            part = http.get(links["video_url"], headers={"Range": "bytes=100-1099"})
-            assert part.status_code == 206 and part.content == content[100:1100]
-            assert part.headers["content-range"] == f"bytes 100-1099/{len(content)}"
-            captions = http.get(links["captions_url"])
-            assert captions.text.startswith("WEBVTT") and "country" in captions.text.lower()
+            assert_transcribed_and_plays_the_original(http, queue_id, content, VIDEO_TYPES[extension])
 
 
 def test_a_video_with_neither_picture_nor_sound_still_fails_with_the_reason(
