@@ -52,7 +52,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
-from domain import DomainError, QueueNotFound, VideoProcessing
+from domain import DomainError, VideoProcessing
 from handlers.dead_letters import BadFailureReport, DeadLetter, parse_failure_report
 from handlers.dispatcher import STEP_FAILURES_PATH, step_failure_url, step_url
 from handlers.signatures import SignatureRejected, StepSignatures
@@ -159,9 +159,7 @@ def record_dead_letter(app: VideoProcessing, letter: DeadLetter) -> Outcome:
     m = letter.message
     try:
         failed = app.fail_undelivered(m.queue_id, m.step, m.attempt, letter.reason, letter.dlq_id)
-    except QueueNotFound as error:
-        return Outcome(200, {"ignored": str(error)})
-    except DomainError as error:  # the queue ended (a duplicate report, a cancel), or has no such step
+    except DomainError as error:  # an unknown queue, one that ended (a duplicate report, a cancel), no such step
         return Outcome(200, {"ignored": str(error)})
     if not failed:
         return Outcome(200, {"ignored": f"attempt {m.attempt} of {m.step} is no longer current"})
