@@ -180,20 +180,20 @@ def jfk_sound_only_video(directory: Path, extension: str) -> Path | None:
 
 def subtitles_only_mp4(directory: Path) -> Path:
     """An MP4 "video" with neither picture nor sound: one text (mov_text) subtitle stream."""
-    srt = directory / "two-seconds.srt"
-    if not srt.exists():
-        srt.write_text("1\n00:00:00,000 --> 00:00:02,000\nhello\n")
-    return _cached(directory / "subtitles-only.mp4", lambda target: ffmpeg("-i", str(srt), "-c:s", "mov_text",
-                                                                           "-f", "mp4", str(target)))
+    return _subtitles_only(directory / "subtitles-only.mp4", "mov_text", "mp4")
 
 
 def subtitles_only(directory: Path) -> Path:
     """A Matroska audio file (``.mka``) with neither sound nor picture: one subtitle stream."""
-    srt = directory / "two-seconds.srt"
+    return _subtitles_only(directory / "subtitles-only.mka", "copy", "matroska")
+
+
+def _subtitles_only(target: Path, codec: str, container: str) -> Path:
+    """``target``: a two-second SRT subtitle as the file's only stream (``codec`` in ``container``)."""
+    srt = target.parent / "two-seconds.srt"
     if not srt.exists():
         srt.write_text("1\n00:00:00,000 --> 00:00:02,000\nhello\n")
-    return _cached(directory / "subtitles-only.mka", lambda target: ffmpeg("-i", str(srt), "-c:s", "copy",
-                                                                           "-f", "matroska", str(target)))
+    return _cached(target, lambda out: ffmpeg("-i", str(srt), "-c:s", codec, "-f", container, str(out)))
 
 
 # ------------------------------------------------------------------ bad media
