@@ -37,6 +37,18 @@ UNLABELLED_CONTROLS = """
   .map((el) => el.outerHTML)
 """
 """Page script: the form controls (and players) a screen reader could not name."""
+VIDEO = "document.getElementById('video')"
+"""Page script: the watch page's player (a <video>, also for audio recordings)."""
+CAPTIONS_SHOWING = f"""() => {{
+  const tracks = Array.from({VIDEO}.textTracks).filter((t) => t.kind === 'captions');
+  return tracks.length === 1 && tracks[0].mode === 'showing' && tracks[0].cues !== null && tracks[0].cues.length > 0;
+}}"""
+"""Page script: the player has one captions track, showing, with cues loaded."""
+ACTIVE_CUES = f"""() => {{
+  const track = Array.from({VIDEO}.textTracks).find((t) => t.kind === 'captions');
+  return track && track.activeCues && track.activeCues.length ? Array.from(track.activeCues, (c) => c.text) : null;
+}}"""
+"""Page script: the captions on screen now (null when none)."""
 
 
 

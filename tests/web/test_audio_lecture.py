@@ -19,18 +19,17 @@ from playwright.sync_api import Page, expect
 
 from tests.mediafiles import JFK_FLAC, jfk_audio, media_directory
 from tests.support import ServedApp
-from tests.web.conftest import UNLABELLED_CONTROLS, WebStack, sign_in, upload_by_keyboard
+from tests.web.conftest import (
+    ACTIVE_CUES,
+    CAPTIONS_SHOWING,
+    UNLABELLED_CONTROLS,
+    VIDEO,
+    WebStack,
+    sign_in,
+    upload_by_keyboard,
+)
 
-VIDEO = "document.getElementById('video')"
 PLAYING = f"() => {{ const v = {VIDEO}; return !v.paused && v.readyState >= 3 && v.currentTime > 0; }}"
-CAPTIONS_SHOWING = f"""() => {{
-  const tracks = Array.from({VIDEO}.textTracks).filter((t) => t.kind === 'captions');
-  return tracks.length === 1 && tracks[0].mode === 'showing' && tracks[0].cues !== null && tracks[0].cues.length > 0;
-}}"""
-ACTIVE_CUES = f"""() => {{
-  const track = Array.from({VIDEO}.textTracks).find((t) => t.kind === 'captions');
-  return track && track.activeCues && track.activeCues.length ? Array.from(track.activeCues, (c) => c.text) : null;
-}}"""
 CUE_AT = f"""(t) => {{
   const track = Array.from({VIDEO}.textTracks).find((t) => t.kind === 'captions');
   const cue = Array.from(track.cues).find((c) => c.startTime <= t && t < c.endTime);

@@ -41,7 +41,15 @@ from tests.api.conftest import fake_video
 from tests.api.search_support import LECTURES, ScriptedTranscriber, search_providers
 from tests.mediafiles import lecture_video, media_directory
 from tests.support import ServedApp, wait_until
-from tests.web.conftest import UNLABELLED_CONTROLS, WebStack, sign_in, upload_by_keyboard
+from tests.web.conftest import (
+    ACTIVE_CUES,
+    CAPTIONS_SHOWING,
+    UNLABELLED_CONTROLS,
+    VIDEO,
+    WebStack,
+    sign_in,
+    upload_by_keyboard,
+)
 
 QUESTION = "what does the plant do with its sugar at night?"
 """Answered at 0:46 of photosynthesis.mp4 ("At night the plant burns some of that sugar ...")."""
@@ -52,16 +60,7 @@ MARKUP_LINE = '🌱 Never trust <img src=x onerror="document.title=1"> or <b>bol
 before the words it marks, so a page that mixed up the two counts would mark the wrong letters."""
 SCRIPTS = {**LECTURES, MARKUP: [(0.0, 8.0, MARKUP_LINE)]}
 
-VIDEO = "document.getElementById('video')"
 PLAYING = f"() => {{ const v = {VIDEO}; return !v.paused && !v.ended && v.readyState >= 3 && v.currentTime > 0; }}"
-CAPTIONS_SHOWING = f"""() => {{
-  const tracks = Array.from({VIDEO}.textTracks).filter((t) => t.kind === 'captions');
-  return tracks.length === 1 && tracks[0].mode === 'showing' && tracks[0].cues !== null && tracks[0].cues.length > 0;
-}}"""
-ACTIVE_CUES = f"""() => {{
-  const track = Array.from({VIDEO}.textTracks).find((t) => t.kind === 'captions');
-  return track && track.activeCues && track.activeCues.length ? Array.from(track.activeCues, (c) => c.text) : null;
-}}"""
 
 
 LINE_IN_VIEW = """(index) => {
