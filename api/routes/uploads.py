@@ -214,7 +214,10 @@ async def _start(
             logger.info("owner %s retried upload %s: its queue exists already", caller.owner_id, queue_id)
             return str(queue_id), True
         earlier = await run_in_threadpool(services.uploads.same_content, caller.owner_id, received.sha256)
-        if earlier is not None and await run_in_threadpool(services.core.app.queue_exists, UUID(earlier[0])):
+        earlier_started = earlier is not None and await run_in_threadpool(
+            services.core.app.queue_exists, UUID(earlier[0])
+        )
+        if earlier is not None and earlier_started:
             asked = _request(("file", received.sha256), extra)
             if (await _fingerprint_of(services, earlier[0]))[1] != asked[1]:
                 # the same bytes with other options (another language, compression left out): the tutor
@@ -225,7 +228,7 @@ async def _start(
         if earlier is not None:
             earlier_id, earlier_file = earlier
             await run_in_threadpool(services.storage.delete, received.key)
-            if not await run_in_threadpool(services.core.app.queue_exists, UUID(earlier_id)):
+            if not earlier_started:
                 # the request that recorded it died before starting its queue: start it now, with what
                 # this request asks for (the same bytes as this upload: the same media)
                 logger.info("owner %s: starting queue %s a dead request recorded", caller.owner_id, earlier_id)
